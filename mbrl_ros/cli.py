@@ -1,0 +1,65 @@
+"""The ``mbrl-ros`` command: one entry point, one module per subcommand under ``commands/``.
+
+Subcommand modules are imported lazily so that ``mbrl-ros tasks`` does not pay for torch or
+rclpy start-up. Each module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+# subcommand name -> module under mbrl_ros.commands
+SUBCOMMANDS: dict[str, str] = {
+    "tasks": "tasks",
+    "rollout": "rollout",
+    "render": "render",
+    "train": "train",
+    "eval": "evaluate",
+    "launch": "launch",
+    "monitor": "monitor",
+    "emulate": "emulate",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"mbrl_ros.commands.{SUBCOMMANDS[name]}")
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mbrl-ros", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only import the module of the subcommand actually requested (fast start-up).
+    requested = next((a for a in argv if not a.startswith("-")), None)
+    for name in SUBCOMMANDS:
+        if name == requested:
+            module = _load(name)
+            p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+        else:
+            sub.add_parser(name, help=f"(run 'mbrl-ros {name} -h')", add_help=False)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:  # bad user input: a clear message, no traceback
+        print(f"mbrl-ros {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``mbrl-ros`` CLI, one module each (``add_parser`` + ``run``)."""

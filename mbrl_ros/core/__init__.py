@@ -1,0 +1,1 @@
+"""The Stackelberg MBRL game: players, models, NPG and schedules. Never imports ROS."""
