@@ -56,6 +56,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `mbrl-ros tasks | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
     except ValueError as exc:  # bad user input: a clear message, no traceback
         print(f"mbrl-ros {args.command}: error: {exc}", file=sys.stderr)
         return 2
