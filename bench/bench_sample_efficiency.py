@@ -1,0 +1,216 @@
+"""Samples to 90% success: the six Stackelberg games vs Stable-Baselines3 SAC.
+
+Each (algorithm, seed) is one ``mbrl-ros train`` run (a subprocess, ``--jobs`` at a time);
+"samples to 90%" is the number of real samples at the first iteration whose deterministic
+evaluation (>= 20 episodes, success at the final step) reaches 90%. SAC (SB3 defaults) is
+evaluated the same way every ``--sac-eval-every`` samples; when it never reaches 90% within
+its budget, the SAC/PAL ratio is reported as a lower bound. The per-iteration time split
+(model fit / NPG / collection / evaluation) comes from the runs' metrics.
+
+    .venv/bin/python bench/bench_sample_efficiency.py --quick            # pipeline check (point mass)
+    .venv/bin/python bench/bench_sample_efficiency.py --algos pal --seeds 3 --budget 20000
+    .venv/bin/python bench/bench_sample_efficiency.py --seeds 3 --jobs 6 --sac-budget 200000
+
+Writes the BENCHMARKS.md section "sample_efficiency" (and ``<out>/results.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench._report import update_section  # noqa: E402
+
+ALGOS = ["pal", "mal", "gda", "br", "mal-agent-reward", "mal-noise"]
+THRESHOLD = 0.9
+QUICK_SET = ["model_hidden=[64,64]", "npg_trajectories=50", "eval_episodes=10", "n_init=400", "samples_per_iter=200",
+             "buffer_size=800", "model_epochs_aggressive=50"]
+
+
+def run_game(algo: str, task: str, seed: int, budget: int, out: Path, overrides: list[str], threads: int) -> dict:
+    """One training run in a subprocess; returns its metrics and summary."""
+    run_dir = out / f"{algo}-{task}-s{seed}"
+    if (run_dir / "summary.json").exists():  # finished earlier: reuse (delete the folder to rerun)
+        summary = json.loads((run_dir / "summary.json").read_text())
+    else:
+        cmd = [sys.executable, "-m", "mbrl_ros.cli", "train", "--algo", algo, "--task", task, "--samples", str(budget),
+               "--seed", str(seed), "--out", str(run_dir), "--no-progress", "--threads", str(threads)]
+        for kv in overrides:
+            cmd += ["--set", kv]
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return {"algo": algo, "seed": seed, "error": proc.stderr[-2000:], "wall_s": time.time() - t0}
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"algo": algo, "seed": seed, "summary": summary, "metrics": rows}
+
+
+def run_sac(task: str, seed: int, budget: int, eval_every: int, eval_episodes: int, quick: bool) -> dict:
+    """SB3 SAC (default settings) with deterministic evaluations every ``eval_every`` samples."""
+    import numpy as np
+    import torch
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from mbrl_ros.core.train import make_world
+    from mbrl_ros.core.world import evaluate
+
+    torch.set_num_threads(1)
+    env, eval_env = make_world(task), make_world(task)
+    seeds = [2_000_003 + 1000 * seed + i for i in range(eval_episodes)]
+    curve: list[tuple[int, float, float]] = []
+
+    class EvalCallback(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % eval_every == 0:
+                model = self.model
+                r = evaluate(eval_env, lambda o: model.predict(o, deterministic=True)[0], seeds)
+                curve.append((self.num_timesteps, r["success"], r["return"]))
+            return True
+
+    from gymnasium.wrappers import TimeLimit
+
+    t0 = time.time()
+    model = SAC("MlpPolicy", TimeLimit(env, env.task.info.horizon), seed=seed, verbose=0,
+                learning_starts=min(1000, budget // 10) if quick else 100)
+    model.learn(total_timesteps=budget, callback=EvalCallback())
+    hit = next((s for s, succ, _ in curve if succ >= THRESHOLD), None)
+    return {"seed": seed, "curve": curve, "samples_to_90": hit, "budget": budget, "wall_s": time.time() - t0,
+            "final_success": curve[-1][1] if curve else None, "final_return": curve[-1][2] if curve else None}
+
+
+def samples_to(rows: list[dict], threshold: float = THRESHOLD) -> Optional[int]:
+    return next((r["samples"] for r in rows if r["eval_success"] >= threshold), None)
+
+
+def median_or_bound(values: list[Optional[int]], budget: int) -> tuple[float, bool]:
+    """Median samples-to-90 over seeds; a seed that never got there counts as > budget."""
+    filled = [v if v is not None else budget + 1 for v in values]
+    med = statistics.median(filled)
+    return med, med > budget
+
+
+def time_split(rows: list[dict]) -> dict:
+    it = [r for r in rows if r["iteration"] > 0]
+    if not it:
+        return {}
+    keys = ["fit_s", "npg_s", "collect_s", "eval_s"]
+    total = statistics.mean(r["iteration_s"] for r in it)
+    return {"iteration_s": total, **{k: statistics.mean(r[k] for r in it) for k in keys}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--algos", default=",".join(ALGOS), help="comma list of algorithms (and/or 'sac')")
+    ap.add_argument("--task", default="dclaw-turn-fixed")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--budget", type=int, default=20000, help="real-sample budget of each game run")
+    ap.add_argument("--sac", action="store_true", help="also run SAC (default: on unless --algos excludes it)")
+    ap.add_argument("--no-sac", action="store_true")
+    ap.add_argument("--sac-budget", type=int, default=100000)
+    ap.add_argument("--sac-eval-every", type=int, default=5000)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--jobs", type=int, default=1, help="parallel runs")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench_sample_efficiency"))
+    ap.add_argument("--quick", action="store_true", help="point mass, 1 seed, small budgets: checks the pipeline")
+    ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
+    args = ap.parse_args()
+
+    algos = [a for a in args.algos.split(",") if a and a != "sac"]
+    with_sac = (not args.no_sac) and ("sac" in args.algos.split(",") or args.sac or args.algos == ",".join(ALGOS))
+    overrides = list(args.overrides)
+    eval_episodes = 20
+    if args.quick:
+        args.task, args.seeds, args.budget = "pointmass", 1, 2000
+        args.sac_budget, args.sac_eval_every = 4000, 1000
+        overrides = QUICK_SET + overrides
+        eval_episodes = 10
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    jobs = [(a, s) for a in algos for s in range(args.seeds)]
+    print(f"{len(jobs)} game runs on {args.task}, budget {args.budget}, {args.jobs} at a time", flush=True)
+    results: list[dict] = []
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(run_game, a, args.task, s, args.budget, out, overrides, args.threads) for a, s in jobs]
+        for f in futures:
+            r = f.result()
+            results.append(r)
+            if "error" in r:
+                print(f"  {r['algo']} seed {r['seed']}: FAILED\n{r['error']}", flush=True)
+            else:
+                s = r["summary"]
+                print(f"  {r['algo']} seed {r['seed']}: samples_to_90={samples_to(r['metrics'])} "
+                      f"final_success={s['final_success']:.2f} wall={s['wall_s']:.0f}s", flush=True)
+    sac: list[dict] = []
+    if with_sac:
+        for seed in range(args.seeds):
+            r = run_sac(args.task, seed, args.sac_budget, args.sac_eval_every, eval_episodes, args.quick)
+            sac.append(r)
+            print(f"  sac seed {seed}: samples_to_90={r['samples_to_90']} final_success={r['final_success']}", flush=True)
+
+    # -- table -----------------------------------------------------------------------------
+    lines = [
+        f"Task `{args.task}`, {args.seeds} seed(s), real-sample budget {args.budget} per game run"
+        f"{' (QUICK pipeline check on the point mass, not a result)' if args.quick else ''}. "
+        "Success = deterministic policy, success at the final step, "
+        f"{eval_episodes} evaluation episodes after every iteration. Overrides: `{' '.join(overrides) or 'none'}`.",
+        "",
+        "| algorithm | samples to 90% (median) | per seed | final success (median) | iteration s | fit / NPG / collect / eval s |",
+        "|---|---|---|---|---|---|",
+    ]
+    medians: dict[str, tuple[float, bool]] = {}
+    for algo in algos:
+        runs = [r for r in results if r["algo"] == algo and "error" not in r]
+        if not runs:
+            lines.append(f"| {algo} | failed | | | | |")
+            continue
+        per_seed = [samples_to(r["metrics"]) for r in runs]
+        med, bound = median_or_bound(per_seed, args.budget)
+        medians[algo] = (med, bound)
+        finals = statistics.median(r["summary"]["final_success"] for r in runs)
+        split = [time_split(r["metrics"]) for r in runs]
+        split = [s for s in split if s]
+        ts = {k: statistics.mean(s[k] for s in split) for k in split[0]} if split else {}
+        seeds_txt = ", ".join(str(v) if v is not None else f">{args.budget}" for v in per_seed)
+        med_txt = f">{args.budget}" if bound else f"{med:.0f}"
+        split_txt = (f"{ts['fit_s']:.1f} / {ts['npg_s']:.1f} / {ts['collect_s']:.1f} / {ts['eval_s']:.1f}"
+                     if ts else "")
+        lines.append(f"| {algo} | {med_txt} | {seeds_txt} | {finals:.2f} | {ts.get('iteration_s', 0):.1f} | {split_txt} |")
+    if sac:
+        per_seed = [r["samples_to_90"] for r in sac]
+        med, bound = median_or_bound(per_seed, args.sac_budget)
+        finals = statistics.median(r["final_success"] or 0.0 for r in sac)
+        seeds_txt = ", ".join(str(v) if v is not None else f">{args.sac_budget}" for v in per_seed)
+        lines.append(f"| SAC (SB3 defaults) | {'>' + str(args.sac_budget) if bound else f'{med:.0f}'} | {seeds_txt} "
+                     f"| {finals:.2f} | | |")
+        if "pal" in medians and not medians["pal"][1]:
+            pal_med = medians["pal"][0]
+            sac_samples = args.sac_budget if bound else med
+            ratio = sac_samples / pal_med
+            lines += ["", f"SAC / PAL samples to 90%: {'>= ' if bound else ''}{ratio:.1f}x"
+                          f"{' (lower bound: SAC never reached 90% within its budget)' if bound else ''}."]
+    lines += ["", f"Command: `.venv/bin/python bench/bench_sample_efficiency.py {' '.join(sys.argv[1:])}`.",
+              "The machine may have been shared with other jobs while this ran: wall times are upper bounds."]
+    table = "\n".join(lines)
+    print(table)
+    (out / "results.json").write_text(json.dumps({"games": results, "sac": sac}, default=str))
+    if not args.no_report:
+        update_section("sample_efficiency", table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

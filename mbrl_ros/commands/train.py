@@ -1,0 +1,83 @@
+"""``mbrl-ros train``: play a Stackelberg MBRL game (PAL, MAL, GDA, BR, MAL fixes) in simulation.
+
+Example: ``mbrl-ros train --algo pal --task dclaw-turn-fixed --samples 20000 --seed 0 --out runs/pal0``.
+Writes ``metrics.jsonl``, ``policy.onnx``, ``curve.png``, ``checkpoint/`` and ``summary.json`` to
+``--out`` and prints the summary as one JSON line at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "train a policy with a Stackelberg MBRL game (pal, mal, gda, br, mal-agent-reward, mal-noise) in simulation"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--algo", default=None, help="pal | mal | gda | br | mal-agent-reward | mal-noise (default pal)")
+    parser.add_argument("--task", default=None, help="task id, e.g. dclaw-turn-fixed (see `mbrl-ros tasks`)")
+    parser.add_argument("--samples", type=int, default=None, help="budget of real samples (default: config/<algo>.yaml)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--out", default=None, help="output directory (default: the --resume directory)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a hyper-parameter (repeatable), e.g. --set npg_steps_conservative=6")
+    parser.add_argument("--resume", default=None, metavar="DIR", help="continue a run from DIR (or DIR/checkpoint)")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default min(4, cpu count))")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mbrl_ros.core.config import load_config
+    from mbrl_ros.core.train import POINTMASS_IDS, default_threads, train
+
+    if args.samples is not None and args.samples <= 0:
+        raise ValueError(f"--samples must be a positive number of real samples, got {args.samples}")
+    if args.threads is not None and args.threads <= 0:
+        raise ValueError(f"--threads must be positive, got {args.threads}")
+    torch.set_num_threads(args.threads or default_threads())
+    overrides: list[str] = list(args.overrides)
+    if args.samples is not None:
+        overrides.append(f"samples={args.samples}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+
+    if args.resume is not None:
+        import json as _json
+        from pathlib import Path
+
+        from mbrl_ros.core.config import GameConfig, apply_overrides
+
+        ckpt = Path(args.resume)
+        ckpt = ckpt / "checkpoint" if (ckpt / "checkpoint").is_dir() else ckpt
+        if not (ckpt / "state.json").is_file():
+            raise ValueError(f"--resume {args.resume}: no checkpoint there")
+        saved = _json.loads((ckpt / "state.json").read_text())["config"]
+        if args.algo is not None and args.algo != saved["algo"]:
+            raise ValueError(f"--algo {args.algo} does not match the checkpoint's {saved['algo']}")
+        if args.task is not None and args.task != saved["task_id"]:
+            raise ValueError(f"--task {args.task} does not match the checkpoint's {saved['task_id']}")
+        override_dict: dict = {}
+        probe = GameConfig.from_dict(saved)
+        apply_overrides(probe, overrides)  # validates keys and types
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            override_dict[key] = getattr(probe, key)
+        out = args.out or str(ckpt.parent)
+        summary = train(probe, out, resume=ckpt, resume_overrides=override_dict, progress=not args.no_progress)
+    else:
+        if args.task is None or args.out is None:
+            raise ValueError("--task and --out are required (unless --resume is given)")
+        task_id = args.task
+        if task_id not in POINTMASS_IDS:
+            from mbrl_ros.tasks import canonical_task_id
+
+            task_id = canonical_task_id(task_id)
+        cfg = load_config(args.algo or "pal", task_id, overrides)
+        summary = train(cfg, args.out, progress=not args.no_progress)
+    print(json.dumps(summary))
+    return 0

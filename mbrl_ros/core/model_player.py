@@ -1,0 +1,173 @@
+"""The model player: fits the dynamics ensemble to the world's data.
+
+``fit(buffer, aggressive)``: a follower (PAL, BR) best-responds, i.e. fits to convergence
+(``model_epochs_aggressive`` epochs, early stopping on a held-out split); a leader (MAL, GDA)
+takes a conservative step (``model_epochs_conservative`` epochs, warm start). Every fit takes
+between ``model_min_steps`` and ``model_max_steps`` gradient steps (paper: 1e2 .. 1e5).
+
+MAL + agent reward: the objective becomes ``alpha * l(M, D) - (1 - alpha) * J_hat(pi, M)/scale``,
+with ``J_hat`` a differentiable short-horizon reparameterised return of the current policy
+through every member (see :func:`mbrl_ros.core.model_rollout.differentiable_return`) and
+``scale`` the mean absolute per-step reward in the buffer times the horizon, which puts both
+terms on comparable (unit) scales.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from mbrl_ros.core.buffers import EpisodeBuffer
+from mbrl_ros.core.config import GameConfig
+from mbrl_ros.core.dynamics_ensemble import DynamicsEnsemble, fit_ensemble
+from mbrl_ros.core.model_rollout import differentiable_return
+from mbrl_ros.core.networks import GaussianMLPPolicy
+from mbrl_ros.core.policy_player import resolve_device
+from mbrl_ros.core.schedule import ModelObjective, game_spec
+
+MODEL_FORMAT = "mbrl_ros.dynamics_ensemble/1"
+LOSS_SUBSAMPLE = 20000  # transitions used to report l(M, D) (a subsample keeps it cheap)
+
+
+class ModelPlayer:
+    """Owns the ensemble and its Adam optimiser (kept across fits: warm start)."""
+
+    def __init__(self, task: Any, cfg: GameConfig, device: Optional[str] = None) -> None:
+        self.task, self.cfg = task, cfg
+        self.device = resolve_device(device or cfg.device)
+        self.objective = game_spec(cfg.algo).model_objective
+        self.ensemble = self._new_ensemble()
+        self.optimizer = self._new_optimizer()
+        self.n_fits = 0
+
+    def _new_ensemble(self) -> DynamicsEnsemble:
+        c = self.cfg
+        return DynamicsEnsemble(
+            self.task.model_dim, self.task.info.act_dim, c.ensemble_size, c.model_hidden, c.model_activation,
+            learn_reward=c.learned_reward, clamp_margin=c.model_clamp_margin,
+        ).to(self.device)
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.ensemble.parameters(), lr=self.cfg.model_lr, weight_decay=self.cfg.model_weight_decay)
+
+    # -- data --------------------------------------------------------------------------
+    def transitions(self, buffer: EpisodeBuffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs [N, z+a], targets [N, dz (+1)], states [2N, z]) in model space, on the device."""
+        d = buffer.arrays()
+        z = np.asarray(self.task.to_model(d["obs"]), dtype=np.float64)
+        z_next = np.asarray(self.task.to_model(d["next_obs"]), dtype=np.float64)
+        a = np.clip(d["actions"], -1.0, 1.0)  # the world executed the clipped action
+        targets = z_next - z
+        if self.cfg.learned_reward:
+            targets = np.concatenate([targets, d["rewards"][:, None]], axis=1)
+        as_t = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=self.device)
+        return as_t(np.concatenate([z, a], axis=1)), as_t(targets), as_t(np.concatenate([z, z_next]))
+
+    def holdout_mask(self, buffer: EpisodeBuffer) -> torch.Tensor:
+        """Transitions of held-out episodes (a fixed hash of the episode id, so a warm-started
+        model never trained on them in an earlier fit)."""
+        flags = [zlib.crc32(e.episode_id.encode()) / 2**32 < self.cfg.model_holdout for e in buffer.episodes]
+        return torch.as_tensor(np.repeat(flags, [len(e) for e in buffer.episodes]), device=self.device)
+
+    @torch.no_grad()
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+        """l(M, D): mean normalised squared error of the members on (a subsample of) the data."""
+        if inputs.shape[0] > LOSS_SUBSAMPLE:
+            idx = torch.linspace(0, inputs.shape[0] - 1, LOSS_SUBSAMPLE, device=inputs.device).long()
+            inputs, targets = inputs[idx], targets[idx]
+        E = self.ensemble.ensemble_size
+        y = self.ensemble.normalized_targets(targets)
+        return float(self.ensemble.loss(inputs.expand(E, -1, -1), y.expand(E, -1, -1)).mean())
+
+    # -- the player's move -------------------------------------------------------------
+    def fit(self, buffer: EpisodeBuffer, aggressive: bool, policy: Optional[GaussianMLPPolicy] = None) -> dict:
+        """Fit the ensemble on the buffer; returns loss (l(M, D) after the fit), steps, timings."""
+        if len(buffer) < 2:
+            raise ValueError(f"the model needs at least 2 transitions, the buffer holds {len(buffer)}")
+        t0 = time.perf_counter()
+        c = self.cfg
+        inputs, targets, states = self.transitions(buffer)
+        if c.model_reinit and self.n_fits > 0:
+            self.ensemble.reset_parameters()
+            self.optimizer = self._new_optimizer()
+        self.ensemble.train()
+        self.ensemble.set_normalization(inputs, targets, states)
+        n = inputs.shape[0]
+        epochs = c.model_epochs_aggressive if aggressive else c.model_epochs_conservative
+        steps = int(min(max(math.ceil(epochs * n / c.model_batch_size), c.model_min_steps), c.model_max_steps))
+        extra, alpha = None, 1.0
+        if self.objective is ModelObjective.AGENT_REWARD and policy is not None:
+            extra, alpha = self._agent_reward_term(buffer, policy), c.alpha
+        was_grad = [p.requires_grad for p in policy.parameters()] if policy is not None else []
+        try:
+            if policy is not None:  # the policy is a constant in the model player's objective
+                for p in policy.parameters():
+                    p.requires_grad_(False)
+            result = fit_ensemble(
+                self.ensemble, self.optimizer, inputs, targets, steps, c.model_batch_size,
+                holdout_mask=self.holdout_mask(buffer) if aggressive and c.model_holdout > 0 else None,
+                eval_every=c.model_eval_every,
+                patience=c.model_patience, min_steps=c.model_min_steps, extra_loss=extra, alpha=alpha,
+                bf16=c.model_bf16,
+            )
+        finally:
+            for p, g in zip(policy.parameters() if policy is not None else [], was_grad):
+                p.requires_grad_(g)
+        self.ensemble.eval()
+        self.n_fits += 1
+        result.update(loss=self.loss(inputs, targets), max_steps=steps, n_data=n, aggressive=bool(aggressive))
+        result["fit_s"] = time.perf_counter() - t0
+        return result
+
+    def _agent_reward_term(self, buffer: EpisodeBuffer, policy: GaussianMLPPolicy):
+        """Closure: -J_hat(pi, M) / scale on a fresh batch of real start states (MAL + agent reward)."""
+        c = self.cfg
+        d = buffer.arrays()
+        obs = torch.as_tensor(d["obs"], dtype=torch.float32, device=self.device)
+        scale = float(np.mean(np.abs(d["rewards"]))) * c.agent_reward_horizon + 1e-6
+
+        def term() -> torch.Tensor:
+            idx = torch.randint(0, obs.shape[0], (c.agent_reward_batch,), device=self.device)
+            j = differentiable_return(self.ensemble, self.task, policy, obs[idx], c.agent_reward_horizon, c.gamma)
+            return -j / scale
+
+        return term
+
+    # -- exchange (safetensors, never pickle) -----------------------------------------------
+    def _meta(self) -> dict:
+        e = self.ensemble
+        return {
+            "format": MODEL_FORMAT, "task_id": self.task.info.task_id, "state_dim": e.state_dim, "act_dim": e.act_dim,
+            "ensemble_size": e.ensemble_size, "hidden": e.hidden, "activation": e.activation,
+            "learn_reward": e.learn_reward,
+        }
+
+    def to_bytes(self) -> bytes:
+        """The ensemble (weights + normalisation statistics) as safetensors bytes."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.ensemble.state_dict().items()}
+        return st_save(tensors, metadata={"mbrl_ros": json.dumps(self._meta())})
+
+    def load_bytes(self, blob: bytes) -> None:
+        """Load an ensemble produced by :meth:`to_bytes`; raises ValueError on a mismatch."""
+        if not isinstance(blob, (bytes, bytearray)) or len(blob) < 8:
+            raise ValueError("model blob must be non-empty bytes")
+        try:
+            header_len = int.from_bytes(blob[:8], "little")
+            header = json.loads(bytes(blob[8 : 8 + header_len]))
+            meta = json.loads(header.get("__metadata__", {}).get("mbrl_ros", "{}"))
+            tensors = st_load(bytes(blob))
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a bad blob
+            raise ValueError(f"not a dynamics-ensemble safetensors blob: {exc}") from None
+        expected = self._meta()
+        for key in ("format", "task_id", "state_dim", "act_dim", "ensemble_size", "hidden", "activation", "learn_reward"):
+            if meta.get(key) != expected[key]:
+                raise ValueError(f"model blob {key}={meta.get(key)!r}, this player expects {expected[key]!r}")
+        self.ensemble.load_state_dict({k: v.to(self.device) for k, v in tensors.items()})

@@ -1,0 +1,166 @@
+"""The policy player's networks: a Gaussian MLP policy and a value MLP (paper table 1).
+
+The policy normalises observations inside itself with fixed statistics taken from the replay
+buffer at each iteration. Changing those statistics would silently change the policy, so
+:meth:`GaussianMLPPolicy.set_obs_normalization` rewrites the first layer so that the function
+the policy computes is unchanged (a conservative leader must not jump because of bookkeeping).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+OBS_CLIP = 10.0  # normalised observations are clipped to +-OBS_CLIP (robust to outliers on hardware)
+STD_FLOOR = 1e-2  # smallest normalisation scale (constant observation slots)
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    last = in_dim
+    for width in hidden:
+        layers += [nn.Linear(last, int(width)), activation()]
+        last = int(width)
+    layers.append(nn.Linear(last, out_dim))
+    return nn.Sequential(*layers)
+
+
+class GaussianMLPPolicy(nn.Module):
+    """pi(a|s) = N(mu(s), diag(exp(log_std))^2): tanh MLP mean, state-independent learned log std.
+
+    Actions are not squashed: the world clips them to [-1, 1] (as ROBEL does), and the
+    deterministic action exported to ONNX is ``clip(mu(s), -1, 1)``.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (64, 64),
+        init_log_std: float = -1.0,
+        min_log_std: float = -2.5,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.hidden = [int(h) for h in hidden]
+        self.min_log_std = float(min_log_std)
+        self.mean_net = mlp(self.obs_dim, self.hidden, self.act_dim, nn.Tanh)
+        # A small last layer starts the policy near the zero action (as the reference code does).
+        with torch.no_grad():
+            self.mean_net[-1].weight.mul_(0.01)
+            self.mean_net[-1].bias.mul_(0.01)
+        self.log_std = nn.Parameter(torch.full((self.act_dim,), float(init_log_std)))
+        self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
+        self.register_buffer("obs_std", torch.ones(self.obs_dim))
+
+    # -- normalisation ------------------------------------------------------------------
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.clamp((obs - self.obs_mean) / self.obs_std, -OBS_CLIP, OBS_CLIP)
+
+    @torch.no_grad()
+    def set_obs_normalization(self, mean: np.ndarray, std: np.ndarray, preserve_function: bool = True) -> None:
+        """Set new observation statistics; rewrite the first layer so mu(s) does not change.
+
+        With x_old = (s - m_old)/s_old and x_new = (s - m_new)/s_new:
+        W x_old + b = (W diag(s_new/s_old)) x_new + b + W (m_new - m_old)/s_old.
+        (Exact as long as neither normalised value hits the clip.)
+        """
+        mean_t = torch.as_tensor(np.asarray(mean), dtype=self.obs_mean.dtype, device=self.obs_mean.device)
+        std_t = torch.as_tensor(np.asarray(std), dtype=self.obs_std.dtype, device=self.obs_std.device)
+        if mean_t.shape != (self.obs_dim,) or std_t.shape != (self.obs_dim,):
+            raise ValueError(f"normalisation stats must have shape ({self.obs_dim},)")
+        if not (torch.isfinite(mean_t).all() and torch.isfinite(std_t).all()):
+            raise ValueError("normalisation stats must be finite")
+        std_t = torch.clamp(std_t, min=STD_FLOOR)
+        if preserve_function:
+            first: nn.Linear = self.mean_net[0]
+            w = first.weight.clone()
+            first.bias.add_(w @ ((mean_t - self.obs_mean) / self.obs_std))
+            first.weight.copy_(w * (std_t / self.obs_std)[None, :])
+        self.obs_mean.copy_(mean_t)
+        self.obs_std.copy_(std_t)
+
+    # -- distribution -------------------------------------------------------------------
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """The mean action mu(s) (unclipped)."""
+        return self.mean_net(self.normalize(obs))
+
+    def clamp_log_std(self) -> None:
+        with torch.no_grad():
+            self.log_std.clamp_(min=self.min_log_std)
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        mean = self(obs)
+        z = (act - mean) / torch.exp(self.log_std)
+        return -0.5 * (z**2).sum(-1) - self.log_std.sum() - 0.5 * self.act_dim * np.log(2 * np.pi)
+
+    def sample(self, obs: torch.Tensor) -> torch.Tensor:
+        mean = self(obs)
+        return mean + torch.exp(self.log_std) * torch.randn_like(mean)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """One action (or a batch) for numpy observations; deterministic = clip(mean, -1, 1)."""
+        o = np.asarray(obs, dtype=np.float32)
+        single = o.ndim == 1
+        if o.shape[-1] != self.obs_dim:
+            raise ValueError(f"observation must have {self.obs_dim} values, got shape {o.shape}")
+        t = torch.as_tensor(o[None] if single else o, device=self.obs_mean.device)
+        a = self(t) if deterministic else self.sample(t)
+        if deterministic:
+            a = torch.clamp(a, -1.0, 1.0)
+        out = a.cpu().numpy().astype(np.float64)
+        return out[0] if single else out
+
+
+def gaussian_kl(mean_old: torch.Tensor, log_std_old: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Per-sample KL(N_old || N_new) of diagonal Gaussians."""
+    var_old, var = torch.exp(2 * log_std_old), torch.exp(2 * log_std)
+    return (log_std - log_std_old + (var_old + (mean_old - mean) ** 2) / (2 * var) - 0.5).sum(-1)
+
+
+class ValueMLP(nn.Module):
+    """V(s, t): MLP on the normalised observation plus time features (t/H)^1..4, as the
+    reference baseline does for finite-horizon tasks. Targets are standardised internally."""
+
+    N_TIME_FEATURES = 4
+
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128)) -> None:
+        super().__init__()
+        self.obs_dim = int(obs_dim)
+        self.net = mlp(self.obs_dim + self.N_TIME_FEATURES, hidden, 1, nn.Tanh)
+        self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
+        self.register_buffer("obs_std", torch.ones(self.obs_dim))
+        self.register_buffer("ret_mean", torch.zeros(()))
+        self.register_buffer("ret_std", torch.ones(()))
+
+    def features(self, obs: torch.Tensor, t_frac: torch.Tensor) -> torch.Tensor:
+        x = torch.clamp((obs - self.obs_mean) / self.obs_std, -OBS_CLIP, OBS_CLIP)
+        t = t_frac.unsqueeze(-1)
+        return torch.cat([x, t, t**2, t**3, t**4], dim=-1)
+
+    def forward_normalized(self, obs: torch.Tensor, t_frac: torch.Tensor) -> torch.Tensor:
+        return self.net(self.features(obs, t_frac)).squeeze(-1)
+
+    def forward(self, obs: torch.Tensor, t_frac: torch.Tensor) -> torch.Tensor:
+        """Value in return units."""
+        return self.forward_normalized(obs, t_frac) * self.ret_std + self.ret_mean
+
+    @torch.no_grad()
+    def set_return_normalization(self, mean: float, std: float) -> None:
+        """New target statistics; the last layer is rescaled so V(s, t) does not change."""
+        std = max(float(std), 1e-6)
+        last: nn.Linear = self.net[-1]
+        ratio = self.ret_std / std
+        last.bias.copy_((last.bias * self.ret_std + self.ret_mean - mean) / std)
+        last.weight.mul_(ratio)
+        self.ret_mean.fill_(float(mean))
+        self.ret_std.fill_(std)
+
+    @torch.no_grad()
+    def set_obs_normalization(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.obs_mean.copy_(torch.as_tensor(np.asarray(mean), dtype=self.obs_mean.dtype))
+        self.obs_std.copy_(torch.clamp(torch.as_tensor(np.asarray(std), dtype=self.obs_std.dtype), min=STD_FLOOR))

@@ -1,0 +1,177 @@
+"""Natural policy gradient on synthetic data (paper Subroutine 1, steps 4-6).
+
+- advantages: GAE(gamma, lambda) with the value network, then whitened;
+- vanilla gradient g = E[grad log pi(a|s) A];
+- Fisher-vector products F v from the Hessian of the mean KL(pi_old || pi) (double backprop);
+- F x = g solved by conjugate gradient;
+- normalised step theta += sqrt(delta / g^T F^-1 g) F^-1 g. In the quadratic approximation
+  the KL of this step is 0.5 * alpha^2 x^T F x = delta / 2 (the reference code's convention);
+  the measured KL is reported;
+- the value network is refitted on the synthetic discounted returns.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.networks import GaussianMLPPolicy, ValueMLP, gaussian_kl
+
+
+def flat(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminal: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE advantages and discounted returns for [M, H] rewards and [M, H+1] values.
+
+    ``values[:, H]`` is the bootstrap value after the last step (0 if the episode ends there);
+    a terminal step gets no bootstrap. Returns ``(advantages, returns)``, both [M, H].
+    """
+    M, H = rewards.shape
+    adv = torch.zeros_like(rewards)
+    ret = torch.zeros_like(rewards)
+    last_adv = torch.zeros(M, device=rewards.device)
+    last_ret = values[:, H]
+    for t in reversed(range(H)):
+        cont = 1.0 - terminal[:, t]
+        delta = rewards[:, t] + gamma * values[:, t + 1] * cont - values[:, t]
+        last_adv = delta + gamma * lam * cont * last_adv
+        last_ret = rewards[:, t] + gamma * cont * last_ret
+        adv[:, t] = last_adv
+        ret[:, t] = last_ret
+    return adv, ret
+
+
+def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10) -> torch.Tensor:
+    """Solve F x = b for symmetric positive-definite F given only products F v."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rr = torch.dot(r, r)
+    for _ in range(iters):
+        Fp = fvp(p)
+        step = rr / (torch.dot(p, Fp) + 1e-20)
+        x += step * p
+        r -= step * Fp
+        rr_new = torch.dot(r, r)
+        if rr_new < tol:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def gaussian_fisher_product(
+    policy: GaussianMLPPolicy, obs: torch.Tensor, damping: float
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v -> (F + damping I) v for the Gaussian policy at its current parameters.
+
+    The Hessian of the mean KL at pi_old = pi is block diagonal: for the mean network
+    F = E[J^T diag(sigma^-2) J] (J = d mu / d theta), for the log std 2 I. J v is a
+    forward-mode product (torch.func.jvp), J^T u a backward pass through one retained graph,
+    about half the work of differentiating the KL twice.
+    """
+    from torch.func import functional_call, jvp
+
+    net = policy.mean_net
+    names = [k for k, _ in net.named_parameters()]
+    values = tuple(p.detach() for _, p in net.named_parameters())
+    params = list(net.parameters())
+    x = policy.normalize(obs).detach()
+    inv_var = torch.exp(-2.0 * policy.log_std.detach())
+    mean = net(x)  # graph kept for every J^T u of the CG loop
+    scale = 1.0 / obs.shape[0]
+    # layout of the flat vector: policy.parameters() order (log_std and the mean net's weights)
+    layout = [(name, p.numel(), p.shape) for name, p in policy.named_parameters() if p.requires_grad]
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        parts, offset = {}, 0
+        for name, k, shape in layout:
+            parts[name] = v[offset : offset + k].view(shape)
+            offset += k
+        tangents = tuple(parts[f"mean_net.{n}"] for n in names)
+        _, jv = jvp(lambda *p: functional_call(net, dict(zip(names, p)), (x,)), values, tangents)
+        jtu = torch.autograd.grad(mean, params, grad_outputs=jv * inv_var * scale, retain_graph=True)
+        out = dict(zip((f"mean_net.{n}" for n in names), jtu))
+        out["log_std"] = 2.0 * parts["log_std"]
+        return flat([out[name] for name, _, _ in layout]) + damping * v
+
+    return fvp
+
+
+def npg_update(
+    policy: GaussianMLPPolicy,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    advantages: torch.Tensor,
+    step_size: float = 0.05,
+    cg_iters: int = 25,
+    damping: float = 1e-3,
+    fvp_fraction: float = 1.0,
+) -> dict:
+    """One normalised natural-gradient step on (obs, actions, whitened advantages) [N, .]."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    with torch.no_grad():
+        old_mean = policy(obs)
+        old_log_std = policy.log_std.detach().clone()
+        old_logp = policy.log_prob(obs, actions)
+
+    # vanilla gradient of the importance-sampled surrogate at the current parameters
+    surrogate = (torch.exp(policy.log_prob(obs, actions) - old_logp) * advantages).mean()
+    g = flat(torch.autograd.grad(surrogate, params)).detach()
+
+    n = obs.shape[0]
+    n_fvp = max(1, int(round(n * fvp_fraction)))
+    sub = torch.randperm(n, device=obs.device)[:n_fvp] if n_fvp < n else slice(None)
+    fvp = gaussian_fisher_product(policy, obs[sub], damping)
+
+    x = conjugate_gradient(fvp, g, cg_iters)
+    gFg = float(torch.dot(g, x))
+    alpha = float(np.sqrt(step_size / (abs(gFg) + 1e-20)))
+    with torch.no_grad():
+        offset = 0
+        for p in params:
+            k = p.numel()
+            p.add_(alpha * x[offset : offset + k].view_as(p))
+            offset += k
+        policy.clamp_log_std()
+        kl = float(gaussian_kl(old_mean, old_log_std, policy(obs), policy.log_std).mean())
+        new_surrogate = float((torch.exp(policy.log_prob(obs, actions) - old_logp) * advantages).mean())
+    return {"kl": kl, "alpha": alpha, "grad_norm": float(g.norm()), "surrogate_gain": new_surrogate - float(surrogate.detach())}
+
+
+def fit_value(
+    value: ValueMLP,
+    optimizer: torch.optim.Optimizer,
+    obs: torch.Tensor,
+    t_frac: torch.Tensor,
+    returns: torch.Tensor,
+    epochs: int = 2,
+    batch_size: int = 512,
+) -> float:
+    """Regress V(s, t) onto discounted returns (targets standardised); returns the last epoch's MSE."""
+    value.set_return_normalization(float(returns.mean()), float(returns.std()) if returns.numel() > 1 else 1.0)
+    target = (returns - value.ret_mean) / value.ret_std
+    n = obs.shape[0]
+    loss_sum, count = 0.0, 0
+    for _ in range(epochs):
+        perm = torch.randperm(n, device=obs.device)
+        loss_sum, count = 0.0, 0
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            loss = ((value.forward_normalized(obs[idx], t_frac[idx]) - target[idx]) ** 2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * idx.numel()
+            count += idx.numel()
+    return loss_sum / max(count, 1)

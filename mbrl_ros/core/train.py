@@ -1,0 +1,173 @@
+"""In-process training runner: one game, its files and its progress bar (no ROS).
+
+Writes to the output directory: ``config.json`` (the resolved hyper-parameters),
+``metrics.jsonl`` (one JSON line per iteration), ``policy.onnx`` (the deployed policy, with its
+contract), ``checkpoint/`` (resume point), ``curve.png`` (learning curve) and
+``summary.json`` (the last line printed by ``mbrl-ros train``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from mbrl_ros.core.config import GameConfig, apply_overrides
+from mbrl_ros.core.stackelberg import StackelbergGame
+
+POINTMASS_IDS = ("pointmass", "pointmass-fixed")
+SUCCESS_THRESHOLD = 0.9  # "samples to 90% success"
+
+
+def make_world(task_id: str) -> Any:
+    """The simulated world of ``task_id`` (the ROBEL tasks, or the test-only point mass)."""
+    if task_id in POINTMASS_IDS:
+        from mbrl_ros.tasks.pointmass import PointMassEnv
+
+        return PointMassEnv(fixed_goal=task_id == "pointmass-fixed")
+    try:
+        from mbrl_ros.tasks import make_env
+    except ImportError as exc:  # the task layer is missing: a clear message
+        raise ValueError(f"cannot load the task layer (mbrl_ros.tasks.make_env): {exc}") from None
+    return make_env(task_id)
+
+
+def default_threads() -> int:
+    """A sensible torch thread count for small machines: min(4, cpu count)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def samples_to_threshold(history: list[dict], threshold: float = SUCCESS_THRESHOLD) -> Optional[int]:
+    """Real samples at the first evaluation with success >= threshold (None if never)."""
+    for m in history:
+        if m["eval_success"] >= threshold:
+            return int(m["samples"])
+    return None
+
+
+def plot_curve(history: list[dict], path: Union[str, Path], title: str) -> None:
+    """Learning curve: success and return vs real samples, and the leader's objective."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    x = [m["samples"] for m in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(x, [m["eval_success"] for m in history], marker=".")
+    axes[0].set(xlabel="real samples", ylabel="success (final step)", ylim=(-0.05, 1.05))
+    axes[0].axhline(SUCCESS_THRESHOLD, color="grey", lw=0.8, ls="--")
+    axes[1].plot(x, [m["eval_return"] for m in history], marker=".", label="world")
+    jm = [(s, m["J_model"]) for s, m in zip(x, history) if m.get("J_model") is not None]
+    if jm:
+        axes[1].plot(*zip(*jm), marker=".", alpha=0.7, label="J(pi, M)")
+    axes[1].set(xlabel="real samples", ylabel="return")
+    axes[1].legend()
+    ml = [(s, m["model_loss"]) for s, m in zip(x, history) if m.get("model_loss") is not None]
+    if ml:
+        axes[2].semilogy(*zip(*ml), marker=".")
+    axes[2].set(xlabel="real samples", ylabel="model loss l(M, D)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)
+
+
+def _read_metrics(path: Path, up_to_iteration: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["iteration"] <= up_to_iteration]
+
+
+def train(
+    cfg: GameConfig,
+    out_dir: Union[str, Path],
+    resume: Optional[Union[str, Path]] = None,
+    resume_overrides: Optional[dict] = None,
+    progress: bool = True,
+    device: Optional[str] = None,
+    on_iteration: Optional[Callable[[dict], None]] = None,
+) -> dict:
+    """Play the game ``cfg`` in its simulated world; returns the summary dict.
+
+    ``resume``: a run directory (or its ``checkpoint/``); the game continues from the last
+    checkpoint with the checkpoint's configuration plus ``resume_overrides`` (e.g. a larger
+    ``samples`` budget), and ``cfg`` is ignored except for those overrides.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    history: list[dict] = []
+    ckpt_dir: Optional[Path] = None
+    state: Optional[dict] = None
+    if resume is not None:
+        ckpt_dir = Path(resume)
+        if (ckpt_dir / "checkpoint").is_dir():
+            ckpt_dir = ckpt_dir / "checkpoint"
+        if not (ckpt_dir / "state.json").is_file():
+            raise ValueError(f"--resume {resume}: no checkpoint found (expected {ckpt_dir / 'state.json'})")
+        state = json.loads((ckpt_dir / "state.json").read_text())
+        cfg = GameConfig.from_dict(state["config"])
+        apply_overrides(cfg, resume_overrides or {})
+        cfg.validate()
+        history = _read_metrics(ckpt_dir.parent / "metrics.jsonl", state["completed_iteration"])
+    world, eval_world = make_world(cfg.task_id), make_world(cfg.task_id)
+    game = StackelbergGame(cfg, world, eval_world, device)
+    if ckpt_dir is not None:
+        game.load(ckpt_dir)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.samples, initial=min(game.samples, cfg.samples), unit="samples",
+                   desc=f"{cfg.algo} {cfg.task_id}", dynamic_ncols=True)
+
+    def record(m: dict) -> None:
+        history.append(m)
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(m) + "\n")
+        (out / "policy.onnx").write_bytes(
+            game.policy_player.to_onnx_bytes(m["iteration"], game.referee.deployed_policy_version)
+        )
+        if cfg.checkpoint_every and m["iteration"] % cfg.checkpoint_every == 0:
+            game.save(out / "checkpoint")
+        if bar is not None:
+            bar.update(min(m["samples"], cfg.samples) - bar.n)
+            bar.set_postfix(it=m["iteration"], success=f"{m['eval_success']:.2f}", ret=f"{m['eval_return']:.0f}")
+        if on_iteration is not None:
+            on_iteration(m)
+
+    t0 = time.perf_counter()
+    try:
+        game.run(record, history=list(history))
+    finally:
+        if bar is not None:
+            bar.close()
+    game.save(out / "checkpoint")
+    plot_curve(history, out / "curve.png", f"{cfg.algo} on {cfg.task_id} (seed {cfg.seed})")
+    last = history[-1] if history else {}
+    summary = {
+        "algo": cfg.algo,
+        "task": cfg.task_id,
+        "seed": cfg.seed,
+        "iterations": last.get("iteration", 0),
+        "samples": game.samples,
+        "final_success": last.get("eval_success"),
+        "final_return": last.get("eval_return"),
+        "best_success": max((m["eval_success"] for m in history), default=None),
+        "samples_to_90": samples_to_threshold(history),
+        "wall_s": round(game.wall_s, 1),
+        "session_wall_s": round(time.perf_counter() - t0, 1),
+        "policy": str(out / "policy.onnx"),
+        "out": str(out),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,89 @@
+"""Running a policy in the world (simulator or robot): data collection and evaluation.
+
+The world is any gymnasium env following the project's env contract (``info["success"]``,
+``env.task``, truncation at the task horizon; a hardware env may add ``info["aborted"]``).
+Every episode is reset with a seed drawn from the caller's generator, so a run (and a resumed
+run) sees exactly the same worlds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from mbrl_ros.core.buffers import Episode
+
+ActFn = Callable[[np.ndarray], np.ndarray]
+
+
+def run_episode(env: Any, act: ActFn, seed: int, episode_id: str, policy_version: int, robot_id: str = "sim") -> Episode:
+    """One episode of ``act`` in ``env`` (reset with ``seed``) until termination or truncation."""
+    obs, _ = env.reset(seed=int(seed))
+    observations, actions, rewards = [obs], [], []
+    terminated = truncated = aborted = False
+    success: Optional[bool] = None
+    while not (terminated or truncated):
+        a = np.asarray(act(obs), dtype=np.float64)
+        obs, reward, terminated, truncated, info = env.step(a)
+        observations.append(obs)
+        actions.append(np.clip(a, -1.0, 1.0))
+        rewards.append(reward)
+        success = bool(info.get("success", False))
+        if info.get("aborted", False):
+            aborted = True
+            break
+    return Episode(
+        obs=np.asarray(observations), actions=np.asarray(actions), rewards=np.asarray(rewards),
+        terminated=bool(terminated), episode_id=episode_id, policy_version=policy_version, robot_id=robot_id,
+        aborted=aborted, success=success,
+    )
+
+
+def collect_episodes(
+    env: Any,
+    act: ActFn,
+    n_samples: int,
+    rng: np.random.Generator,
+    policy_version: int,
+    id_prefix: str,
+    robot_id: str = "sim",
+) -> list[Episode]:
+    """Whole episodes until at least ``n_samples`` transitions were collected."""
+    if n_samples <= 0:
+        raise ValueError(f"n_samples must be > 0, got {n_samples}")
+    episodes: list[Episode] = []
+    total = 0
+    while total < n_samples:
+        seed = int(rng.integers(0, 2**31 - 1))
+        ep = run_episode(env, act, seed, f"{id_prefix}-{len(episodes)}", policy_version, robot_id)
+        episodes.append(ep)
+        total += len(ep)
+    return episodes
+
+
+def random_policy(act_dim: int, rng: np.random.Generator) -> ActFn:
+    """Uniform random actions in [-1, 1] (the exploratory policy of MAL + random noise)."""
+    return lambda _obs: rng.uniform(-1.0, 1.0, act_dim)
+
+
+def evaluate(env: Any, act: ActFn, seeds: Sequence[int]) -> dict:
+    """Deterministic evaluation: success at the final step and return, averaged over episodes."""
+    if len(seeds) == 0:
+        raise ValueError("evaluation needs at least one episode")
+    t0 = time.perf_counter()
+    succ, rets, lengths = [], [], []
+    for i, seed in enumerate(seeds):
+        ep = run_episode(env, act, seed, f"eval-{i}", -2)
+        succ.append(bool(ep.success))
+        rets.append(ep.ret)
+        lengths.append(len(ep))
+    return {
+        "success": float(np.mean(succ)),
+        "return": float(np.mean(rets)),
+        "return_std": float(np.std(rets)),
+        "episodes": len(seeds),
+        "mean_length": float(np.mean(lengths)),
+        "eval_s": time.perf_counter() - t0,
+    }

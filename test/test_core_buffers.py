@@ -1,0 +1,83 @@
+"""Episodes and the replay buffer: FIFO for PAL, aggregate for MAL, validation, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mbrl_ros.core.buffers import Episode, EpisodeBuffer
+from mbrl_ros.tasks.pointmass import PointMassTask
+
+
+def episode(i: int, T: int = 10, obs_dim: int = 6, act_dim: int = 2) -> Episode:
+    rng = np.random.default_rng(i)
+    return Episode(
+        obs=rng.normal(size=(T + 1, obs_dim)), actions=rng.uniform(-1, 1, (T, act_dim)), rewards=rng.normal(size=T),
+        terminated=False, episode_id=f"ep{i}", policy_version=i // 2,
+    )
+
+
+def test_fifo_keeps_the_newest_transitions() -> None:
+    buf = EpisodeBuffer("fifo", capacity=25)
+    for i in range(5):
+        buf.add_episode(episode(i))
+    assert len(buf) == 20 and buf.episode_ids() == ["ep3", "ep4"]
+    assert buf.total_added == 50
+    d = buf.arrays()
+    assert d["obs"].shape == (20, 6) and d["next_obs"].shape == (20, 6) and d["actions"].shape == (20, 2)
+    np.testing.assert_array_equal(d["obs"][10], episode(4).obs[0])  # order: oldest first
+    np.testing.assert_array_equal(buf.initial_observations(), np.stack([episode(3).obs[0], episode(4).obs[0]]))
+
+
+def test_aggregate_keeps_everything_and_ignores_duplicates() -> None:
+    buf = EpisodeBuffer("aggregate")
+    for i in range(5):
+        assert buf.add_episode(episode(i))
+    assert not buf.add_episode(episode(2))  # same episode id: a duplicate delivery
+    assert len(buf) == 50 and len(buf.episode_ids()) == 5
+
+
+def test_terminal_flags_mark_the_last_transition() -> None:
+    ep = episode(0)
+    ep.terminated = True
+    buf = EpisodeBuffer("aggregate")
+    buf.add_episode(ep)
+    buf.add_episode(episode(1))
+    t = buf.arrays()["terminals"]
+    assert t[9] and t.sum() == 1
+
+
+def test_validate_rejects_bad_episodes() -> None:
+    task = PointMassTask()
+    episode(0).validate(task)
+    bad = episode(0)
+    bad.obs[3, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        bad.validate(task)
+    with pytest.raises(ValueError, match=r"actions must be \[T, 2\]"):
+        episode(0, act_dim=3).validate(task)
+    with pytest.raises(ValueError, match="obs must be"):
+        episode(0, obs_dim=5).validate(task)
+    with pytest.raises(ValueError, match="exceed the task horizon"):
+        episode(0, T=21).validate(task)
+
+
+def test_bad_buffer_arguments() -> None:
+    with pytest.raises(ValueError, match="fifo or|'fifo' or 'aggregate'"):
+        EpisodeBuffer("lifo", 10)
+    with pytest.raises(ValueError, match="positive capacity"):
+        EpisodeBuffer("fifo", None)
+    with pytest.raises(ValueError, match="empty"):
+        EpisodeBuffer("aggregate").arrays()
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    buf = EpisodeBuffer("fifo", capacity=30)
+    for i in range(4):
+        buf.add_episode(episode(i))
+    buf.save(tmp_path)
+    assert not list(tmp_path.glob("*.pkl")) and (tmp_path / "buffer.safetensors").exists()
+    back = EpisodeBuffer.load(tmp_path)
+    assert back.episode_ids() == buf.episode_ids() and back.total_added == buf.total_added
+    for key, value in buf.arrays().items():
+        np.testing.assert_array_equal(back.arrays()[key], value)

@@ -1,0 +1,84 @@
+"""Game configuration: paper defaults, per-task horizon rules, overrides and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from mbrl_ros.cli import main
+from mbrl_ros.core.config import GameConfig, load_config
+from mbrl_ros.core.schedule import GAMES
+
+
+@pytest.mark.parametrize("algo", sorted(GAMES))
+def test_every_algorithm_has_a_valid_config(algo: str) -> None:
+    cfg = load_config(algo, "dkitty-orient-random")
+    assert cfg.algo == algo and cfg.task_id == "dkitty-orient-random"
+    assert cfg.ensemble_size == 4 and cfg.model_hidden == [512, 512] and cfg.policy_hidden == [64, 64]
+    assert cfg.gamma == 0.995 and cfg.gae_lambda == 0.97 and cfg.npg_step_size == 0.05
+
+
+def test_paper_horizon_rules() -> None:
+    pal, mal = load_config("pal", "dkitty-orient-random"), load_config("mal", "dkitty-orient-random")
+    assert pal.n_per_iter(40) == 200 and pal.n_per_iter(80) == 400  # min(5 H, 1000)
+    assert mal.n_per_iter(40) == 800 and mal.n_per_iter(80) == 1600  # min(20 H, 3000)
+    assert pal.n_per_iter(1000) == 1000 and mal.n_per_iter(1000) == 3000  # the caps
+    assert (pal.n_init, pal.buffer_size, pal.npg_steps_conservative, pal.model_epochs_aggressive) == (2500, 2500, 4, 100)
+    assert (mal.n_init, mal.buffer_size, mal.npg_steps_aggressive, mal.model_epochs_conservative) == (5000, 0, 25, 10)
+    assert pal.synthetic_horizon(40) == 40 and pal.synthetic_horizon(1000) == 500
+
+
+def test_per_task_values_and_overrides() -> None:
+    assert load_config("pal", "dclaw-turn-random").samples == 60000  # per-task section of pal.yaml
+    tuned = load_config("pal", "dclaw-turn-fixed")
+    assert (tuned.npg_step_size, tuned.npg_steps_conservative, tuned.model_max_steps) == (0.1, 6, 400)
+    assert load_config("pal", "dclaw-turn-fixed", ["npg_step_size=0.05"]).npg_step_size == 0.05  # --set wins
+    cfg = load_config("pal", "dclaw-turn-fixed", ["samples_per_iter=400", "model_hidden=[64, 64]", "alpha=0.5"])
+    assert cfg.n_per_iter(40) == 400 and cfg.model_hidden == [64, 64] and cfg.alpha == 0.5
+    cfg = load_config("mal", "dclaw-turn-fixed", {"learned_reward": True, "seed": 3})
+    assert cfg.learned_reward is True and cfg.seed == 3
+    assert GameConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["samples=-5"], "samples must be > 0"),
+        (["no_such_key=1"], "unknown config key 'no_such_key'"),
+        (["gamma=1.5"], r"gamma must be in \[0, 1\]"),
+        (["ensemble_size=two"], "ensemble_size: expected int"),
+        (["model_hidden=[64, -1]"], "model_hidden"),
+        (["samples"], "key=value"),
+        (["device=tpu"], "device"),
+        (["algo=mal"], "--algo"),
+    ],
+)
+def test_bad_values_are_clear_errors(overrides, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config("pal", "dclaw-turn-fixed", overrides)
+
+
+def test_unknown_algorithm() -> None:
+    with pytest.raises(ValueError, match="unknown algorithm 'ppo'"):
+        load_config("ppo", "dclaw-turn-fixed")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--algo", "ppo", "--task", "pointmass"], "unknown algorithm 'ppo'"),
+        (["--task", "pointmass", "--samples", "-3"], "--samples must be a positive"),
+        (["--task", "no-such-task"], "unknown task 'no-such-task'"),
+        (["--task", "pointmass", "--set", "bogus=1"], "unknown config key 'bogus'"),
+    ],
+)
+def test_train_command_rejects_bad_input(tmp_path, capsys, argv, message) -> None:
+    rc = main(["train", *argv, "--out", str(tmp_path / "run"), "--no-progress", "--threads", "1"])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_gym_ids_are_accepted_and_unknown_tasks_refused() -> None:
+    assert load_config("pal", "mbrl_ros/DClawTurnRandom-v0").task_id == "dclaw-turn-random"
+    with pytest.raises(ValueError, match="unknown task 'dclaw-spin'"):
+        load_config("pal", "dclaw-spin")

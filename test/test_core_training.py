@@ -1,0 +1,84 @@
+"""The training runner: learning on the point mass, exact resume, CLI files, a D'Claw smoke run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.cli import main
+from mbrl_ros.core.config import load_config
+from mbrl_ros.core.onnx_export import load_onnx_policy
+from mbrl_ros.core.train import train
+
+torch.set_num_threads(1)
+
+TINY = ["model_hidden=[32, 32]", "npg_trajectories=16", "eval_episodes=2", "n_init=60", "samples_per_iter=40",
+        "buffer_size=200", "model_epochs_aggressive=10", "model_min_steps=20", "cg_iters=5"]
+TIMING = {"wall_s", "fit_s", "npg_s", "collect_s", "eval_s", "iteration_s"}
+
+
+def _rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_pal_improves_the_return_on_the_point_mass(tmp_path) -> None:
+    cfg = load_config("pal", "pointmass", [
+        "samples=1600", "n_init=400", "samples_per_iter=200", "buffer_size=800", "model_hidden=[64, 64]",
+        "npg_trajectories=50", "eval_episodes=10", "model_epochs_aggressive=50",
+    ])
+    summary = train(cfg, tmp_path, progress=False)
+    rows = _rows(tmp_path / "metrics.jsonl")
+    first, last = rows[0], rows[-1]
+    assert last["samples"] <= 1600 and summary["iterations"] == len(rows) - 1 == 6
+    assert last["eval_return"] > first["eval_return"] + 5.0, [r["eval_return"] for r in rows]
+    assert last["J_model"] > rows[1]["J_model"]  # the leader's objective J(pi, M) rose too
+    assert all(0.005 < r["kl"] < 0.1 for r in rows[1:])  # conservative steps of about delta / 2
+
+
+def test_resume_continues_exactly(tmp_path) -> None:
+    cfg = load_config("pal", "pointmass", [*TINY, "max_iterations=2"])
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "a2", resume=tmp_path / "a", resume_overrides={"max_iterations": 3}, progress=False)
+    cfg3 = load_config("pal", "pointmass", [*TINY, "max_iterations=3"])
+    train(cfg3, tmp_path / "b", progress=False)
+    resumed, straight = _rows(tmp_path / "a2" / "metrics.jsonl"), _rows(tmp_path / "b" / "metrics.jsonl")
+    assert [r["iteration"] for r in resumed] == [0, 1, 2, 3]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+    assert strip(resumed) == strip(straight)
+    assert (tmp_path / "a2" / "policy.onnx").read_bytes() == (tmp_path / "b" / "policy.onnx").read_bytes()
+
+
+def test_cli_train_writes_the_run_and_eval_reads_it(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--algo", "mal", "--task", "pointmass", "--samples", "140", "--seed", "1", "--out", str(out),
+            "--no-progress", "--threads", "1"] + [a for kv in TINY for a in ("--set", kv)]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["algo"] == "mal" and summary["samples"] == 140 and summary["iterations"] == 2
+    rows = _rows(out / "metrics.jsonl")
+    required = {"iteration", "samples", "eval_success", "eval_return", "model_loss", "leader_objective", "wall_s",
+                "fit_s", "npg_s", "collect_s"}
+    assert all(required <= set(r) for r in rows)
+    assert rows[-1]["leader"] == "model" and rows[-1]["leader_objective"] == rows[-1]["model_loss"]
+    assert (out / "curve.png").stat().st_size > 1000 and (out / "checkpoint" / "state.json").exists()
+    assert load_onnx_policy(out / "policy.onnx", expect_task="pointmass").contract["iteration"] == 2
+    assert main(["eval", "--policy", str(out / "policy.onnx"), "--task", "pointmass", "--episodes", "3"]) == 0
+    result = json.loads(capsys.readouterr().out.strip())
+    assert result["episodes"] == 3 and 0.0 <= result["success"] <= 1.0 and np.isfinite(result["return"])
+
+
+def test_one_pal_iteration_on_dclaw(tmp_path) -> None:
+    pytest.importorskip("mujoco")
+    tasks = pytest.importorskip("mbrl_ros.tasks")
+    if not hasattr(tasks, "make_env"):
+        pytest.skip("the ROBEL task layer is not available")
+    cfg = load_config("pal", "dclaw-turn-fixed", [*TINY, "n_init=80", "samples_per_iter=40", "max_iterations=1",
+                                                   "eval_episodes=1"])
+    summary = train(cfg, tmp_path, progress=False)
+    row = _rows(tmp_path / "metrics.jsonl")[-1]
+    assert summary["samples"] == 120 and row["iteration"] == 1
+    assert np.isfinite(row["J_model"]) and np.isfinite(row["model_loss"]) and -2000 < row["eval_return"] < 1000
+    assert load_onnx_policy(tmp_path / "policy.onnx", expect_task="dclaw-turn-fixed").obs_dim == 21
