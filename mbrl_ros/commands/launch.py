@@ -1,0 +1,228 @@
+"""``mbrl-ros launch NAME [name:=value ...]``: start a node graph without the ROS 2 launch tools.
+
+The same graph as ``ros2 launch mbrl_ros NAME.launch.py`` (both are built by
+:mod:`mbrl_ros.graph`): one process per node, each node's output in ``<log_dir>/logs/<node>.log``,
+its parameters in ``<log_dir>/params/<node>.yaml``. The run ends when the game coordinator
+finishes (exit 0, a summary is printed), on Ctrl-C (every node is stopped cleanly, exit 130),
+when a learner or the coordinator dies (every node is stopped, exit 1), or after ``--timeout``
+seconds (exit 124). A dead collector is reported; the run goes on while another collector is
+alive, and the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from mbrl_ros import graph
+
+HELP = "start a PAL/MAL node graph (one process per node) without ros2 launch"
+
+
+def _add_options(parser) -> None:
+    parser.add_argument("--timeout", type=float, default=0.0, help="stop the run after this many seconds (0 = never)")
+    parser.add_argument("--dry-run", action="store_true", help="print the node commands and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_arguments(parser) -> None:
+    _add_options(parser)
+    parser.add_argument("name", choices=sorted(graph.GRAPHS), help="graph to start")
+    # REMAINDER: options may also follow the name:=value arguments (parsed again in run())
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="name:=value",
+                        help="launch arguments: " + ", ".join(a.name for a in graph.launch_arguments("pal_dclaw")))
+
+
+def _split_options(args) -> None:
+    """Options given after NAME land in ``args.args``; move them onto ``args``."""
+    later = argparse.ArgumentParser(prog=f"mbrl-ros launch {args.name}", add_help=False)
+    _add_options(later)
+    later.add_argument("tokens", nargs="*")
+    ns = later.parse_intermixed_args(args.args)
+    args.timeout = ns.timeout or args.timeout
+    args.dry_run = ns.dry_run or args.dry_run
+    args.no_progress = ns.no_progress or args.no_progress
+    args.args = ns.tokens
+
+
+def write_parameter_files(nodes: list[graph.NodeDescription], directory: Path) -> dict[str, list[str]]:
+    """Dict parameters -> ``<dir>/<node>.yaml`` (ROS format); returns each node's ordered file list."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[str]] = {}
+    for node in nodes:
+        paths = []
+        for i, p in enumerate(node.parameters):
+            if isinstance(p, dict):
+                path = directory / f"{node.name}{'' if i == len(node.parameters) - 1 else f'_{i}'}.yaml"
+                path.write_text(yaml.safe_dump({node.name: {"ros__parameters": p}}, sort_keys=True))
+                paths.append(str(path))
+            else:
+                paths.append(str(p))
+        files[node.name] = paths
+    return files
+
+
+class Launcher:
+    """Starts, watches and stops the node processes of one resolved graph."""
+
+    def __init__(self, g: graph.ResolvedGraph) -> None:
+        self.g = g
+        self.nodes = graph.build_nodes(g)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+        self.dead: dict[str, int] = {}
+
+    def commands(self) -> dict[str, list[str]]:
+        files = write_parameter_files(self.nodes, self.g.log_dir / "params")
+        return {n.name: graph.node_command(n, files[n.name]) for n in self.nodes}
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(graph.environment(self.g))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("MKL_NUM_THREADS", "1")
+        return env
+
+    def start(self) -> None:
+        (self.g.log_dir / "logs").mkdir(parents=True, exist_ok=True)
+        env = self.environment()
+        for name, argv in self.commands().items():
+            log = self.g.log_dir / "logs" / f"{name}.log"
+            self.logs[name] = log
+            with open(log, "ab") as f:
+                # own session: Ctrl-C reaches the launcher only, which then stops nodes in order
+                self.procs[name] = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                                    start_new_session=True)
+        # which process is which node (for tools and tests that act on one node)
+        (self.g.log_dir / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
+
+    def poll(self) -> Optional[tuple[str, int]]:
+        """The first node (name, status) that exited since the last poll, if any."""
+        for name, p in self.procs.items():
+            if name not in self.dead and p.poll() is not None:
+                self.dead[name] = p.returncode
+                return name, p.returncode
+        return None
+
+    def alive(self, names) -> list[str]:
+        return [n for n in names if n in self.procs and self.procs[n].poll() is None]
+
+    def stop(self, grace_s: float = 8.0) -> None:
+        """SIGINT every node (rclpy shuts down cleanly), then SIGTERM, then SIGKILL."""
+        for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
+            live = [p for p in self.procs.values() if p.poll() is None]
+            if not live:
+                return
+            for p in live:
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and any(p.poll() is None for p in live):
+                time.sleep(0.05)
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.logs[name].read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def print_summary(log_dir: Path) -> None:
+    s = _read_json(log_dir / "summary.json")
+    if s is None:
+        print(f"no summary (the coordinator did not finish); logs in {log_dir / 'logs'}")
+        return
+    success = s.get("final_eval_success")
+    print(f"  game           {s['algo']} on {s['task']}")
+    print(f"  iterations     {s['iterations']}")
+    print(f"  real samples   {s['samples']} of {s['sample_budget']} ({s['episodes']} episodes)")
+    print(f"  success        {('%.2f' % success) if success is not None else 'n/a'} (deterministic eval, final policy); "
+          f"best {s.get('best_eval_success')}")
+    print(f"  wall time      {s['wall_s']:.1f} s")
+    print(f"  policy         {s.get('policy')}")
+    print(f"  metrics        {s.get('metrics')}")
+    print(f"  MCAP record    {s.get('mcap')}")
+    print(f"  plots          {s.get('plot')}")
+    print(f"  logs           {log_dir / 'logs'}")
+
+
+def run(args) -> int:
+    _split_options(args)
+    g = graph.resolve(args.name, graph.parse_launch_tokens(args.args, args.name))
+    launcher = Launcher(g)
+    if args.dry_run:
+        for name, argv in launcher.commands().items():
+            print(f"{name}: {' '.join(argv)}")
+        print("environment: " + " ".join(f"{k}={v}" for k, v in graph.environment(g).items()))
+        return 0
+    print(f"mbrl-ros launch {args.name}: {len(launcher.nodes)} nodes, ROS_DOMAIN_ID={g.domain_id}, log dir {g.log_dir}")
+    launcher.start()
+    status = _watch(launcher, args)
+    print_summary(g.log_dir)
+    return status
+
+
+def _watch(launcher: Launcher, args) -> int:
+    g = launcher.g
+    collectors = [n.name for n in launcher.nodes if not n.required]
+    ender = next(n.name for n in launcher.nodes if n.ends_run)
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit="sample", desc=args.name, dynamic_ncols=True, file=sys.stdout)
+    failed = False
+    t0 = time.monotonic()
+    try:
+        while True:
+            time.sleep(0.2)
+            if bar is not None:
+                s = _read_json(g.log_dir / "game_state.json")
+                if s:
+                    bar.total = s.get("sample_budget")
+                    bar.n = s.get("samples", 0)
+                    curve = [c for c in (s.get("success_curve") or []) if c is not None]
+                    bar.set_postfix_str(f"it {s['iteration']} {s['phase']} eval success {curve[-1] if curve else '-'}",
+                                        refresh=False)
+                    bar.refresh()
+            ev = launcher.poll()
+            if ev is not None:
+                name, code = ev
+                if name == ender and code == 0:
+                    print(f"\n{args.name}: game over" + (" (but a node died during the run)" if failed else ""))
+                    return 1 if failed else 0
+                if name in collectors and launcher.alive(collectors):
+                    failed = True
+                    print(f"\n{name} exited with status {code}; the run continues with {', '.join(launcher.alive(collectors))}")
+                    continue
+                print(f"\n{name} exited with status {code}; stopping the graph. Last lines of its log:\n{launcher.tail(name)}")
+                return 1
+            if args.timeout and time.monotonic() - t0 > args.timeout:
+                print(f"\n--timeout {args.timeout:.0f} s reached; stopping the graph")
+                return 124
+    except KeyboardInterrupt:
+        print("\nCtrl-C: stopping the graph")
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+        launcher.stop()

@@ -1,0 +1,418 @@
+"""collector: runs the deployed ONNX policy in the world and publishes whole episodes.
+
+One collector per robot or sim instance. A fixed-rate control loop (the task's 10 Hz in
+real time, or as fast as possible for training in sim) runs in its own thread; the ROS
+executor only delivers the game state, the deployed policy and the e-stop.
+
+Safety, in the order a command passes them:
+1. only a policy the coordinator approved (``/mbrl/policy/deployed``, ``approved: true``, the
+   version named in the game state, SHA-256 and ONNX contract checked here again) is run, and
+   a new one is swapped in only between episodes;
+2. a non-finite or wrongly sized action aborts the episode before it reaches the world;
+3. the world maps the action through ``task.action_to_targets`` (clip to [-1, 1], joint range,
+   velocity limit): the policy cannot bypass it;
+4. the e-stop (topic ``/mbrl/estop`` or the coordinator's service) stops the loop at the next
+   step, and the hardware world drops torque (``HardwareEnv.estop``).
+An episode that does not finish (e-stop, stop of collection, fault, shutdown) is never
+published: consumers only ever see complete episodes.
+
+Run: ``ros2 run mbrl_ros collector --ros-args -p task:=dclaw-turn-fixed -p robot_id:=sim0``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, String, UInt8MultiArray
+
+from mbrl_ros import wire
+from mbrl_ros.nodes import (
+    ESTOP, GAME_STATE, POLICY_DEPLOYED, TRANSITIONS, joint_states_topic, latched_qos, run_node, sensor_qos,
+    transitions_qos,
+)
+from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
+from mbrl_ros.nodes.parameters import declare
+
+
+@dataclass
+class LoadedPolicy:
+    version: int
+    policy: Any  # mbrl_ros.core.onnx_export.OnnxPolicy
+    log_std: Optional[np.ndarray]  # exploration noise of the stochastic policy (None: deterministic)
+    sha256: str
+    published_at: float  # wall time the policy player published it (hand-off latency)
+    received_at: float
+
+
+class EpisodeAborted(Exception):
+    """The running episode cannot finish (stop, e-stop, bad action, fault); it is dropped."""
+
+
+class CollectorBase:
+    """The collector's behaviour, shared by the sim :class:`Collector` and the lifecycle
+    :class:`~mbrl_ros.nodes.hardware_collector.HardwareCollector` (mixed into a ``Node``)."""
+
+    def _declare_collector_parameters(self, realtime_default: bool = False) -> None:
+        self.task_id = declare(self, "task", "dclaw-turn-fixed", "task id of the world", read_only=True)
+        self.robot_id = declare(self, "robot_id", "sim0", "robot id written on every episode", read_only=True)
+        self.seed = declare(self, "seed", 0, "seed of the episode resets and exploration noise", read_only=True, lo=0)
+        self.realtime = declare(self, "realtime", realtime_default,
+                                "run at the task's control rate (10 Hz) instead of as fast as possible")
+        self.exploration = declare(self, "exploration", True,
+                                   "sample actions from the policy's Gaussian (data collection); false: deterministic")
+        self.joint_state_rate = declare(self, "joint_state_rate_hz", 20.0, "max rate of JointState messages", lo=0.0, hi=1000.0)
+        self.rt_priority = declare(self, "realtime_priority", 0,
+                                   "SCHED_FIFO priority of the control loop thread in real time (0 = normal scheduling)",
+                                   read_only=True, lo=0, hi=99)
+        self.max_overrun = declare(self, "max_period_overrun_s", 0.05,
+                                   "real-time watchdog: a step this late aborts the episode", lo=0.001, hi=1.0)
+        self.max_episode_bytes = declare(self, "max_episode_bytes", wire.MAX_EPISODE_BYTES,
+                                         "largest episode message", read_only=True, lo=1024, hi=1 << 30)
+        declare(self, "log_dir", "", "run directory (unused by the collector; kept for a uniform graph)", read_only=True)
+        self.stream = f"{os.getpid():x}-{secrets.token_hex(3)}"  # this process's episode stream
+        self._rng = np.random.default_rng(self.seed)
+        self._lock = threading.Lock()
+        self._state: Optional[dict] = None
+        self._pending: Optional[LoadedPolicy] = None
+        self._policy: Optional[LoadedPolicy] = None
+        self._estop = False
+        self._active = True  # a lifecycle collector runs only while ACTIVE
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.env: Any = None
+        self.sequence = 0
+        self._episodes_started = 0
+        self._last_js = 0.0
+        self._last_start = 0.0
+        self._jitter: deque = deque(maxlen=1000)  # lateness of the last real-time steps vs their deadline (s)
+        self._period_dev: deque = deque(maxlen=1000)  # |period - dt| between consecutive steps (s)
+
+    def _setup_world(self, env: Any) -> None:
+        self.env = env
+        self.task = env.task
+        if self.task.info.task_id != self.task_id:
+            raise ValueError(f"world runs task {self.task.info.task_id!r}, parameter task is {self.task_id!r}")
+        self._joint_names = _joint_names(env)
+
+    def _setup_comms(self) -> None:
+        self.diag = DiagnosticsPublisher(self, hardware_id=self.robot_id)
+        self.diag.track_rate("steps")
+        self.metrics = MetricPublisher(self)
+        self._pub_episode = self.create_publisher(UInt8MultiArray, TRANSITIONS, transitions_qos())
+        self._pub_js = self.create_publisher(JointState, joint_states_topic(self.robot_id), sensor_qos())
+        self.create_subscription(String, GAME_STATE, self._on_state, latched_qos())
+        self.create_subscription(UInt8MultiArray, POLICY_DEPLOYED, self._on_policy, latched_qos())
+        self.create_subscription(Bool, ESTOP, self._on_estop, latched_qos())
+
+    def _start_loop(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="control_loop", daemon=True)
+        self._thread.start()
+
+    def _stop_loop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+            self._thread = None
+
+
+    # -- subscriptions ------------------------------------------------------------------
+    def _on_state(self, msg: String) -> None:
+        try:
+            state = wire.unpack_game_state(msg.data)
+        except wire.WireError as exc:
+            self._rejected("game_state", exc)
+            return
+        if state["task_id"] != self.task_id:
+            self._rejected("game_state", wire.WireError("task", f"game is for {state['task_id']}, this world runs {self.task_id}"))
+            return
+        with self._lock:
+            self._state = state
+
+    def _on_policy(self, msg: UInt8MultiArray) -> None:
+        received = time.time()
+        try:
+            blob = wire.unpack_policy(wire.from_msg(msg), expect_task=self.task_id, check_contract=False,
+                                      max_bytes=wire.MAX_POLICY_BYTES)
+            if blob.header.get("approved") is not True:
+                raise wire.WireError("contract", f"policy v{blob.policy_version} was not approved by the coordinator")
+            policy = wire.load_policy_checked(blob.onnx, self.task_id)
+            if int(policy.contract.get("version", blob.policy_version)) != blob.policy_version:
+                raise wire.WireError("contract", "header and ONNX contract disagree on the version")
+            log_std = blob.header.get("log_std")
+            if log_std is not None:
+                log_std = np.asarray(log_std, dtype=np.float64)
+                if log_std.shape != (self.task.info.act_dim,) or not np.all(np.isfinite(log_std)) or np.any(log_std > 1.0):
+                    raise wire.WireError("contract", f"policy v{blob.policy_version}: bad log_std {blob.header.get('log_std')}")
+        except wire.WireError as exc:
+            self._rejected("policy", exc)
+            return
+        loaded = LoadedPolicy(blob.policy_version, policy, log_std, wire.sha256_hex(blob.onnx),
+                              float(blob.header.get("published_at", received)), received)
+        with self._lock:
+            self._pending = loaded
+        self.diag.set("policy_received", blob.policy_version)
+        self.get_logger().info(f"policy v{blob.policy_version} received (sha256 {loaded.sha256[:12]})")
+
+    def _on_estop(self, msg: Bool) -> None:
+        with self._lock:
+            changed = self._estop != bool(msg.data)
+            self._estop = bool(msg.data)
+        if changed and msg.data:
+            self.get_logger().warning("E-STOP: collection stopped")
+            self.diag.fault("e-stop active")
+            self.on_estop()
+        elif changed:
+            self.get_logger().info("e-stop released")
+            self.diag.clear_fault()
+
+    def on_estop(self) -> None:
+        """Stop the world now (the hardware world drops torque; the sim simply stops stepping)."""
+        stop = getattr(self.env, "estop", None)
+        if callable(stop):
+            stop()
+
+    def _rejected(self, what: str, exc: wire.WireError) -> None:
+        self.diag.inc(f"rejected_{what}_{exc.reason}")
+        self.diag.warn(f"rejected {what}: {exc}")
+        self.get_logger().warning(f"rejected {what} message: {exc}")
+
+    # -- the control loop ---------------------------------------------------------------
+    def _may_run(self, version: Optional[int]) -> bool:
+        """Collection is on, no e-stop, and ``version`` is the deployed one."""
+        with self._lock:
+            s = self._state
+            if not self._active or self._estop or s is None or s["done"] or s["estop"] or not s["collect"]:
+                return False
+            return version is None or version == s["deployed_policy_version"]
+
+    def _next_policy(self) -> Optional[LoadedPolicy]:
+        """Between episodes: swap in the approved policy the game state names."""
+        with self._lock:
+            s = self._state
+            if s is None:
+                return None
+            want = s["deployed_policy_version"]
+            if self._pending is not None and self._pending.version == want:
+                self._policy, self._pending = self._pending, None
+            return self._policy if (self._policy is not None and self._policy.version == want) else None
+
+    def _loop(self) -> None:
+        if self.realtime:
+            # a waiting thread gets the GIL after at most this long (default 5 ms: the loop's jitter)
+            sys.setswitchinterval(0.0005)
+            if int(self.rt_priority) > 0:
+                try:
+                    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(self.rt_priority)))
+                except (OSError, AttributeError) as exc:
+                    self.get_logger().warning(f"SCHED_FIFO {self.rt_priority} not permitted ({exc}); normal scheduling")
+        while not self._stop.is_set():
+            policy = self._next_policy()
+            if policy is None or not self._may_run(policy.version):
+                time.sleep(0.005)
+                continue
+            if self._episodes_started == 0 or policy.received_at > self._last_start:
+                latency = time.time() - policy.published_at
+                self.metrics.publish("policy_handoff_ms", 1000.0 * latency)
+                self.diag.set("policy_handoff_ms", round(1000.0 * latency, 2))
+            self._last_start = time.time()
+            self._episodes_started += 1
+            try:
+                rec = self._run_episode(policy)
+            except EpisodeAborted as exc:
+                self.diag.inc("episodes_dropped")
+                self.get_logger().info(f"episode dropped: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - a world fault must not kill the node
+                self.diag.inc("episodes_dropped")
+                self.diag.warn(f"episode failed: {exc}")
+                self.get_logger().error(f"episode failed: {type(exc).__name__}: {exc}")
+                time.sleep(0.1)
+                continue
+            self._publish(rec)
+
+    def _run_episode(self, lp: LoadedPolicy) -> wire.EpisodeRecord:
+        env, task = self.env, self.task
+        deterministic = self._deterministic()
+        seed = int(self._rng.integers(0, 2**31 - 1))
+        obs, _ = env.reset(seed=seed)
+        observations, actions, rewards = [obs], [], []
+        terminated = truncated = False
+        success = False
+        clipped = 0
+        period = task.info.dt
+        realtime = bool(self.realtime)
+        t_next = time.perf_counter()
+        jitter: list[float] = []
+        while not (terminated or truncated):
+            if realtime:
+                t_next += period
+                lateness = _sleep_until(t_next)
+                if jitter:
+                    self._period_dev.append(abs(lateness - jitter[-1]))
+                jitter.append(lateness)
+                self._jitter.append(lateness)
+                if lateness > self.max_overrun:
+                    raise EpisodeAborted(f"control step {1000 * lateness:.1f} ms late (watchdog)")
+            if not self._may_run(lp.version):
+                raise EpisodeAborted("collection stopped, e-stop or new policy")
+            a = lp.policy.act(obs)
+            if a.shape != (task.info.act_dim,) or not np.all(np.isfinite(a)):
+                self.diag.inc("limit_hits_nonfinite_action")
+                raise EpisodeAborted(f"policy v{lp.version} produced a bad action {a}")
+            if not deterministic and lp.log_std is not None:
+                a = a + np.exp(lp.log_std) * self._rng.standard_normal(a.shape)
+            applied = np.clip(a, -1.0, 1.0)
+            clipped += int(np.any(applied != a))
+            obs, reward, terminated, truncated, info = env.step(applied)
+            if info.get("aborted"):
+                raise EpisodeAborted(f"world fault: {info.get('sim_warning') or info.get('fault') or 'aborted'}")
+            observations.append(obs)
+            actions.append(applied)
+            rewards.append(reward)
+            success = bool(info.get("success", False))
+            self.diag.inc("steps")
+            self._publish_joint_state()
+        extra: dict[str, Any] = {"purpose": "train", "clipped_steps": clipped, "seed": seed}
+        if jitter:
+            p99 = float(np.percentile(np.abs(jitter), 99))
+            extra["jitter_p99_ms"] = round(1000 * p99, 3)
+            window = np.abs(np.asarray(self._jitter))
+            self.diag.set("loop_jitter_p99_ms", round(1000 * float(np.percentile(window, 99)), 3))
+            self.diag.set("loop_jitter_max_ms", round(1000 * float(window.max()), 3))
+            self.diag.set("loop_jitter_steps", len(window))
+            if self._period_dev:
+                dev = np.asarray(self._period_dev)
+                self.diag.set("loop_period_dev_p99_ms", round(1000 * float(np.percentile(dev, 99)), 3))
+            self.metrics.publish("loop_jitter_p99_ms", 1000 * p99)
+        if clipped:
+            self.diag.inc("limit_hits_clipped_steps", clipped)
+        return wire.EpisodeRecord(
+            robot_id=self.robot_id, episode_id=f"{self.robot_id}-{self.stream}-{self.sequence:06d}",
+            sequence=self.sequence, policy_version=lp.version, task_id=self.task_id,
+            obs=np.asarray(observations), actions=np.asarray(actions), rewards=np.asarray(rewards),
+            terminated=bool(terminated), success=success, stream=self.stream, stamp=time.time(), extra=extra,
+        )
+
+    def _deterministic(self) -> bool:
+        return not bool(self.exploration)
+
+    def _publish(self, rec: wire.EpisodeRecord) -> None:
+        data = wire.pack_episode(rec)
+        if len(data) > self.max_episode_bytes:
+            self.diag.inc("episodes_dropped")
+            self.get_logger().error(f"episode of {len(data)} bytes exceeds max_episode_bytes; dropped")
+            return
+        if not self._may_run(rec.policy_version) and self._stop.is_set():
+            return
+        self._pub_episode.publish(wire.to_msg(data))
+        self.sequence += 1
+        self.diag.inc("episodes_published")
+        self.diag.set("policy_version", rec.policy_version)
+        self.diag.set("last_return", round(rec.episode_return, 3))
+        self.metrics.publish(f"{self.robot_id}/episode_return", rec.episode_return)
+
+    def _publish_joint_state(self) -> None:
+        rate = float(self.joint_state_rate)
+        now = time.monotonic()
+        if rate <= 0 or now - self._last_js < 1.0 / rate:
+            return
+        self._last_js = now
+        q, qd = _joint_readings(self.env)
+        if q is None:
+            return
+        msg = JointState()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.name = self._joint_names
+        msg.position = [float(x) for x in q]
+        msg.velocity = [float(x) for x in qd]
+        self._pub_js.publish(msg)
+
+    # -- shutdown -----------------------------------------------------------------------
+    def shutdown(self) -> None:
+        self._stop_loop(timeout=2.0)
+        close = getattr(self.env, "close", None)
+        if callable(close):
+            close()
+
+
+class Collector(CollectorBase, Node):
+    """The sim collector node (see module doc). ``env_factory(task_id)`` builds the world."""
+
+    node_name = "collector"
+
+    def __init__(self, env_factory: Optional[Callable[[str], Any]] = None, **kwargs: Any) -> None:
+        Node.__init__(self, self.node_name, **kwargs)
+        self._declare_collector_parameters()
+        self._setup_world((env_factory or _make_sim_env)(self.task_id))
+        self._setup_comms()
+        self._start_loop()
+        self.get_logger().info(f"{self.robot_id}: collecting {self.task_id} (stream {self.stream}, realtime={self.realtime})")
+
+
+def _sleep_until(t: float) -> float:
+    """Sleep to the absolute ``perf_counter`` time ``t``; returns how late we woke (s).
+
+    ``time.sleep`` alone oversleeps by up to a scheduler tick, so the last 2 ms are spun.
+    """
+    while True:
+        remaining = t - time.perf_counter()
+        if remaining <= 0:
+            return -remaining
+        if remaining > 0.002:
+            time.sleep(remaining - 0.002)
+        else:
+            time.sleep(0)
+
+
+def _make_sim_env(task_id: str) -> Any:
+    from mbrl_ros.tasks import make_env
+
+    return make_env(task_id)
+
+
+def _joint_readings(env: Any) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    sim = getattr(getattr(env, "unwrapped", env), "sim", None)
+    if sim is not None and hasattr(sim, "actuated_qpos"):
+        return sim.actuated_qpos(), sim.actuated_qvel()
+    reader = getattr(env, "joint_state", None)
+    if callable(reader):
+        q, qd = reader()
+        return np.asarray(q), np.asarray(qd)
+    return None, None
+
+
+def _joint_names(env: Any) -> list[str]:
+    """MuJoCo names of the actuated joints (fallback: ``joint_<i>``)."""
+    sim = getattr(getattr(env, "unwrapped", env), "sim", None)
+    n = env.task.info.act_dim
+    try:
+        import mujoco
+
+        model, sl = sim.model, sim.actuated
+        names = []
+        for qadr in range(sl.start, sl.stop):
+            j = int(np.nonzero(model.jnt_qposadr == qadr)[0][0])
+            names.append(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j) or f"joint_{qadr}")
+        return names
+    except Exception:  # noqa: BLE001 - hardware worlds name joints themselves
+        names = getattr(env, "joint_names", None)
+        return list(names) if names else [f"joint_{i}" for i in range(n)]
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    run_node(Collector, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""model_learner: the model player as a ROS node.
+
+Subscribes to ``/mbrl/transitions`` and keeps the game's buffer (FIFO for PAL, aggregate for
+MAL; :class:`~mbrl_ros.core.buffers.EpisodeBuffer`). When the game state asks for a model fit
+(phase ``fit_model``), it waits until every episode the coordinator counted for that round is
+in the buffer, fits the ensemble (:class:`~mbrl_ros.core.model_player.ModelPlayer`) in a worker
+thread, and publishes the model on ``/mbrl/model`` as a versioned safetensors blob with its
+SHA-256 (RELIABLE + TRANSIENT_LOCAL + KEEP_LAST(1)).
+
+Restart: after every fit the node checkpoints the ensemble, the buffer and its ledger of
+episode ids under ``checkpoint_dir``. On start it loads that checkpoint, then replays the
+run's MCAP record (``mcap_path``, written by the coordinator) for every episode it missed while
+it was down; ids already in the ledger are dropped, so the buffer ends with exactly the
+episodes the collectors published. An episode the coordinator asks for that has not arrived
+live is looked up in the MCAP too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.numpy import save_file
+from rclpy.node import Node
+from std_msgs.msg import String, UInt8MultiArray
+
+from mbrl_ros import wire
+from mbrl_ros.core.buffers import EpisodeBuffer
+from mbrl_ros.core.config import load_config
+from mbrl_ros.core.model_player import ModelPlayer
+from mbrl_ros.core.schedule import ModelObjective, game_spec
+from mbrl_ros.nodes import GAME_STATE, MODEL, TRANSITIONS, latched_qos, run_node, transitions_qos
+from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
+from mbrl_ros.nodes.episode_intake import EpisodeIntake, IntakeResult
+from mbrl_ros.nodes.parameters import declare
+from mbrl_ros.tasks import get_task
+
+
+def declare_game(node: Node) -> tuple[Any, Any]:
+    """The parameters every learning node shares; returns ``(task, GameConfig)``."""
+    algo = declare(node, "algo", "pal", "game: pal | mal | gda | br | mal-agent-reward | mal-noise", read_only=True)
+    task_id = declare(node, "task", "dclaw-turn-fixed", "task id", read_only=True)
+    seed = declare(node, "seed", 0, "seed of torch/numpy in this node", read_only=True, lo=0)
+    overrides = declare(node, "game_overrides", [], "game hyper-parameters 'key=value' (config/<algo>.yaml keys)", read_only=True)
+    extra = declare(node, "game_set", [], "more 'key=value' overrides, applied after game_overrides (launch set:=)", read_only=True)
+    device = declare(node, "device", "cpu", "torch device: cpu | cuda | auto", read_only=True)
+    declare(node, "log_dir", "", "run directory", read_only=True)
+    threads = declare(node, "torch_threads", 1, "torch intra-op threads of this node", read_only=True, lo=1, hi=256)
+    torch.set_num_threads(int(threads))
+    cfg = load_config(algo, task_id, list(overrides) + list(extra) + [f"seed={seed}", f"device={device}"])
+    torch.manual_seed(cfg.seed)
+    return get_task(task_id), cfg
+
+
+class ModelLearner(Node):
+    node_name = "model_learner"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(self.node_name, **kwargs)
+        self.task, self.cfg = declare_game(self)
+        self.spec = game_spec(self.cfg.algo)
+        self.checkpoint_dir = declare(self, "checkpoint_dir", "", "where the model, buffer and ledger are checkpointed ('' = off)", read_only=True)
+        self.mcap_path = declare(self, "mcap_path", "", "the run's MCAP record to rebuild the buffer from ('' = none)", read_only=True)
+        self.max_model_bytes = declare(self, "max_model_bytes", wire.MAX_MODEL_BYTES, "largest model blob", read_only=True, lo=1024, hi=1 << 31)
+        self.missing_wait_s = declare(self, "missing_episode_replay_s", 1.0,
+                                      "after this long waiting for a requested episode, look it up in the MCAP", lo=0.05, hi=60.0)
+        max_episode_bytes = declare(self, "max_episode_bytes", wire.MAX_EPISODE_BYTES, "largest episode message",
+                                    read_only=True, lo=1024, hi=1 << 30)
+        self.player = ModelPlayer(self.task, self.cfg)
+        capacity = self.cfg.buffer_size if self.spec.buffer == "fifo" else None
+        self.intake = EpisodeIntake(self.task, EpisodeBuffer(self.spec.buffer, capacity), max_bytes=max_episode_bytes)
+        self.model_version = 0
+        self.served: set[str] = set()  # request ids already answered (a restarted node answers again)
+        self._last_model_header: Optional[dict] = None
+        self._lock = threading.Lock()
+        self._busy = False
+        self._request: Optional[dict] = None
+        self._waiting_since: Optional[float] = None
+        self._saved_at_end = False
+
+        self.diag = DiagnosticsPublisher(self)
+        self.diag.track_rate("episodes_accepted")
+        self.metrics = MetricPublisher(self)
+        self._pub_model = self.create_publisher(UInt8MultiArray, MODEL, latched_qos())
+        self.create_subscription(UInt8MultiArray, TRANSITIONS, self._on_transitions, transitions_qos())
+        self.create_subscription(String, GAME_STATE, self._on_state, latched_qos())
+        if self.spec.model_objective is not ModelObjective.LOSS:
+            # the graph's model player has no torch copy of the policy, and collectors run only the
+            # deployed policy: both MAL fixes fall back to the plain prediction loss here
+            self.get_logger().warning(
+                f"{self.cfg.algo}: objective {self.spec.model_objective.value} is not played by the node graph yet; "
+                "the model fits the prediction loss (use `mbrl-ros train` for the MAL fixes)")
+        self._restore()
+        self.create_timer(0.05, self._tick)
+
+    # -- restart ------------------------------------------------------------------------
+    def _restore(self) -> None:
+        d = Path(self.checkpoint_dir) if self.checkpoint_dir else None
+        if d is not None and (d / "learner_state.json").is_file():
+            state = json.loads((d / "learner_state.json").read_text())
+            self.intake.buffer = EpisodeBuffer.load(d)
+            self.intake.load_state(state["intake"])
+            self.model_version = int(state["model_version"])
+            self.served = set(state.get("served", []))
+            if (d / "model.safetensors").is_file() and self.model_version > 0:
+                self.player.load_bytes((d / "model.safetensors").read_bytes())
+                self.player.n_fits = int(state.get("n_fits", 0))
+                self._last_model_header = state.get("model_header")
+            self.get_logger().info(
+                f"resumed from {d}: model v{self.model_version}, {len(self.intake.ids)} episodes in the ledger")
+        if self.mcap_path:
+            n = self.intake.replay_mcap(Path(self.mcap_path), TRANSITIONS, self._count)
+            if n:
+                self.get_logger().info(f"replayed {n} episodes from {self.mcap_path}")
+        self._update_diag()
+
+    def _checkpoint(self, model_bytes: Optional[bytes], header: dict) -> None:
+        """Model (when given), buffer and ledger under ``checkpoint_dir``, each file replaced atomically."""
+        if not self.checkpoint_dir:
+            return
+        d = Path(self.checkpoint_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        if model_bytes is not None:
+            tmp = d / "model.safetensors.tmp"
+            tmp.write_bytes(model_bytes)
+            os.replace(tmp, d / "model.safetensors")
+        with self.intake._lock:  # a consistent buffer + ledger snapshot
+            tensors, meta = self.intake.buffer.state()
+            ledger = self.intake.state()
+        state = {
+            "model_version": self.model_version, "served": sorted(self.served), "n_fits": self.player.n_fits,
+            "model_header": header, "intake": ledger,
+        }
+        if tensors:
+            save_file(tensors, str(d / "buffer.safetensors.tmp"))
+            os.replace(d / "buffer.safetensors.tmp", d / "buffer.safetensors")
+        (d / "buffer.json.tmp").write_text(json.dumps(meta))
+        os.replace(d / "buffer.json.tmp", d / "buffer.json")
+        tmp = d / "learner_state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, d / "learner_state.json")
+
+    # -- subscriptions ------------------------------------------------------------------
+    def _on_transitions(self, msg: UInt8MultiArray) -> None:
+        self._count(self.intake.ingest(wire.from_msg(msg)))
+
+    def _count(self, r: IntakeResult) -> None:
+        if r.accepted:
+            self.diag.inc("episodes_accepted")
+        elif r.duplicate:
+            self.diag.inc("episodes_duplicate")
+        else:
+            self.diag.inc(f"rejected_{r.reason}")
+            self.diag.warn(f"rejected episode: {r.message}")
+            self.get_logger().warning(f"rejected episode message: {r.message}")
+        self._update_diag()
+
+    def _update_diag(self) -> None:
+        self.diag.set("buffer_transitions", len(self.intake.buffer))
+        self.diag.set("buffer_episodes", len(self.intake.buffer.episode_ids()))
+        self.diag.set("episodes_total", len(self.intake.ids))
+        self.diag.set("sequence_gaps", self.intake.gaps)
+        self.diag.set("model_version", self.model_version)
+
+    def _on_state(self, msg: String) -> None:
+        try:
+            state = wire.unpack_game_state(msg.data)
+        except wire.WireError as exc:
+            self.diag.inc(f"rejected_game_state_{exc.reason}")
+            self.diag.warn(f"rejected game state: {exc}")
+            return
+        if state["done"] and not self._saved_at_end:
+            self._saved_at_end = True  # the game is over: keep the final ledger
+            self._checkpoint(None, self._last_model_header or {})
+        req = state["request"]
+        if state["phase"] == "fit_model" and req.get("kind") == "fit_model" and state["task_id"] == self.task.info.task_id:
+            with self._lock:
+                if req.get("id") not in self.served and (self._request is None or self._request["id"] != req.get("id")):
+                    self._request = dict(req, iteration=state["iteration"], data_policy_version=state["data_policy_version"])
+                    self._waiting_since = time.monotonic()
+        self._tick()  # start at once (the timer is the fallback while waiting for data)
+
+    # -- the model player's move ------------------------------------------------------
+    def _tick(self) -> None:
+        with self._lock:
+            req, busy = self._request, self._busy
+        if req is None or busy:
+            return
+        if int(req.get("model_version", -1)) == self.model_version and self._last_model_header is not None \
+                and self._last_model_header.get("request_id") == req["id"]:
+            self._republish(req)  # restarted after fitting but before the coordinator saw it
+            return
+        missing = self.intake.missing(req.get("episode_ids", []))
+        if missing:
+            if time.monotonic() - (self._waiting_since or 0.0) > float(self.missing_wait_s) and self.mcap_path:
+                self.intake.replay_mcap(Path(self.mcap_path), TRANSITIONS, self._count, only=set(missing))
+                self._waiting_since = time.monotonic()
+            self.diag.status_message(f"waiting for {len(missing)} episode(s) of request {req['id']}")
+            return
+        with self._lock:
+            self._busy = True
+        threading.Thread(target=self._fit, args=(req,), name="fit", daemon=True).start()
+
+    def _fit(self, req: dict) -> None:
+        try:
+            self.diag.status_message(f"fitting (request {req['id']})")
+            with self.intake._lock:
+                # the fit sees one consistent buffer; new episodes wait on the lock briefly
+                buffer = _snapshot(self.intake.buffer)
+            result = self.player.fit(buffer, bool(req.get("aggressive", True)))
+            model_bytes = self.player.to_bytes()
+            self.model_version = int(req["model_version"])
+            header = {
+                "request_id": req["id"], "loss": wire.finite_or_none(result.get("loss")),
+                "steps": int(result.get("steps", 0)), "fit_s": wire.finite_or_none(result.get("fit_s")),
+                "n_transitions": len(buffer), "n_episodes": len(buffer.episode_ids()),
+                "episodes_total": len(self.intake.ids), "aggressive": bool(req.get("aggressive", True)),
+                "published_at": time.time(),
+            }
+            with self._lock:
+                self.served.add(req["id"])
+                self._last_model_header = header
+            self._publish(model_bytes, req, header)  # first: the game waits for it
+            self._checkpoint(model_bytes, header)  # a crash in between: the restarted node answers again
+            self.metrics.publish("model_loss", result.get("loss", float("nan")))
+            self.get_logger().info(
+                f"model v{self.model_version}: loss {result.get('loss', float('nan')):.4g}, {header['steps']} steps, "
+                f"{len(buffer)} transitions, {header['fit_s']:.2f} s")
+            self.diag.status_message(f"model v{self.model_version} published")
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            self.diag.fault(f"fit failed: {exc}")
+            self.get_logger().error(f"fit failed: {type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._busy = False
+                if self._request is req:
+                    self._request = None
+            self._update_diag()
+
+    def _publish(self, model_bytes: bytes, req: dict, header: dict) -> None:
+        data = wire.pack_model(model_bytes, task_id=self.task.info.task_id, model_version=int(req["model_version"]),
+                               iteration=int(req["iteration"]), data_policy_version=int(req["data_policy_version"]),
+                               sha256_weights=wire.sha256_hex(model_bytes), **header)
+        self._pub_model.publish(wire.to_msg(data))
+
+    def _republish(self, req: dict) -> None:
+        d = Path(self.checkpoint_dir)
+        with self._lock:
+            self.served.add(req["id"])
+            self._request = None
+        self._publish((d / "model.safetensors").read_bytes(), req, dict(self._last_model_header or {}))
+
+
+    def shutdown(self) -> None:
+        """Clean exit (Ctrl-C, end of the run): checkpoint the buffer and the ledger."""
+        try:
+            with self._lock:
+                busy = self._busy
+            if not busy:
+                self._checkpoint(None, self._last_model_header or {})
+        except Exception as exc:  # noqa: BLE001 - never fail on the way out
+            self.get_logger().error(f"final checkpoint failed: {exc}")
+
+
+def _snapshot(buffer: EpisodeBuffer) -> EpisodeBuffer:
+    """A shallow copy of the buffer's episode list (episodes are never mutated)."""
+    snap = EpisodeBuffer(buffer.kind, buffer.capacity)
+    for e in buffer.episodes:
+        snap.add_episode(e)
+    return snap
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    run_node(ModelLearner, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""One graph description: the launch files and ``mbrl-ros launch`` start the same nodes.
+
+The launch files import ``launch``/``launch_ros`` (not installable from PyPI), so this test runs
+them against small stand-ins of those modules that record what the launch file builds, and
+compares it with what the CLI launcher would start. No ROS middleware is involved.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mbrl_ros import graph
+from mbrl_ros.commands import launch as launch_cmd
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH_DIR = ROOT / "launch"
+
+
+class _Recorder:
+    """Stand-ins for the launch / launch_ros classes the launch files use."""
+
+    def __init__(self) -> None:
+        self.nodes: list[dict] = []
+        self.env: dict[str, str] = {}
+        self.declared: dict[str, str] = {}
+
+
+def _fake_launch_modules(rec: _Recorder, values: dict[str, str]) -> dict[str, types.ModuleType]:
+    launch = types.ModuleType("launch")
+    actions = types.ModuleType("launch.actions")
+    subs = types.ModuleType("launch.substitutions")
+    launch_ros = types.ModuleType("launch_ros")
+    ros_actions = types.ModuleType("launch_ros.actions")
+
+    class LaunchDescription(list):
+        pass
+
+    class DeclareLaunchArgument:
+        def __init__(self, name, default_value="", description=""):
+            rec.declared[name] = default_value
+            assert description, f"launch argument {name} has no description"
+
+    class OpaqueFunction:
+        def __init__(self, function):
+            self.function = function
+
+    class SetEnvironmentVariable:
+        def __init__(self, name, value):
+            rec.env[name] = value
+
+    class Shutdown:
+        pass
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return values.get(self.name, rec.declared[self.name])
+
+    class Node:
+        def __init__(self, **kwargs):
+            rec.nodes.append(kwargs)
+
+    launch.LaunchDescription = LaunchDescription
+    actions.DeclareLaunchArgument = DeclareLaunchArgument
+    actions.OpaqueFunction = OpaqueFunction
+    actions.SetEnvironmentVariable = SetEnvironmentVariable
+    actions.Shutdown = Shutdown
+    subs.LaunchConfiguration = LaunchConfiguration
+    ros_actions.Node = Node
+    launch.actions, launch.substitutions, launch_ros.actions = actions, subs, ros_actions
+    return {"launch": launch, "launch.actions": actions, "launch.substitutions": subs,
+            "launch_ros": launch_ros, "launch_ros.actions": ros_actions}
+
+
+def _run_launch_file(name: str, values: dict[str, str], monkeypatch) -> _Recorder:
+    rec = _Recorder()
+    for mod_name, mod in _fake_launch_modules(rec, values).items():
+        monkeypatch.setitem(sys.modules, mod_name, mod)
+    spec = importlib.util.spec_from_file_location(f"launch_file_{name}", LAUNCH_DIR / f"{name}.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.GRAPH == name
+    ld = module.generate_launch_description()
+    for action in ld:
+        if hasattr(action, "function"):
+            action.function(context=None)
+    return rec
+
+
+@pytest.mark.parametrize("name", sorted(graph.GRAPHS))
+def test_launch_file_builds_the_same_graph_as_the_cli(name: str, tmp_path: Path, monkeypatch) -> None:
+    values = {"log_dir": str(tmp_path), "num_collectors": "2", "seed": "7", "samples": "1000", "domain_id": "17",
+              "set": "n_init=100,samples_per_iter=50"}
+    rec = _run_launch_file(name, values, monkeypatch)
+    assert rec.declared == {a.name: a.default for a in graph.launch_arguments(name)}
+    for required in ("use_sim", "device_path", "config", "num_collectors", "samples", "seed", "log_dir"):
+        assert required in rec.declared
+
+    g = graph.resolve(name, values)
+    cli_nodes = graph.build_nodes(g)
+    assert [n["name"] for n in rec.nodes] == [n.name for n in cli_nodes]
+    assert [n["executable"] for n in rec.nodes] == [n.executable for n in cli_nodes]
+    assert [n["parameters"] for n in rec.nodes] == [n.parameters for n in cli_nodes]
+    assert all(n["package"] == "mbrl_ros" for n in rec.nodes)
+    assert rec.env == graph.environment(g) and rec.env["ROS_DOMAIN_ID"] == "17"
+    assert rec.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+
+    # the CLI writes the same dict parameters into the files it passes with --params-file
+    files = launch_cmd.write_parameter_files(cli_nodes, tmp_path / "params")
+    for launch_node, cli_node in zip(rec.nodes, cli_nodes):
+        last = yaml.safe_load(Path(files[cli_node.name][-1]).read_text())
+        assert last == {cli_node.name: {"ros__parameters": launch_node["parameters"][-1]}}
+        argv = graph.node_command(cli_node, files[cli_node.name])
+        assert argv[1:3] == ["-m", f"mbrl_ros.nodes.{launch_node['executable']}"]
+        assert f"__node:={launch_node['name']}" in argv
+
+
+def test_graph_parameters_follow_the_launch_arguments(tmp_path: Path) -> None:
+    g = graph.resolve("mal_dkitty", {"log_dir": str(tmp_path), "num_collectors": "3", "seed": "5",
+                                     "task": "dkitty-stand-random", "samples": "5000", "realtime": "true"})
+    nodes = {n.name: n for n in graph.build_nodes(g)}
+    assert list(nodes) == ["game_coordinator", "model_learner", "policy_improver", "collector_0", "collector_1", "collector_2"]
+    coord = nodes["game_coordinator"].parameters[-1]
+    assert (coord["algo"], coord["task"], coord["samples"], coord["seed"]) == ("mal", "dkitty-stand-random", 5000, 5)
+    assert nodes["model_learner"].parameters[-1]["mcap_path"] == coord["mcap_path"]
+    seeds = [nodes[f"collector_{i}"].parameters[-1]["seed"] for i in range(3)]
+    assert seeds == [5, 1005, 2005] and nodes["collector_2"].parameters[-1]["realtime"] is True
+    assert nodes["game_coordinator"].ends_run and not nodes["collector_0"].required
+    hw = graph.build_nodes(graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), "use_sim": "false",
+                                                       "device_path": "/dev/ttyACM3"}))
+    assert hw[-1].executable == "hardware_collector" and hw[-1].parameters[-1]["device_path"] == "/dev/ttyACM3"
+    assert "ROS_AUTOMATIC_DISCOVERY_RANGE" not in graph.environment(graph.resolve("pal_dclaw", {"use_sim": "false"}))
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"use_sim": "maybe"}, "boolean"),
+    ({"num_collectors": "0"}, "out of range"),
+    ({"num_collectors": "two"}, "not an integer"),
+    ({"task": "dkitty-orient-random"}, "does not run on the dclaw"),
+    ({"use_sim": "false", "num_collectors": "2"}, "num_collectors must be 1"),
+    ({"domain_id": "300"}, "out of range"),
+    ({"config": "/nonexistent.yaml"}, "does not exist"),
+    ({"set": "samples"}, "key=value"),
+    ({"device": "tpu"}, "cpu, cuda or auto"),
+    ({"colour": "red"}, "unknown launch argument"),
+])
+def test_bad_launch_arguments_raise_clear_errors(args: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        graph.resolve("pal_dclaw", args)
+
+
+def test_launch_tokens_and_unknown_graph() -> None:
+    assert graph.parse_launch_tokens(["seed:=3", "set:=a=1,b=2"], "pal_dclaw") == {"seed": "3", "set": "a=1,b=2"}
+    assert graph.split_overrides("samples=10, model_hidden=[64,64];x=1") == ["samples=10", "model_hidden=[64,64]", "x=1"]
+    g = graph.resolve("pal_dclaw", {"set": "model_hidden=[64,64],samples=500"})
+    assert g.overrides == ("model_hidden=[64,64]", "samples=500")
+    with pytest.raises(ValueError, match="name:=value"):
+        graph.parse_launch_tokens(["seed=3"], "pal_dclaw")
+    with pytest.raises(ValueError, match="unknown graph"):
+        graph.resolve("pal_cartpole", {})
+
+
+def test_cli_dry_run_prints_one_command_per_node(tmp_path: Path, capsys) -> None:
+    from mbrl_ros import cli
+
+    code = cli.main(["launch", "pal_dclaw", f"log_dir:={tmp_path}", "num_collectors:=2", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert [line.split(":")[0] for line in out.splitlines()[:5]] == [
+        "game_coordinator", "model_learner", "policy_improver", "collector_0", "collector_1"]
+    assert "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST" in out
+    assert cli.main(["launch", "pal_dclaw", "num_collectors:=99", "--dry-run"]) == 2
