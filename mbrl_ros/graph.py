@@ -44,6 +44,8 @@ GRAPHS: dict[str, GraphInfo] = {
     "pal_dkitty": GraphInfo("pal_dkitty", "pal", "dkitty", "dkitty-orient-random"),
     "mal_dkitty": GraphInfo("mal_dkitty", "mal", "dkitty", "dkitty-orient-random"),
 }
+# The games a graph may play: PAL, or MAL and its two fixes (the model leads in all three).
+ALGOS_OF_GRAPH_GAME = {"pal": ("pal",), "mal": ("mal", "mal-agent-reward", "mal-noise")}
 TASKS_OF_ROBOT = {
     "dclaw": ("dclaw-turn-fixed", "dclaw-turn-random"),
     "dkitty": ("dkitty-orient-random", "dkitty-stand-random"),
@@ -75,6 +77,8 @@ def launch_arguments(graph: str) -> list[LaunchArgument]:
         LaunchArgument("log_dir", "", "run directory for logs, checkpoints, MCAP, metrics ('' = runs/<graph>-<time>)"),
         LaunchArgument("domain_id", "", "ROS_DOMAIN_ID for every node ('' = inherit the environment, else 0)"),
         LaunchArgument("task", info.task_id, f"task id (one of {', '.join(TASKS_OF_ROBOT[info.robot])})"),
+        LaunchArgument("algo", info.algo, f"game (one of {', '.join(ALGOS_OF_GRAPH_GAME[info.algo])}; "
+                                          "mal-agent-reward and mal-noise are MAL with the poster's fixes)"),
         LaunchArgument("realtime", "false", "collectors run at the task's 10 Hz (true) or as fast as possible"),
         LaunchArgument("device", "cpu", "torch device of the learners: cpu | cuda | auto"),
     ]
@@ -128,6 +132,7 @@ class ResolvedGraph:
     """Validated launch arguments of one graph run."""
 
     info: GraphInfo
+    algo: str
     use_sim: bool
     device_path: str
     config: Path
@@ -140,10 +145,6 @@ class ResolvedGraph:
     task_id: str
     realtime: bool
     device: str
-
-    @property
-    def algo(self) -> str:
-        return self.info.algo
 
     @property
     def mcap_path(self) -> Path:
@@ -194,6 +195,9 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
     task_id = a["task"].strip()
     if task_id not in TASKS_OF_ROBOT[info.robot]:
         raise ValueError(f"task:={task_id} does not run on the {info.robot}; choose one of {', '.join(TASKS_OF_ROBOT[info.robot])}")
+    algo = a["algo"].strip()
+    if algo not in ALGOS_OF_GRAPH_GAME[info.algo]:
+        raise ValueError(f"algo:={algo} is not played by {graph}; choose one of {', '.join(ALGOS_OF_GRAPH_GAME[info.algo])}")
     name = a["config"].strip()
     if not name:
         config = config_dir() / "ros_graph.yaml"
@@ -222,7 +226,7 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
         log_dir = Path("runs") / f"{graph}-{stamp}"
     return ResolvedGraph(
-        info=info, use_sim=use_sim, device_path=a["device_path"], config=config.resolve(), overrides=overrides,
+        info=info, algo=algo, use_sim=use_sim, device_path=a["device_path"], config=config.resolve(), overrides=overrides,
         num_collectors=num, samples=_as_int("samples", a["samples"], 0, 10**9),
         seed=_as_int("seed", a["seed"], 0, 2**31 - 1), log_dir=log_dir.resolve(), domain_id=domain,
         task_id=task_id, realtime=_as_bool("realtime", a["realtime"]), device=a["device"],

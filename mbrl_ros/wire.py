@@ -1,16 +1,18 @@
 """What travels on the mbrl_ros topics: packing, validation and versioning (standard interfaces only).
 
-Every binary payload (an episode of transitions, an ONNX policy, a model) is one
-self-describing *record* carried in a ``std_msgs/UInt8MultiArray``::
+Every binary payload (an episode of transitions, an ONNX policy, the policy's torch weights,
+a model) is one self-describing *record* carried in a ``std_msgs/UInt8MultiArray``::
 
     b"MBRW" | uint32 little-endian header length | header (UTF-8 JSON) | payload bytes
 
 The JSON header always holds ``schema`` ("mbrl_ros.wire"), ``schema_version``, ``kind``
-("episode" | "policy" | "model"), ``payload_size`` and ``sha256`` (of the payload), plus the
-kind's own fields (robot id, episode id, sequence number, policy/model versions, ...).
-Episode payloads are raw little-endian float32 arrays whose shapes are in the header. Policies
-are ONNX files (the observation/action contract lives in the ONNX metadata, see
-:mod:`mbrl_ros.core.onnx_export`) and models are safetensors files. Nothing is ever unpickled.
+("episode" | "policy" | "policy_weights" | "model"), ``payload_size`` and ``sha256`` (of the
+payload), plus the kind's own fields (robot id, episode id, sequence number, policy/model
+versions, ...). Episode payloads are raw little-endian float32 arrays whose shapes are in the
+header. Policies are ONNX files (the observation/action contract lives in the ONNX metadata, see
+:mod:`mbrl_ros.core.onnx_export`); policy weights (the Gaussian policy's torch state, which
+the model player of MAL + agent reward differentiates through) and models are safetensors
+files. Nothing is ever unpickled.
 
 Game state and commands between the coordinator and the players are JSON in
 ``std_msgs/String`` (:func:`pack_json` / :func:`unpack_json`), with the same schema version.
@@ -46,7 +48,8 @@ MAX_POLICY_BYTES = 16 * 1024 * 1024
 MAX_MODEL_BYTES = 256 * 1024 * 1024  # paper ensemble (4 x MLP(512,512)) is ~5 MB
 MAX_JSON_CHARS = 1024 * 1024
 
-KINDS = ("episode", "policy", "model")
+KINDS = ("episode", "policy", "policy_weights", "model")
+BEHAVIORS = ("policy", "random")  # who chose an episode's actions
 REASONS = (
     "header", "schema_version", "kind", "size", "oversized", "truncated", "hash",
     "non_finite", "bounds", "task", "contract",
@@ -154,7 +157,7 @@ class EpisodeRecord:
     robot_id: str
     episode_id: str
     sequence: int  # per-collector counter of *published* episodes (gaps = losses)
-    policy_version: int
+    policy_version: int  # -1: the uniform random policy (behavior "random")
     task_id: str
     obs: np.ndarray  # [T+1, obs_dim]
     actions: np.ndarray  # [T, act_dim], the clipped actions actually applied
@@ -165,6 +168,7 @@ class EpisodeRecord:
     stream: str = ""  # collector process nonce: (robot_id, stream) numbers one sequence
     stamp: float = 0.0  # wall-clock time the episode ended (s since epoch)
     extra: dict = field(default_factory=dict)  # small JSON-able facts (limit hits, loop jitter, ...)
+    behavior: str = "policy"  # "policy": the deployed policy acted; "random": uniform random actions (MAL + noise)
 
     @property
     def length(self) -> int:
@@ -213,9 +217,22 @@ def pack_episode(rec: EpisodeRecord) -> bytes:
         "T": int(T), "obs_dim": int(obs.shape[1]), "act_dim": int(act.shape[1]), "dtype": "float32",
         "terminated": bool(rec.terminated), "aborted": bool(rec.aborted), "success": bool(rec.success),
         "episode_return": float(np.sum(rew, dtype=np.float64)), "stamp": float(rec.stamp),
-        "extra": rec.extra,
+        "extra": rec.extra, "behavior": rec.behavior,
     }
+    problem = _behavior_problem(rec.behavior, int(rec.policy_version), rec.episode_id)
+    if problem:
+        raise ValueError(problem)
     return pack_record("episode", header, obs.tobytes() + act.tobytes() + rew.tobytes())
+
+
+def _behavior_problem(behavior: Any, policy_version: int, episode_id: str) -> Optional[str]:
+    """``policy`` episodes carry a policy version >= 0, ``random`` ones exactly -1 (as in the core)."""
+    if behavior not in BEHAVIORS:
+        return f"episode {episode_id}: behavior {behavior!r} is not one of {BEHAVIORS}"
+    if (behavior == "random") != (policy_version == -1):
+        return (f"episode {episode_id}: behavior {behavior!r} with policy version {policy_version} "
+                "(random episodes carry -1, policy episodes a version >= 0)")
+    return None
 
 
 def unpack_episode(data: bytes, task: Any = None, max_bytes: int = MAX_EPISODE_BYTES) -> EpisodeRecord:
@@ -230,7 +247,11 @@ def unpack_episode(data: bytes, task: Any = None, max_bytes: int = MAX_EPISODE_B
     pv = _req(header, "policy_version", int, k)
     task_id = _req(header, "task_id", str, k)
     T, od, ad = (_req(header, key, int, k) for key in ("T", "obs_dim", "act_dim"))
-    if seq < 0 or pv < 0 or T < 1 or od < 1 or ad < 1:
+    behavior = header.get("behavior", "policy")  # (records before the random-noise game have none)
+    problem = _behavior_problem(behavior, pv, episode_id)
+    if problem:
+        raise WireError("header", problem)
+    if seq < 0 or pv < -1 or T < 1 or od < 1 or ad < 1:
         raise WireError("size", f"episode {episode_id}: sequence {seq}, policy v{pv}, T={T}, dims {od}/{ad} out of range")
     if header.get("dtype") != "float32":
         raise WireError("header", f"episode {episode_id}: dtype {header.get('dtype')!r} is not float32")
@@ -261,7 +282,7 @@ def unpack_episode(data: bytes, task: Any = None, max_bytes: int = MAX_EPISODE_B
         robot_id=robot_id, episode_id=episode_id, sequence=seq, policy_version=pv, task_id=task_id,
         obs=obs, actions=act, rewards=rew, terminated=header["terminated"], aborted=header["aborted"],
         success=header["success"], stream=str(header.get("stream", "")),
-        stamp=float(header.get("stamp", 0.0)), extra=extra if isinstance(extra, dict) else {},
+        stamp=float(header.get("stamp", 0.0)), extra=extra if isinstance(extra, dict) else {}, behavior=behavior,
     )
 
 
@@ -325,6 +346,37 @@ def load_policy_checked(onnx_bytes: bytes, expect_task: str):
         raise WireError("contract", str(exc)) from None
     except Exception as exc:  # onnxruntime raises its own types on a corrupt graph
         raise WireError("contract", f"ONNX policy does not load: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass
+class PolicyWeightsBlob:
+    """The torch weights of policy version ``policy_version`` (safetensors), published with its ONNX."""
+
+    weights: bytes
+    policy_version: int
+    task_id: str
+    header: dict
+
+
+def pack_policy_weights(weights: bytes, *, task_id: str, policy_version: int, **extra: Any) -> bytes:
+    """Frame a safetensors state of the Gaussian policy (``onnx_sha256`` links it to its ONNX)."""
+    header = dict(extra)
+    header.update(task_id=task_id, policy_version=int(policy_version), format="safetensors")
+    return pack_record("policy_weights", header, weights)
+
+
+def unpack_policy_weights(data: bytes, expect_task: Optional[str] = None,
+                          max_bytes: int = MAX_POLICY_BYTES) -> PolicyWeightsBlob:
+    """Validate a policy-weights record, including the safetensors framing of its payload."""
+    header, payload = unpack_record(data, "policy_weights", max_bytes)
+    pv = _req(header, "policy_version", int, "policy_weights")
+    task_id = _req(header, "task_id", str, "policy_weights")
+    if pv < 0:
+        raise WireError("size", f"policy weights v{pv}: the version must be >= 0")
+    if expect_task is not None and task_id != expect_task:
+        raise WireError("task", f"policy weights v{pv} are for task {task_id!r}, this graph runs {expect_task!r}")
+    _check_safetensors(payload)
+    return PolicyWeightsBlob(weights=payload, policy_version=pv, task_id=task_id, header=header)
 
 
 @dataclass

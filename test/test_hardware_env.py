@@ -165,3 +165,57 @@ def test_dkitty_needs_a_tracker_pose_and_aborts_when_it_goes_stale() -> None:
             assert info["aborted"] and info["abort_reason"].startswith("tracker")
         finally:
             env.close()
+
+
+def test_an_estop_during_a_reset_is_never_undone_by_the_reset(claw_emu) -> None:
+    # the D'Claw reset waits object_settle_s with the valve motor engaged, then turns the claw's
+    # torque on: an e-stop inside that wait must leave every motor off, whatever the reset does next
+    cfg = ResetConfig(period_s=0.02, object_settle_s=0.6, move_timeout_s=1.0, rest_s=0.1, retries=0)
+    env = HardwareEnv("dclaw-turn-fixed", port=claw_emu.port_path, reset_config=cfg)
+    env.connect()
+    errors: list[BaseException] = []
+
+    def reset() -> None:
+        try:
+            env.reset(options={"initial": claw_emu.object_angle()})  # the valve is there already
+        except BaseException as exc:  # noqa: BLE001 - the reset must fail; the test checks how
+            errors.append(exc)
+
+    try:
+        t = threading.Thread(target=reset)
+        t.start()
+        time.sleep(0.25)  # inside the settle wait
+        assert claw_emu.torque_enabled()[50], "the valve motor should be engaged while the valve settles"
+        latency, verified = env.estop()
+        assert verified and latency < 0.05
+        t.join(timeout=10)
+        assert not t.is_alive() and errors and "e-stop" in str(errors[0])
+        time.sleep(0.2)
+        assert not any(claw_emu.torque_enabled().values()), claw_emu.torque_enabled()
+        env.clear_estop()
+        env.reset(options={"initial": claw_emu.object_angle()})  # an operator's clear: the robot works again
+        assert all(on for i, on in claw_emu.torque_enabled().items() if i != 50)
+    finally:
+        env.close()
+
+
+def test_reboot_faulted_reboots_only_the_faulted_motors_and_the_next_reset_recovers(claw_emu) -> None:
+    env = claw_env(claw_emu)
+    try:
+        env.reset()
+        assert not env.step(np.zeros(9))[4]["aborted"]
+        claw_emu.inject("hardware_error", [22], errors=["overload"])  # a shutdown error: the servo drops torque
+        info = env.step(np.zeros(9))[4]
+        assert info["aborted"] and "ID 22" in info["abort_reason"]
+        assert env.diagnostics()["hardware_errors"] == {22: ["overload"]}
+        assert env.reboot_faulted() == {22: ["overload"]}
+        assert env.diagnostics()["hardware_errors"] == {} and env.bus.read_hardware_errors() == {}
+        assert env.reboot_faulted() == {}  # nothing left to reboot
+        env.reset()
+        assert not env.step(np.zeros(9))[4]["aborted"] and claw_emu.torque_enabled()[22]
+        claw_emu.inject("no_response", [31])
+        with pytest.raises(Exception, match=r"\[31\] do not answer"):
+            env.reboot_faulted()
+    finally:
+        claw_emu.clear_faults()
+        env.close()

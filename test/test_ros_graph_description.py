@@ -138,6 +138,8 @@ def test_graph_parameters_follow_the_launch_arguments(tmp_path: Path) -> None:
                                                        "device_path": "/dev/ttyACM3"}))
     assert hw[-1].executable == "hardware_collector" and hw[-1].parameters[-1]["device_path"] == "/dev/ttyACM3"
     assert "ROS_AUTOMATIC_DISCOVERY_RANGE" not in graph.environment(graph.resolve("pal_dclaw", {"use_sim": "false"}))
+    noise = graph.build_nodes(graph.resolve("mal_dclaw", {"log_dir": str(tmp_path), "algo": "mal-noise"}))
+    assert {n.parameters[-1]["algo"] for n in noise if n.executable != "collector"} == {"mal-noise"}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -150,6 +152,7 @@ def test_graph_parameters_follow_the_launch_arguments(tmp_path: Path) -> None:
     ({"config": "/nonexistent.yaml"}, "does not exist"),
     ({"set": "samples"}, "key=value"),
     ({"device": "tpu"}, "cpu, cuda or auto"),
+    ({"algo": "mal-noise"}, "not played by pal_dclaw"),
     ({"colour": "red"}, "unknown launch argument"),
 ])
 def test_bad_launch_arguments_raise_clear_errors(args: dict, message: str) -> None:

@@ -142,6 +142,37 @@ def test_model_round_trip_and_rejections() -> None:
     assert _reason(wire.unpack_model, blob, max_bytes=100) == "oversized"
 
 
+def test_random_policy_episodes_are_tagged_and_the_tag_must_match_the_version() -> None:
+    rec = _episode(policy_version=-1, behavior="random")
+    out = wire.unpack_episode(wire.pack_episode(rec), TASK)
+    assert out.behavior == "random" and out.policy_version == -1
+    assert out.to_core().policy_version == -1  # the core's mark of a random-policy episode
+    good = wire.pack_episode(_episode())
+    assert wire.unpack_episode(good, TASK).behavior == "policy"
+    header, payload = _split(good)  # a record from before the tag existed reads as policy data
+    del header["behavior"]
+    head = json.dumps(header).encode()
+    assert wire.unpack_episode(wire.MAGIC + struct.pack("<I", len(head)) + head + payload, TASK).behavior == "policy"
+    assert _reason(wire.unpack_episode, _reframe(good, behavior="random"), TASK) == "header"  # random with v2
+    assert _reason(wire.unpack_episode, _reframe(good, policy_version=-1), TASK) == "header"  # v-1 from a policy
+    assert _reason(wire.unpack_episode, _reframe(good, behavior="scripted"), TASK) == "header"
+    assert _reason(wire.unpack_episode, _reframe(good, behavior="random", policy_version=-2), TASK) == "header"
+    with pytest.raises(ValueError, match="random episodes carry -1"):
+        wire.pack_episode(_episode(behavior="random"))
+
+
+def test_policy_weights_round_trip_and_rejections() -> None:
+    blob = wire.pack_policy_weights(_safetensors(), task_id="dclaw-turn-fixed", policy_version=3, onnx_sha256="ab")
+    w = wire.unpack_policy_weights(blob, expect_task="dclaw-turn-fixed")
+    assert (w.policy_version, w.header["onnx_sha256"], w.weights) == (3, "ab", _safetensors())
+    assert _reason(wire.unpack_policy_weights, blob, expect_task="dkitty-orient-random") == "task"
+    assert _reason(wire.unpack_policy_weights, _reframe(blob, policy_version=-1)) == "size"
+    assert _reason(wire.unpack_policy_weights, _reframe(blob, payload=_safetensors()[:-4])) == "truncated"
+    assert _reason(wire.unpack_policy_weights, _reframe(blob, rehash=False, payload=_safetensors()[::-1])) == "hash"
+    model = wire.pack_model(_safetensors(), task_id="dclaw-turn-fixed", model_version=1, iteration=1, data_policy_version=0)
+    assert _reason(wire.unpack_policy_weights, model) == "kind"
+
+
 # -- policies -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def onnx_policies():

@@ -224,6 +224,12 @@ class DynamixelBus:
 
     # -- connection ------------------------------------------------------------------------------
     @property
+    def lock(self) -> threading.RLock:
+        """The bus lock (re-entrant): every packet goes out under it. The safety layer holds it
+        to make a state check and the write that depends on it one step (torque on vs e-stop)."""
+        return self._lock
+
+    @property
     def is_open(self) -> bool:
         return self._port is not None and self._port.is_open
 

@@ -144,7 +144,7 @@ def dclaw_reset(safety: SafetyLayer, initial_angle: float, cfg: Optional[ResetCo
         # 1. tops and bottoms limp so the fingers give way while the valve turns
         bus.disable_torque([ids[i] for i in DCLAW_TOP + DCLAW_BOTTOM])
         # 2. engage the valve motor and turn the valve to the initial angle
-        bus.enable_torque([valve_id])
+        safety.enable_torque([valve_id])  # (refused after an e-stop, like every torque-on here)
         try:
             t_end = time.monotonic() + cfg.object_timeout_s
             while True:
@@ -165,7 +165,7 @@ def dclaw_reset(safety: SafetyLayer, initial_angle: float, cfg: Optional[ResetCo
                 safety.command_targets(safety.hold_target())
                 time.sleep(cfg.period_s)
             # 4. engage the whole claw and go to the reset pose
-            bus.enable_torque()
+            safety.enable_torque()
             safety.read_state()
             err = move_to(safety, DCLAW_RESET_POSE, cfg)
             # 5. check; disentangle retries; then the operator

@@ -16,6 +16,7 @@ Hardware-only API (used by the ROS hardware collector)::
     obs, info = env.reset()    # scripted reset (torque on through the safety layer)
     obs, r, term, trunc, info = env.step(action)   # info["aborted"] is True on a faulted step
     env.estop()                # torque off now (<= 50 ms, measured); env.clear_estop() to go on
+    env.reboot_faulted()       # reboot motors reporting a hardware error -> {ID: error bits}
     env.diagnostics()          # bus errors, hardware errors by ID, limit hits, loop jitter
     env.joint_state()          # last reading: names, position, velocity, effort (mA) for JointState
     env.disable_torque(); env.close()
@@ -52,7 +53,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import gymnasium
 import numpy as np
 
-from mbrl_ros.hardware.dynamixel_bus import BusState, DynamixelBus
+from mbrl_ros.hardware.dynamixel_bus import BusError, BusState, DynamixelBus
 from mbrl_ros.hardware.reset import DKITTY_RESET_MODES, Operator, ResetConfig, dclaw_reset, dkitty_reset
 from mbrl_ros.hardware.robot_config import RobotConfig, load_robot_config
 from mbrl_ros.hardware.safety import SafetyConfig, SafetyError, SafetyEvent, SafetyLayer
@@ -182,6 +183,30 @@ class HardwareEnv(gymnasium.Env):
     def clear_estop(self) -> None:
         """Allow the next ``reset()`` to re-activate the robot after an e-stop."""
         self._need_safety().clear_estop()
+
+    def reboot_faulted(self) -> dict[int, list[str]]:
+        """Reboot every motor that reports a hardware error; returns ``{ID: error bits}`` of those rebooted.
+
+        Reads the Hardware Error Status (register 70) of every motor. A reboot clears the error
+        and leaves that motor's torque off, so a running episode is aborted first (the robot goes
+        to its safe state) and the next ``reset()`` re-activates the whole robot. Motors that do
+        not answer cannot be rebooted: after rebooting the others, ``BusError`` names them.
+        """
+        safety = self._need_safety()
+        errors = self.bus.read_hardware_errors()
+        silent = sorted(i for i, bits in errors.items() if bits == ["no_response"])
+        faulted = {i: bits for i, bits in errors.items() if i not in silent}
+        if faulted and safety.active:
+            safety.trip(f"rebooting motors {sorted(faulted)} ({errors})")
+            self._abort(f"motors {sorted(faulted)} rebooted")
+        for dxl_id in sorted(faulted):
+            self.bus.reboot(dxl_id)
+            safety.hardware_errors_cleared([dxl_id])
+            log.warning("rebooted motor %d (hardware error: %s)", dxl_id, ", ".join(faulted[dxl_id]))
+        if silent:
+            raise BusError(f"motors {silent} do not answer and were not rebooted (check cable and power); "
+                           f"rebooted: {sorted(faulted) or 'none'}")
+        return faulted
 
     # -- tracker (D'Kitty) -----------------------------------------------------------------------
     def set_tracker_pose(self, position: Any, quaternion_wxyz: Any, stamp: Optional[float] = None) -> None:
@@ -378,6 +403,11 @@ class HardwareEnv(gymnasium.Env):
         return self.task.observation(d)
 
     # -- diagnostics -----------------------------------------------------------------------------
+    @property
+    def joint_names(self) -> list[str]:
+        """Names of the actuated joints in action order (the hardware YAML's motor names)."""
+        return [m.name for m in self.config.joints]
+
     def joint_state(self) -> Optional[dict[str, Any]]:
         """The last reading, for ``sensor_msgs/JointState``: names, position (rad), velocity (rad/s),
         effort (present current, mA) and the monotonic stamp; D'Claw adds the valve. ``None`` before
@@ -385,7 +415,7 @@ class HardwareEnv(gymnasium.Env):
         st = self.safety.last_state if self.safety is not None else None
         if st is None:
             return None
-        names = [m.name for m in self.config.joints]
+        names = self.joint_names
         pos, vel, cur = list(st.position), list(st.velocity), list(st.current)
         if st.object_position is not None and self.config.object_motor is not None:
             names.append(self.config.object_motor.name)

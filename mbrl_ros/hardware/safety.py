@@ -40,7 +40,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -222,7 +222,7 @@ class SafetyLayer:
             t_end = time.monotonic() + self.config.error_timeout_s
             while True:
                 try:
-                    self.bus.enable_torque()
+                    self.enable_torque()
                     break
                 except BusReadError:
                     if time.monotonic() > t_end:
@@ -231,9 +231,31 @@ class SafetyLayer:
             now = time.monotonic()
             self._activated_at = self._last_command_t = now
             self._last_target = np.clip(state.position, self._hard_low, self._hard_high)
-            self.state = "active"
+            if not self._set_state("active"):  # an e-stop came in after the torque-on: it stands
+                raise SafetyError("e-stopped during activation: call clear_estop() after checking the robot")
         self._start_watchdog()
         return state
+
+    def enable_torque(self, ids: Optional[Sequence[int]] = None) -> None:
+        """Torque on for ``ids`` (default: every joint), refused while e-stopped.
+
+        The e-stop check and the torque-on packets go out under the bus lock, and :meth:`estop`
+        takes that lock too, so an e-stop from another thread is always either seen here or
+        sent after this torque-on: it can never be undone by a reset that was half-way through.
+        """
+        with self.bus.lock:
+            if self.state == "estopped":
+                raise SafetyError("e-stopped: torque stays off until clear_estop()")
+            self.bus.enable_torque(ids)
+
+    def _set_state(self, new: str, only_from: Optional[tuple[str, ...]] = None) -> bool:
+        """Move to ``new`` unless e-stopped (only :meth:`clear_estop` leaves that state); with
+        ``only_from``, only from one of those states. Returns whether the state changed."""
+        with self.bus.lock:
+            if self.state == "estopped" or (only_from is not None and self.state not in only_from):
+                return False
+            self.state = new
+            return True
 
     def deactivate(self) -> None:
         """Torque off and stop the watchdog (the normal end of a session)."""
@@ -242,17 +264,22 @@ class SafetyLayer:
             try:
                 self.bus.disable_torque()
             finally:
-                if self.state != "estopped":
-                    self.state = "inactive"
+                self._set_state("inactive")
 
     def estop(self) -> tuple[float, bool]:
         """Emergency stop: torque off on every motor now; returns ``(latency_s, verified)``.
 
         Callable from any thread. The robot stays e-stopped until :meth:`clear_estop`.
+        ``latency_s`` runs from this call to the first torque-off packet on the wire (waiting
+        for a packet in flight included).
         """
-        self.state = "estopped"  # first, so no other thread sends another goal
-        self.abort_reason = "e-stop"
-        latency, verified = self.bus.emergency_torque_off(self.config.estop_budget_s)
+        t_call = time.monotonic()
+        with self.bus.lock:  # the state and the torque-off as one step (see enable_torque)
+            waited = time.monotonic() - t_call
+            self.state = "estopped"
+            self.abort_reason = "e-stop"
+            sent, verified = self.bus.emergency_torque_off(self.config.estop_budget_s)
+        latency = waited + sent
         self.estop_latencies.append(latency)
         if latency > self.config.estop_budget_s:
             log.warning("e-stop took %.1f ms (budget %.0f ms)", latency * 1e3, self.config.estop_budget_s * 1e3)
@@ -263,10 +290,16 @@ class SafetyLayer:
 
     def clear_estop(self) -> None:
         """Allow :meth:`activate` again after an e-stop."""
-        with self._lock:
+        with self._lock, self.bus.lock:
             if self.state == "estopped":
                 self.state = "inactive"
                 self.abort_reason = ""
+
+    def hardware_errors_cleared(self, ids: Sequence[int]) -> None:
+        """Forget the recorded hardware errors of ``ids`` (after those motors were rebooted)."""
+        with self._lock:
+            for i in ids:
+                self.hardware_errors.pop(int(i), None)
 
     @contextmanager
     def reset_mode(self) -> Iterator[None]:
@@ -358,10 +391,9 @@ class SafetyLayer:
     def _trip(self, reason: str) -> None:
         """Go to the safe state and mark the episode aborted."""
         with self._lock:
-            if self.state == "estopped":
-                return
+            if not self._set_state("faulted"):
+                return  # e-stopped: torque is already off, and the e-stop's reason stands
             self.abort_reason = reason
-            self.state = "faulted"
             try:
                 if self.config.safe_state == "hold" and self.last_state is not None and not reason.startswith("comm"):
                     self.bus.write_goal_positions(self.last_state.position)
@@ -383,8 +415,7 @@ class SafetyLayer:
         return float(np.clip((now - self._activated_at) / s, self.config.soft_start_min_fraction, 1.0))
 
     def _check_commandable(self) -> None:
-        if self.state == "holding":
-            self.state = "active"  # a fresh command after a watchdog hold resumes control
+        self._set_state("active", only_from=("holding",))  # a fresh command after a watchdog hold resumes control
         if self.state != "active":
             raise SafetyError(f"cannot command: safety state is {self.state}"
                               + (f" ({self.abort_reason})" if self.abort_reason else ""))
@@ -511,7 +542,7 @@ class SafetyLayer:
                 try:
                     if idle >= cfg.watchdog_torque_off_s:
                         self.bus.disable_torque()
-                        self.state = "torque_off"
+                        self._set_state("torque_off")
                         self.abort_reason = f"watchdog: no command for {idle:.2f} s"
                         self.watchdog_trips["torque_off"] += 1
                         log.error("watchdog: no command for %.2f s, torque off", idle)
@@ -520,7 +551,7 @@ class SafetyLayer:
                         hold = self._fresh_position()
                         self.bus.write_goal_positions(hold)
                         self._last_target = hold
-                        self.state = "holding"
+                        self._set_state("holding", only_from=("active",))
                         self.watchdog_trips["hold"] += 1
                         log.warning("watchdog: no command for %.2f s, holding position", idle)
                 except BusError as exc:
@@ -556,5 +587,4 @@ class SafetyLayer:
                 self.bus.disable_torque()
         except BusError as exc:
             log.error("torque off at close failed: %s", exc)
-        if self.state != "estopped":
-            self.state = "inactive"
+        self._set_state("inactive")

@@ -10,6 +10,7 @@ name                       type                            QoS
 /mbrl/model                std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
 /mbrl/policy/candidate     std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
 /mbrl/policy/deployed      std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
+/mbrl/policy/weights       std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(4)
 /mbrl/game_state           std_msgs/String (JSON)          RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
 /mbrl/estop                std_msgs/Bool                   RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
 /mbrl/metrics/<name>       std_msgs/Float64                RELIABLE, VOLATILE, KEEP_LAST(100)
@@ -26,6 +27,7 @@ TRANSITIONS = "/mbrl/transitions"
 MODEL = "/mbrl/model"
 POLICY_CANDIDATE = "/mbrl/policy/candidate"
 POLICY_DEPLOYED = "/mbrl/policy/deployed"
+POLICY_WEIGHTS = "/mbrl/policy/weights"
 GAME_STATE = "/mbrl/game_state"
 ESTOP = "/mbrl/estop"
 ESTOP_SERVICE = "/mbrl/estop"
@@ -45,6 +47,17 @@ def latched_qos():
 
     return QoSProfile(
         depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+
+
+def weights_qos():
+    """Policy weights (safetensors) of the last few versions: the model player of MAL + agent
+    reward needs the *deployed* version's, which is one behind the newest after a gate refusal."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(
+        depth=4, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
     )
 
@@ -77,18 +90,21 @@ def run_node(factory, args=None) -> None:
 
     The demo_nodes_py pattern, plus: a ``ValueError`` while building the node (a bad
     parameter) is one clear log line and exit status 2; ``node.exit_code`` is the status.
+    A node class with ``executor_threads > 1`` spins in a ``MultiThreadedExecutor`` (its
+    callback groups then run side by side: the collectors' e-stop never waits behind a policy load).
     """
     import sys
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
     rclpy.init(args=args)
     node = None
     code = 0
     try:
         node = factory()
-        executor = SingleThreadedExecutor()
+        threads = int(getattr(factory, "executor_threads", 1))
+        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok() and not getattr(node, "finished", False):
             executor.spin_once(timeout_sec=0.1)

@@ -7,7 +7,9 @@ executor only delivers the game state, the deployed policy and the e-stop.
 Safety, in the order a command passes them:
 1. only a policy the coordinator approved (``/mbrl/policy/deployed``, ``approved: true``, the
    version named in the game state, SHA-256 and ONNX contract checked here again) is run, and
-   a new one is swapped in only between episodes;
+   a new one is swapped in only between episodes; when the game state asks for random-policy
+   data (``behavior: random``, MAL + random noise) actions are uniform in [-1, 1] and the
+   episode is tagged ``behavior: random``, policy version -1;
 2. a non-finite or wrongly sized action aborts the episode before it reaches the world;
 3. the world maps the action through ``task.action_to_targets`` (clip to [-1, 1], joint range,
    velocity limit): the policy cannot bypass it;
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String, UInt8MultiArray
@@ -60,7 +63,14 @@ class EpisodeAborted(Exception):
 
 class CollectorBase:
     """The collector's behaviour, shared by the sim :class:`Collector` and the lifecycle
-    :class:`~mbrl_ros.nodes.hardware_collector.HardwareCollector` (mixed into a ``Node``)."""
+    :class:`~mbrl_ros.nodes.hardware_collector.HardwareCollector` (mixed into a ``Node``).
+
+    The e-stop subscription (and the hardware collector's e-stop services) are in their own
+    callback group, spun by a second executor thread: an e-stop is acted on at once, even
+    while the default group is busy (loading a new ONNX policy takes tens of milliseconds).
+    """
+
+    executor_threads = 2
 
     def _declare_collector_parameters(self, realtime_default: bool = False) -> None:
         self.task_id = declare(self, "task", "dclaw-turn-fixed", "task id of the world", read_only=True)
@@ -91,6 +101,7 @@ class CollectorBase:
         self._thread: Optional[threading.Thread] = None
         self.env: Any = None
         self.sequence = 0
+        self._since_state = 0  # samples published since the last game state arrived
         self._episodes_started = 0
         self._last_js = 0.0
         self._last_start = 0.0
@@ -112,7 +123,8 @@ class CollectorBase:
         self._pub_js = self.create_publisher(JointState, joint_states_topic(self.robot_id), sensor_qos())
         self.create_subscription(String, GAME_STATE, self._on_state, latched_qos())
         self.create_subscription(UInt8MultiArray, POLICY_DEPLOYED, self._on_policy, latched_qos())
-        self.create_subscription(Bool, ESTOP, self._on_estop, latched_qos())
+        self.estop_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Bool, ESTOP, self._on_estop, latched_qos(), callback_group=self.estop_group)
 
     def _start_loop(self) -> None:
         self._stop.clear()
@@ -138,6 +150,7 @@ class CollectorBase:
             return
         with self._lock:
             self._state = state
+            self._since_state = 0
 
     def _on_policy(self, msg: UInt8MultiArray) -> None:
         received = time.time()
@@ -169,10 +182,11 @@ class CollectorBase:
             changed = self._estop != bool(msg.data)
             self._estop = bool(msg.data)
         if changed and msg.data:
+            self.on_estop()  # first: the log line and the diagnostic can wait, the motors cannot
             self.get_logger().warning("E-STOP: collection stopped")
             self.diag.fault("e-stop active")
-            self.on_estop()
         elif changed:
+            self.on_estop_clear()
             self.get_logger().info("e-stop released")
             self.diag.clear_fault()
 
@@ -182,19 +196,49 @@ class CollectorBase:
         if callable(stop):
             stop()
 
+    def on_estop_clear(self) -> None:
+        """The graph's e-stop was released (an operator's decision): let the world start again."""
+        clear = getattr(self.env, "clear_estop", None)
+        if callable(clear):
+            try:
+                clear()
+            except Exception as exc:  # noqa: BLE001 - e.g. a hardware world that is not connected
+                self.get_logger().error(f"clearing the world's e-stop failed: {exc}")
+
     def _rejected(self, what: str, exc: wire.WireError) -> None:
         self.diag.inc(f"rejected_{what}_{exc.reason}")
         self.diag.warn(f"rejected {what}: {exc}")
         self.get_logger().warning(f"rejected {what} message: {exc}")
 
     # -- the control loop ---------------------------------------------------------------
-    def _may_run(self, version: Optional[int]) -> bool:
-        """Collection is on, no e-stop, and ``version`` is the deployed one."""
+    def _may_run(self, version: Optional[int], behavior: str = "policy") -> bool:
+        """Collection is on, no e-stop, the game asks for ``behavior`` data, and (policy data)
+        ``version`` is the deployed one."""
         with self._lock:
             s = self._state
             if not self._active or self._estop or s is None or s["done"] or s["estop"] or not s["collect"]:
                 return False
-            return version is None or version == s["deployed_policy_version"]
+            if s.get("behavior", "policy") != behavior:
+                return False
+            return behavior == "random" or version is None or version == s["deployed_policy_version"]
+
+    def _wanted_behavior(self) -> str:
+        with self._lock:
+            return (self._state or {}).get("behavior", "policy")
+
+    def _round_may_be_complete(self) -> bool:
+        """What this collector published since the last game state may complete the round: wait
+        for the coordinator's count instead of starting an episode it would drop (on a robot, a
+        whole scripted reset for nothing). The coordinator publishes its count per episode."""
+        with self._lock:
+            s = self._state
+            if s is None or self._since_state == 0:
+                return False
+            if s.get("behavior", "policy") == "random":
+                done, target = s.get("round_random_samples", 0), s.get("round_random_target", 0)
+            else:
+                done, target = s.get("round_samples", 0), s.get("round_target", 0)
+            return target > 0 and done + self._since_state >= target
 
     def _next_policy(self) -> Optional[LoadedPolicy]:
         """Between episodes: swap in the approved policy the game state names."""
@@ -217,14 +261,23 @@ class CollectorBase:
                 except (OSError, AttributeError) as exc:
                     self.get_logger().warning(f"SCHED_FIFO {self.rt_priority} not permitted ({exc}); normal scheduling")
         while not self._stop.is_set():
-            policy = self._next_policy()
-            if policy is None or not self._may_run(policy.version):
+            if self._round_may_be_complete():
                 time.sleep(0.005)
                 continue
-            if self._episodes_started == 0 or policy.received_at > self._last_start:
-                latency = time.time() - policy.published_at
-                self.metrics.publish("policy_handoff_ms", 1000.0 * latency)
-                self.diag.set("policy_handoff_ms", round(1000.0 * latency, 2))
+            if self._wanted_behavior() == "random":
+                policy = None  # uniform random actions (MAL + random noise data)
+                if not self._may_run(None, "random"):
+                    time.sleep(0.005)
+                    continue
+            else:
+                policy = self._next_policy()
+                if policy is None or not self._may_run(policy.version):
+                    time.sleep(0.005)
+                    continue
+                if self._episodes_started == 0 or policy.received_at > self._last_start:
+                    latency = time.time() - policy.published_at
+                    self.metrics.publish("policy_handoff_ms", 1000.0 * latency)
+                    self.diag.set("policy_handoff_ms", round(1000.0 * latency, 2))
             self._last_start = time.time()
             self._episodes_started += 1
             try:
@@ -241,8 +294,11 @@ class CollectorBase:
                 continue
             self._publish(rec)
 
-    def _run_episode(self, lp: LoadedPolicy) -> wire.EpisodeRecord:
+    def _run_episode(self, lp: Optional[LoadedPolicy]) -> wire.EpisodeRecord:
+        """One whole episode of ``lp`` (``None``: the uniform random policy); raises
+        :class:`EpisodeAborted` when it cannot finish."""
         env, task = self.env, self.task
+        behavior, version = ("policy", lp.version) if lp is not None else ("random", -1)
         deterministic = self._deterministic()
         seed = int(self._rng.integers(0, 2**31 - 1))
         obs, _ = env.reset(seed=seed)
@@ -264,13 +320,16 @@ class CollectorBase:
                 self._jitter.append(lateness)
                 if lateness > self.max_overrun:
                     raise EpisodeAborted(f"control step {1000 * lateness:.1f} ms late (watchdog)")
-            if not self._may_run(lp.version):
-                raise EpisodeAborted("collection stopped, e-stop or new policy")
-            a = lp.policy.act(obs)
+            if not self._may_run(version, behavior):
+                raise EpisodeAborted("collection stopped, e-stop, new policy or behavior")
+            if lp is None:
+                a = self._rng.uniform(-1.0, 1.0, task.info.act_dim)
+            else:
+                a = lp.policy.act(obs)
             if a.shape != (task.info.act_dim,) or not np.all(np.isfinite(a)):
                 self.diag.inc("limit_hits_nonfinite_action")
-                raise EpisodeAborted(f"policy v{lp.version} produced a bad action {a}")
-            if not deterministic and lp.log_std is not None:
+                raise EpisodeAborted(f"policy v{version} produced a bad action {a}")
+            if lp is not None and not deterministic and lp.log_std is not None:
                 a = a + np.exp(lp.log_std) * self._rng.standard_normal(a.shape)
             applied = np.clip(a, -1.0, 1.0)
             clipped += int(np.any(applied != a))
@@ -299,9 +358,10 @@ class CollectorBase:
             self.diag.inc("limit_hits_clipped_steps", clipped)
         return wire.EpisodeRecord(
             robot_id=self.robot_id, episode_id=f"{self.robot_id}-{self.stream}-{self.sequence:06d}",
-            sequence=self.sequence, policy_version=lp.version, task_id=self.task_id,
+            sequence=self.sequence, policy_version=version, task_id=self.task_id,
             obs=np.asarray(observations), actions=np.asarray(actions), rewards=np.asarray(rewards),
             terminated=bool(terminated), success=success, stream=self.stream, stamp=time.time(), extra=extra,
+            behavior=behavior,
         )
 
     def _deterministic(self) -> bool:
@@ -313,9 +373,11 @@ class CollectorBase:
             self.diag.inc("episodes_dropped")
             self.get_logger().error(f"episode of {len(data)} bytes exceeds max_episode_bytes; dropped")
             return
-        if not self._may_run(rec.policy_version) and self._stop.is_set():
+        if not self._may_run(rec.policy_version, rec.behavior) and self._stop.is_set():
             return
         self._pub_episode.publish(wire.to_msg(data))
+        with self._lock:
+            self._since_state += rec.length
         self.sequence += 1
         self.diag.inc("episodes_published")
         self.diag.set("policy_version", rec.policy_version)
@@ -328,14 +390,15 @@ class CollectorBase:
         if rate <= 0 or now - self._last_js < 1.0 / rate:
             return
         self._last_js = now
-        q, qd = _joint_readings(self.env)
-        if q is None:
+        js = _joint_readings(self.env, self._joint_names)
+        if js is None:
             return
         msg = JointState()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.name = self._joint_names
-        msg.position = [float(x) for x in q]
-        msg.velocity = [float(x) for x in qd]
+        msg.name = list(js["name"])
+        msg.position = [float(x) for x in js["position"]]
+        msg.velocity = [float(x) for x in js["velocity"]]
+        msg.effort = [float(x) for x in js.get("effort", ())]
         self._pub_js.publish(msg)
 
     # -- shutdown -----------------------------------------------------------------------
@@ -381,15 +444,16 @@ def _make_sim_env(task_id: str) -> Any:
     return make_env(task_id)
 
 
-def _joint_readings(env: Any) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+def _joint_readings(env: Any, names: list[str]) -> Optional[dict]:
+    """``{name, position, velocity[, effort]}`` of the world's joints (``None``: no reading yet).
+
+    The sim reads its MuJoCo state; a hardware world (``HardwareEnv.joint_state``) returns its
+    last bus reading, valve included, with the present current as effort (mA)."""
     sim = getattr(getattr(env, "unwrapped", env), "sim", None)
     if sim is not None and hasattr(sim, "actuated_qpos"):
-        return sim.actuated_qpos(), sim.actuated_qvel()
+        return {"name": names, "position": sim.actuated_qpos(), "velocity": sim.actuated_qvel()}
     reader = getattr(env, "joint_state", None)
-    if callable(reader):
-        q, qd = reader()
-        return np.asarray(q), np.asarray(qd)
-    return None, None
+    return reader() if callable(reader) else None
 
 
 def _joint_names(env: Any) -> list[str]:

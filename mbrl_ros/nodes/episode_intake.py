@@ -120,6 +120,25 @@ class EpisodeIntake:
                 on_result(r)
         return new
 
+    def buffer_snapshot(self) -> EpisodeBuffer:
+        """A consistent copy of the buffer for a fit or an NPG step (episodes are never mutated,
+        so the copy is shallow); episodes arriving meanwhile wait on the lock briefly."""
+        if self.buffer is None:
+            raise ValueError("this intake keeps no buffer")
+        with self._lock:
+            snap = EpisodeBuffer(self.buffer.kind, self.buffer.capacity)
+            for e in self.buffer.episodes:
+                snap.add_episode(e)
+            return snap
+
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict, dict]:
+        """``(buffer tensors, buffer metadata, ledger)`` taken together, for a checkpoint."""
+        if self.buffer is None:
+            raise ValueError("this intake keeps no buffer")
+        with self._lock:
+            tensors, meta = self.buffer.state()
+            return tensors, meta, self.state()
+
     # -- persistence: the ledger next to the buffer checkpoint --------------------------
     def state(self) -> dict:
         with self._lock:
@@ -142,8 +161,3 @@ class EpisodeIntake:
 def purpose(rec: wire.EpisodeRecord) -> str:
     """``"train"`` (the game's data) or ``"eval"`` (evaluation only, never in a buffer)."""
     return str(rec.extra.get("purpose", PURPOSE_TRAIN))
-
-
-def start_states(buffer: EpisodeBuffer) -> tuple[np.ndarray, np.ndarray]:
-    """(initial observations, all observations) of a buffer: the policy player's rollout starts."""
-    return buffer.initial_observations(), buffer.arrays()["obs"]

@@ -5,9 +5,13 @@ referee the in-process loop uses) and tells the players what to do through the l
 state on ``/mbrl/game_state`` (``std_msgs/String`` JSON, see :func:`GameCoordinator.state`):
 
 - COLLECT: ``collect: true``; collectors run the deployed policy; when the round has N samples
-  of the deployed version (N_init before iteration 1) collection stops.
-- FIT_MODEL: ``request = {kind: fit_model, id, aggressive, model_version, episode_ids}``; the
-  model learner answers on ``/mbrl/model``.
+  of the deployed version (N_init before iteration 1) collection stops. MAL + random noise
+  then asks for ``N (1 - alpha) / alpha`` samples of the uniform random policy
+  (``behavior: random``; they count in the sample budget, as in the in-process loop), so a
+  fraction 1 - alpha of the model's data comes from random actions.
+- FIT_MODEL: ``request = {kind: fit_model, id, aggressive, model_version, policy_version,
+  episode_ids}``; the model learner answers on ``/mbrl/model`` (MAL + agent reward fits
+  against the torch weights of ``policy_version``, the deployed policy).
 - IMPROVE_POLICY: ``request = {kind: improve_policy, id, model_version, n_steps, policy_version,
   base_policy_version, episode_ids}``; the policy improver answers on ``/mbrl/policy/candidate``.
 - GATE: the candidate is checked here (ONNX contract, finite and bounded outputs over a probe
@@ -44,7 +48,7 @@ from std_msgs.msg import Bool, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_ros import wire
-from mbrl_ros.core.schedule import OrderViolation, Phase, Referee, game_spec
+from mbrl_ros.core.schedule import ModelObjective, OrderViolation, Phase, Referee, game_spec
 from mbrl_ros.nodes import (
     ESTOP, ESTOP_CLEAR_SERVICE, ESTOP_SERVICE, GAME_STATE, MODEL, POLICY_CANDIDATE, POLICY_DEPLOYED, TRANSITIONS,
     latched_qos, run_node, transitions_qos,
@@ -93,6 +97,7 @@ class GameCoordinator(Node):
         self._request: dict = {}
         self._round_ids: list[str] = []
         self._round_samples = 0
+        self._round_random_samples = 0  # MAL + random noise: random-policy samples of this round
         self._round_returns: list[float] = []
         self._round_success: list[bool] = []
         self._last_round_ids: list[str] = []
@@ -166,19 +171,25 @@ class GameCoordinator(Node):
                 "candidate_policy_version": r.candidate_policy_version,
                 "data_policy_version": r.data_policy_version, "samples": self.intake.samples,
                 "sample_budget": int(self.cfg.samples), "round_samples": self._round_samples,
-                "round_target": self._round_target(), "collect": bool(self._collect and not self._estop),
+                "round_target": self._round_target(), "round_random_samples": self._round_random_samples,
+                "round_random_target": self._random_target(), "behavior": self._behavior(),
+                "collect": bool(self._collect and not self._estop),
                 "estop": self._estop, "done": r.phase is Phase.DONE, "request": dict(self._request),
                 "eval_success": self.history[-1].get("eval_success") if self.history else None,
                 "success_curve": [h.get("eval_success") for h in self.history],
                 "wall_s": round(time.monotonic() - self.t0, 3),
             }
 
-    def _publish_state(self) -> None:
-        msg = String()
-        msg.data = wire.pack_json("game_state", self.state())
-        self._pub_state.publish(msg)
-        self._record(GAME_STATE, msg)
+    def _publish_state(self, persist: bool = True) -> None:
+        """Publish the game state; ``persist``: also to the MCAP record and ``game_state.json``
+        (the per-episode count updates skip both: the 1 Hz state keeps them current)."""
         s = self.state()
+        msg = String()
+        msg.data = wire.pack_json("game_state", s)
+        self._pub_state.publish(msg)
+        if not persist:
+            return
+        self._record(GAME_STATE, msg)
         self._write_state_file(s)
         self.diag.set("phase", s["phase"])
         self.diag.set("iteration", s["iteration"])
@@ -199,6 +210,18 @@ class GameCoordinator(Node):
 
     def _round_target(self) -> int:
         return int(self.cfg.n_init if self.referee.iteration == 0 else self.n_per_iter)
+
+    def _random_target(self, n: Optional[int] = None) -> int:
+        """MAL + random noise: random-policy samples added to a round of ``n`` policy samples,
+        ``n (1 - alpha) / alpha`` (the in-process loop's rule); 0 for every other game."""
+        if self.spec.model_objective is not ModelObjective.RANDOM_NOISE:
+            return 0
+        n = self._round_target() if n is None else n
+        return int(round(n * (1.0 - self.cfg.alpha) / max(self.cfg.alpha, 1e-6)))
+
+    def _behavior(self) -> str:
+        """Which data the collectors gather now: the deployed policy's, then (MAL + noise) random."""
+        return "random" if self._round_samples >= self._round_target() and self._random_target() > 0 else "policy"
 
     # -- e-stop -------------------------------------------------------------------------
     def _publish_estop(self, on: bool) -> None:
@@ -252,17 +275,29 @@ class GameCoordinator(Node):
         with self._lock:
             if len(self._probe_obs) < 64 * self.probe_size:
                 self._probe_obs.append(rec.obs[:: max(1, rec.length // 8)])
-            counted = self._collect and self.referee.phase is Phase.COLLECT \
-                and rec.policy_version == self.referee.deployed_policy_version
+            collecting = self._collect and self.referee.phase is Phase.COLLECT
+            behavior = self._behavior()
+            counted = collecting and rec.behavior == behavior and (
+                rec.behavior == "random" or rec.policy_version == self.referee.deployed_policy_version)
             if counted:
                 self._round_ids.append(rec.episode_id)
-                self._round_samples += rec.length
-                self._round_returns.append(rec.episode_return)
-                self._round_success.append(rec.success)
-        self.metrics.publish("episode_return", rec.episode_return)
-        self.metrics.publish("episode_success", float(rec.success))
-        if counted and self._round_samples >= self._round_target():
+                if rec.behavior == "random":
+                    self._round_random_samples += rec.length
+                else:
+                    self._round_samples += rec.length
+                    self._round_returns.append(rec.episode_return)
+                    self._round_success.append(rec.success)
+            complete = counted and self._round_complete()
+        if rec.behavior == "policy":
+            self.metrics.publish("episode_return", rec.episode_return)
+            self.metrics.publish("episode_success", float(rec.success))
+        if complete:
             self._tick()  # the round is complete: ask for the next move now, not at the next tick
+        elif counted:
+            self._publish_state(persist=False)  # the round's count (and behavior): collectors wait on it at a round's end
+
+    def _round_complete(self) -> bool:
+        return self._round_samples >= self._round_target() and self._round_random_samples >= self._random_target()
 
     def _on_model(self, msg: UInt8MultiArray) -> None:
         try:
@@ -364,10 +399,11 @@ class GameCoordinator(Node):
                 self._refuse("step", str(exc), "internal_order_errors")
 
     def _can_afford_iteration(self) -> bool:
-        """The in-process loop's rule: a new iteration only if its N samples fit the budget."""
+        """The in-process loop's rule: a new iteration only if its N samples (and, MAL + random
+        noise, its random-policy samples) fit the budget."""
         if self.cfg.max_iterations and self.referee.iteration > self.cfg.max_iterations:
             return False
-        return self.intake.samples + self.n_per_iter <= self.cfg.samples
+        return self.intake.samples + self.n_per_iter + self._random_target(self.n_per_iter) <= self.cfg.samples
 
     def _collect_phase(self) -> None:
         with self._lock:
@@ -379,17 +415,21 @@ class GameCoordinator(Node):
                 self._collect = True
                 self._publish_state()
                 return
-            if self._round_samples < self._round_target():
+            if not self._round_complete():
                 return
             self._collect = False
             version = self.referee.deployed_policy_version
             self.referee.data_collected(version)
             self._last_round_ids = list(self._round_ids)
+            policy_samples, random_samples = self._round_samples, self._round_random_samples
             self._it.update(collect_return=float(np.mean(self._round_returns)),
-                            collect_success=float(np.mean(self._round_success)), collected=self._round_samples)
+                            collect_success=float(np.mean(self._round_success)),
+                            collected=policy_samples + random_samples, collected_random=random_samples)
             self._round_ids, self._round_samples, self._round_returns, self._round_success = [], 0, [], []
-        self.get_logger().info(f"collected {self._it['collected']} samples of policy v{version} "
-                               f"(return {self._it['collect_return']:.1f}, success {self._it['collect_success']:.2f})")
+            self._round_random_samples = 0
+        self.get_logger().info(f"collected {policy_samples} samples of policy v{version}"
+                               + (f" and {random_samples} of the random policy" if random_samples else "")
+                               + f" (return {self._it['collect_return']:.1f}, success {self._it['collect_success']:.2f})")
         self._publish_state()
 
     def _fit_phase(self) -> None:
@@ -400,7 +440,8 @@ class GameCoordinator(Node):
             self._request = {
                 "kind": "fit_model", "id": f"fit-i{r.iteration}-m{r.model_version + 1}",
                 "aggressive": bool(self.spec.model_aggressive or r.iteration == 0),
-                "model_version": r.model_version + 1, "episode_ids": list(self._last_round_ids),
+                "model_version": r.model_version + 1, "policy_version": r.deployed_policy_version,
+                "episode_ids": list(self._last_round_ids),
             }
         self._publish_state()
 

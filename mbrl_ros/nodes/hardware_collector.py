@@ -12,8 +12,10 @@ The same control loop, policy hand-off and episode publishing as the sim collect
 
 E-stop: the graph's ``/mbrl/estop`` topic and this node's own ``~/estop`` service
 (``std_srvs/Trigger``) call ``HardwareEnv.estop()`` directly from the callback (torque off,
-measured <= 50 ms by the driver); ``~/clear_estop`` allows the next episode.
-``~/reboot_faulted`` (``std_srvs/Trigger``) reboots every motor reporting a hardware error.
+measured <= 50 ms by the driver); ``~/clear_estop``, or the graph's release
+(``/mbrl/estop_clear``), allows the next episode. ``~/reboot_faulted`` (``std_srvs/Trigger``)
+reboots every motor reporting a hardware error (``HardwareEnv.reboot_faulted``).
+The scripted reset's timings are parameters (``reset_*``, ROBEL's values by default).
 D'Kitty: the torso pose comes from a ``geometry_msgs/PoseStamped`` tracker topic.
 
 The driver paces the steps itself (deadline loop at the task's 10 Hz), so the node's own
@@ -50,10 +52,25 @@ class HardwareCollector(CollectorBase, LifecycleNode):
                                      read_only=True)
         self.autostart = declare(self, "autostart", True, "configure and activate at start (else wait for an operator)",
                                  read_only=True)
+        from mbrl_ros.hardware.reset import ResetConfig  # (the driver stack loads with the node, not the package)
+
+        robel = ResetConfig()
+        self.reset_config = ResetConfig(
+            object_settle_s=declare(self, "reset_object_settle_s", robel.object_settle_s,
+                                    "D'Claw reset: wait after the valve reached its start angle (ROBEL: 1 s)",
+                                    read_only=True, lo=0.0, hi=30.0),
+            object_timeout_s=declare(self, "reset_object_timeout_s", robel.object_timeout_s,
+                                     "D'Claw reset: longest the valve motor may take to reach the start angle",
+                                     read_only=True, lo=0.1, hi=120.0),
+            move_timeout_s=declare(self, "reset_move_timeout_s", robel.move_timeout_s,
+                                   "longest one reset motion may take", read_only=True, lo=0.1, hi=60.0),
+            velocity_rad_s=declare(self, "reset_velocity_rad_s", robel.velocity_rad_s,
+                                   "joint speed of reset motions (rad/s)", read_only=True, lo=0.05, hi=5.0),
+        )
         self._active = False
         self._setup_comms()
-        self.create_service(Trigger, "~/estop", self._srv_estop)
-        self.create_service(Trigger, "~/clear_estop", self._srv_clear_estop)
+        self.create_service(Trigger, "~/estop", self._srv_estop, callback_group=self.estop_group)
+        self.create_service(Trigger, "~/clear_estop", self._srv_clear_estop, callback_group=self.estop_group)
         self.create_service(Trigger, "~/reboot_faulted", self._srv_reboot)
         topic = self.tracker_topic or f"/mbrl/{self.robot_id}/torso_pose"
         self.create_subscription(PoseStamped, topic, self._on_pose, 10)
@@ -72,7 +89,8 @@ class HardwareCollector(CollectorBase, LifecycleNode):
         from mbrl_ros.hardware.robot_env import HardwareEnv
 
         try:
-            env = HardwareEnv(self.task_id, self.robot_config or None, port=self.device_path)
+            env = HardwareEnv(self.task_id, self.robot_config or None, port=self.device_path,
+                              reset_config=self.reset_config)
             env.connect()  # pings every motor: MissingMotorError names the absent IDs
             self._setup_world(env)
         except Exception as exc:  # noqa: BLE001 - every configure failure is reported the same way
@@ -159,15 +177,16 @@ class HardwareCollector(CollectorBase, LifecycleNode):
         if self.env is None:
             resp.success, resp.message = False, "not configured"
             return resp
-        faulted = sorted((self.env.diagnostics().get("hardware_errors") or {}).keys())
         try:
-            for dxl_id in faulted:
-                self.env.bus.reboot(int(dxl_id))
-        except Exception as exc:  # noqa: BLE001
+            rebooted = self.env.reboot_faulted()
+        except Exception as exc:  # noqa: BLE001 - a bus error or a silent motor: the operator reads why
             resp.success, resp.message = False, f"reboot failed: {exc}"
             return resp
         resp.success = True
-        resp.message = f"rebooted motors {faulted}" if faulted else "no motor reports a hardware error"
+        resp.message = (f"rebooted motors {sorted(rebooted)} ({rebooted})" if rebooted
+                        else "no motor reports a hardware error")
+        if rebooted:
+            self.get_logger().warning(resp.message)
         return resp
 
     def _on_pose(self, msg: PoseStamped) -> None:

@@ -7,6 +7,14 @@ in the buffer, fits the ensemble (:class:`~mbrl_ros.core.model_player.ModelPlaye
 thread, and publishes the model on ``/mbrl/model`` as a versioned safetensors blob with its
 SHA-256 (RELIABLE + TRANSIENT_LOCAL + KEEP_LAST(1)).
 
+MAL + agent reward: the fit's objective includes the return of the *deployed* policy in the
+model (``ModelPlayer.fit(..., policy=...)``, as the in-process loop). ONNX cannot be
+differentiated through, so the node takes the torch weights the policy improver publishes for
+every version on ``/mbrl/policy/weights`` and fits against the version the fit request names
+(it waits for them like for missing episodes). MAL + random noise needs nothing here: the
+coordinator has the collectors add random-policy episodes (``behavior: random``) to every
+round, and they land in the aggregate buffer with the rest (the fraction is reported).
+
 Restart: after every fit the node checkpoints the ensemble, the buffer and its ledger of
 episode ids under ``checkpoint_dir``. On start it loads that checkpoint, then replays the
 run's MCAP record (``mcap_path``, written by the coordinator) for every episode it missed while
@@ -34,10 +42,13 @@ from mbrl_ros.core.buffers import EpisodeBuffer
 from mbrl_ros.core.config import load_config
 from mbrl_ros.core.model_player import ModelPlayer
 from mbrl_ros.core.schedule import ModelObjective, game_spec
-from mbrl_ros.nodes import GAME_STATE, MODEL, TRANSITIONS, latched_qos, run_node, transitions_qos
+from mbrl_ros.nodes import (
+    GAME_STATE, MODEL, POLICY_WEIGHTS, TRANSITIONS, latched_qos, run_node, transitions_qos, weights_qos,
+)
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.episode_intake import EpisodeIntake, IntakeResult
 from mbrl_ros.nodes.parameters import declare
+from mbrl_ros.nodes.policy_weights import load_policy_bytes, new_policy
 from mbrl_ros.tasks import get_task
 
 
@@ -82,6 +93,8 @@ class ModelLearner(Node):
         self._request: Optional[dict] = None
         self._waiting_since: Optional[float] = None
         self._saved_at_end = False
+        self._weights: dict[int, bytes] = {}  # policy version -> safetensors (MAL + agent reward)
+        self._fit_policy = None  # the policy the agent-reward objective differentiates through
 
         self.diag = DiagnosticsPublisher(self)
         self.diag.track_rate("episodes_accepted")
@@ -89,12 +102,11 @@ class ModelLearner(Node):
         self._pub_model = self.create_publisher(UInt8MultiArray, MODEL, latched_qos())
         self.create_subscription(UInt8MultiArray, TRANSITIONS, self._on_transitions, transitions_qos())
         self.create_subscription(String, GAME_STATE, self._on_state, latched_qos())
-        if self.spec.model_objective is not ModelObjective.LOSS:
-            # the graph's model player has no torch copy of the policy, and collectors run only the
-            # deployed policy: both MAL fixes fall back to the plain prediction loss here
-            self.get_logger().warning(
-                f"{self.cfg.algo}: objective {self.spec.model_objective.value} is not played by the node graph yet; "
-                "the model fits the prediction loss (use `mbrl-ros train` for the MAL fixes)")
+        if self.spec.model_objective is ModelObjective.AGENT_REWARD:
+            self._fit_policy = new_policy(self.task, self.cfg, self.player.device)
+            self.create_subscription(UInt8MultiArray, POLICY_WEIGHTS, self._on_weights, weights_qos())
+        self.get_logger().info(f"model player of {self.cfg.algo}: objective {self.spec.model_objective.value}, "
+                               f"{self.spec.buffer} buffer")
         self._restore()
         self.create_timer(0.05, self._tick)
 
@@ -129,9 +141,7 @@ class ModelLearner(Node):
             tmp = d / "model.safetensors.tmp"
             tmp.write_bytes(model_bytes)
             os.replace(tmp, d / "model.safetensors")
-        with self.intake._lock:  # a consistent buffer + ledger snapshot
-            tensors, meta = self.intake.buffer.state()
-            ledger = self.intake.state()
+        tensors, meta, ledger = self.intake.checkpoint_state()
         state = {
             "model_version": self.model_version, "served": sorted(self.served), "n_fits": self.player.n_fits,
             "model_header": header, "intake": ledger,
@@ -159,6 +169,24 @@ class ModelLearner(Node):
             self.diag.warn(f"rejected episode: {r.message}")
             self.get_logger().warning(f"rejected episode message: {r.message}")
         self._update_diag()
+
+    def _on_weights(self, msg: UInt8MultiArray) -> None:
+        """A policy version's torch weights: checked by loading them, kept for the agent-reward fit."""
+        try:
+            blob = wire.unpack_policy_weights(wire.from_msg(msg), expect_task=self.task.info.task_id)
+            load_policy_bytes(new_policy(self.task, self.cfg), blob.weights)  # architecture and finiteness
+        except ValueError as exc:  # WireError is a ValueError
+            reason = getattr(exc, "reason", "contract")
+            self.diag.inc(f"rejected_policy_weights_{reason}")
+            self.diag.warn(f"rejected policy weights: {exc}")
+            self.get_logger().warning(f"rejected policy weights: {exc}")
+            return
+        with self._lock:
+            self._weights[blob.policy_version] = blob.weights
+            for old in sorted(self._weights)[:-8]:  # the deployed version is one of the newest few
+                del self._weights[old]
+        self.diag.set("policy_weights_received", blob.policy_version)
+        self._tick()
 
     def _update_diag(self) -> None:
         self.diag.set("buffer_transitions", len(self.intake.buffer))
@@ -202,6 +230,13 @@ class ModelLearner(Node):
                 self._waiting_since = time.monotonic()
             self.diag.status_message(f"waiting for {len(missing)} episode(s) of request {req['id']}")
             return
+        if self._fit_policy is not None:
+            with self._lock:
+                have = _fit_policy_version(req) in self._weights
+            if not have:
+                self.diag.status_message(f"waiting for the weights of policy v{_fit_policy_version(req)} "
+                                         f"(request {req['id']}, agent reward)")
+                return
         with self._lock:
             self._busy = True
         threading.Thread(target=self._fit, args=(req,), name="fit", daemon=True).start()
@@ -209,18 +244,25 @@ class ModelLearner(Node):
     def _fit(self, req: dict) -> None:
         try:
             self.diag.status_message(f"fitting (request {req['id']})")
-            with self.intake._lock:
-                # the fit sees one consistent buffer; new episodes wait on the lock briefly
-                buffer = _snapshot(self.intake.buffer)
-            result = self.player.fit(buffer, bool(req.get("aggressive", True)))
+            buffer = self.intake.buffer_snapshot()  # the fit sees one consistent buffer
+            policy, policy_version = None, None
+            if self._fit_policy is not None:  # MAL + agent reward: the deployed policy's return in the model
+                policy_version = _fit_policy_version(req)
+                with self._lock:
+                    weights = self._weights[policy_version]
+                load_policy_bytes(self._fit_policy, weights)
+                policy = self._fit_policy
+            result = self.player.fit(buffer, bool(req.get("aggressive", True)), policy=policy)
             model_bytes = self.player.to_bytes()
+            n_random = sum(len(e) for e in buffer.episodes if e.policy_version == -1)
             self.model_version = int(req["model_version"])
             header = {
                 "request_id": req["id"], "loss": wire.finite_or_none(result.get("loss")),
                 "steps": int(result.get("steps", 0)), "fit_s": wire.finite_or_none(result.get("fit_s")),
                 "n_transitions": len(buffer), "n_episodes": len(buffer.episode_ids()),
                 "episodes_total": len(self.intake.ids), "aggressive": bool(req.get("aggressive", True)),
-                "published_at": time.time(),
+                "objective": self.spec.model_objective.value, "fit_policy_version": policy_version,
+                "random_fraction": round(n_random / max(len(buffer), 1), 6), "published_at": time.time(),
             }
             with self._lock:
                 self.served.add(req["id"])
@@ -228,9 +270,15 @@ class ModelLearner(Node):
             self._publish(model_bytes, req, header)  # first: the game waits for it
             self._checkpoint(model_bytes, header)  # a crash in between: the restarted node answers again
             self.metrics.publish("model_loss", result.get("loss", float("nan")))
+            self.diag.set("objective", header["objective"])
+            self.diag.set("fit_policy_version", policy_version)
+            self.diag.set("buffer_random_fraction", header["random_fraction"])
+            objective = header["objective"] + (f" against policy v{policy_version}" if policy is not None else "")
+            if n_random:
+                objective += f", {100 * header['random_fraction']:.1f}% random-policy data"
             self.get_logger().info(
-                f"model v{self.model_version}: loss {result.get('loss', float('nan')):.4g}, {header['steps']} steps, "
-                f"{len(buffer)} transitions, {header['fit_s']:.2f} s")
+                f"model v{self.model_version} ({objective}): loss {result.get('loss', float('nan')):.4g}, "
+                f"{header['steps']} steps, {len(buffer)} transitions, {header['fit_s']:.2f} s")
             self.diag.status_message(f"model v{self.model_version} published")
         except Exception as exc:  # noqa: BLE001 - report, keep serving
             self.diag.fault(f"fit failed: {exc}")
@@ -267,12 +315,9 @@ class ModelLearner(Node):
             self.get_logger().error(f"final checkpoint failed: {exc}")
 
 
-def _snapshot(buffer: EpisodeBuffer) -> EpisodeBuffer:
-    """A shallow copy of the buffer's episode list (episodes are never mutated)."""
-    snap = EpisodeBuffer(buffer.kind, buffer.capacity)
-    for e in buffer.episodes:
-        snap.add_episode(e)
-    return snap
+def _fit_policy_version(req: dict) -> int:
+    """The policy a fit plays against: the request's (the deployed one), else the newest data's."""
+    return int(req.get("policy_version", req.get("data_policy_version", 0)))
 
 
 def main(args: Optional[list[str]] = None) -> None:

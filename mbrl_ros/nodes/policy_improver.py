@@ -7,6 +7,8 @@ model rollouts and the observation statistics come from it), and the latest mode
 exactly the model version the coordinator names, after every episode of the request has
 arrived, and publishes the policy as ONNX (the observation/action contract in its metadata)
 on ``/mbrl/policy/candidate``. The coordinator gates it before any collector may run it.
+Every version's torch weights also go out as safetensors on ``/mbrl/policy/weights`` (the
+model player of MAL + agent reward differentiates through the deployed policy).
 
 At start it publishes the initial policy (version 0), which the coordinator gates and deploys
 for the initial data collection.
@@ -28,11 +30,14 @@ from mbrl_ros.core.buffers import EpisodeBuffer
 from mbrl_ros.core.model_player import ModelPlayer
 from mbrl_ros.core.policy_player import PolicyPlayer
 from mbrl_ros.core.schedule import game_spec
-from mbrl_ros.nodes import GAME_STATE, MODEL, POLICY_CANDIDATE, TRANSITIONS, latched_qos, run_node, transitions_qos
+from mbrl_ros.nodes import (
+    GAME_STATE, MODEL, POLICY_CANDIDATE, POLICY_WEIGHTS, TRANSITIONS, latched_qos, run_node, transitions_qos, weights_qos,
+)
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.episode_intake import EpisodeIntake, IntakeResult
 from mbrl_ros.nodes.model_learner import declare_game
 from mbrl_ros.nodes.parameters import declare
+from mbrl_ros.nodes.policy_weights import policy_to_bytes
 
 
 class PolicyImprover(Node):
@@ -62,6 +67,7 @@ class PolicyImprover(Node):
         self.diag = DiagnosticsPublisher(self)
         self.metrics = MetricPublisher(self)
         self._pub_policy = self.create_publisher(UInt8MultiArray, POLICY_CANDIDATE, latched_qos())
+        self._pub_weights = self.create_publisher(UInt8MultiArray, POLICY_WEIGHTS, weights_qos())
         self.create_subscription(UInt8MultiArray, TRANSITIONS, self._on_transitions, transitions_qos())
         self.create_subscription(UInt8MultiArray, MODEL, self._on_model, latched_qos())
         self.create_subscription(String, GAME_STATE, self._on_state, latched_qos())
@@ -141,9 +147,8 @@ class PolicyImprover(Node):
             if base != self.policy_version and base in self._snapshots:
                 self.player.policy.load_state_dict(self._snapshots[base])
                 self.get_logger().info(f"candidate v{self.policy_version} was not deployed: continuing from v{base}")
-            with self.intake._lock:
-                start_obs = self.intake.buffer.initial_observations()
-                buffer_obs = self.intake.buffer.arrays()["obs"]
+            buffer = self.intake.buffer_snapshot()
+            start_obs, buffer_obs = buffer.initial_observations(), buffer.arrays()["obs"]
             stats = self.player.improve(self.model_player.ensemble, start_obs, int(req["n_steps"]), buffer_obs=buffer_obs)
             if not self.player.parameters_finite():
                 raise ValueError("NPG produced non-finite policy parameters")
@@ -168,6 +173,10 @@ class PolicyImprover(Node):
 
     def _publish_policy(self, iteration: int, model_version: int, version: int, request_id: str, stats: dict) -> None:
         onnx_bytes = self.player.to_onnx_bytes(iteration, version)
+        # the weights first: whoever needs them (MAL + agent reward) has them before the ONNX is deployed
+        self._pub_weights.publish(wire.to_msg(wire.pack_policy_weights(
+            policy_to_bytes(self.player.policy), task_id=self.task.info.task_id, policy_version=version,
+            iteration=iteration, onnx_sha256=wire.sha256_hex(onnx_bytes))))
         log_std = self.player.policy.log_std.detach().cpu().numpy().astype(float).tolist()
         data = wire.pack_policy(
             onnx_bytes, task_id=self.task.info.task_id, policy_version=version, model_version=model_version,
