@@ -120,6 +120,7 @@ def main() -> int:
     ap.add_argument("--no-sac", action="store_true")
     ap.add_argument("--sac-budget", type=int, default=100000)
     ap.add_argument("--sac-eval-every", type=int, default=5000)
+    ap.add_argument("--sac-seeds", type=int, default=None, help="SAC seeds (default: --seeds)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -156,7 +157,7 @@ def main() -> int:
                       f"final_success={s['final_success']:.2f} wall={s['wall_s']:.0f}s", flush=True)
     sac: list[dict] = []
     if with_sac:
-        for seed in range(args.seeds):
+        for seed in range(args.sac_seeds if args.sac_seeds is not None else args.seeds):
             r = run_sac(args.task, seed, args.sac_budget, args.sac_eval_every, eval_episodes, args.quick)
             sac.append(r)
             print(f"  sac seed {seed}: samples_to_90={r['samples_to_90']} final_success={r['final_success']}", flush=True)
@@ -194,7 +195,7 @@ def main() -> int:
         med, bound = median_or_bound(per_seed, args.sac_budget)
         finals = statistics.median(r["final_success"] or 0.0 for r in sac)
         seeds_txt = ", ".join(str(v) if v is not None else f">{args.sac_budget}" for v in per_seed)
-        lines.append(f"| SAC (SB3 defaults) | {'>' + str(args.sac_budget) if bound else f'{med:.0f}'} | {seeds_txt} "
+        lines.append(f"| SAC (SB3 defaults, {len(sac)} seed(s), budget {args.sac_budget}) | {'>' + str(args.sac_budget) if bound else f'{med:.0f}'} | {seeds_txt} "
                      f"| {finals:.2f} | | |")
         if "pal" in medians and not medians["pal"][1]:
             pal_med = medians["pal"][0]

@@ -70,7 +70,7 @@ def test_launch_runs_a_tiny_game_to_the_end_despite_a_killed_collector(tmp_path:
     log_dir = tmp_path / "run"
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
-        "/**": {"ros__parameters": {"game_overrides": TINY_GAME + ["samples=480"], "torch_threads": 1}},
+        "/**": {"ros__parameters": {"game_overrides": TINY_GAME + ["samples=800"], "torch_threads": 1}},
         "game_coordinator": {"ros__parameters": {"gate_probe_size": 32, "gate_model_horizon": 3}},
     }))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -78,8 +78,15 @@ def test_launch_runs_a_tiny_game_to_the_end_despite_a_killed_collector(tmp_path:
     argv = [sys.executable, "-m", "mbrl_ros.cli", "launch", "pal_dclaw", f"log_dir:={log_dir}", f"config:={config}",
             "num_collectors:=2", f"domain_id:={domain}", "--no-progress", "--timeout", "200"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    view_proc = None
     try:
         _wait_json(log_dir / "game_state.json", lambda s: s["samples"] > 0, 120, proc)
+        # The monitor starts now, while the game is surely running (rclpy start-up takes seconds and a
+        # quiet machine finishes the tiny game quickly).
+        view_proc = subprocess.Popen(
+            [sys.executable, "-m", "mbrl_ros.cli", "monitor", "--once", "--domain-id", str(domain), "--timeout", "20"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(env, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"))
         mcap = log_dir / "record" / "transitions.mcap"
         deadline = time.monotonic() + 60
         while "sim1" not in {e.robot_id for e in _mcap_episodes(mcap)}:  # sim1 has published: now kill it
@@ -87,11 +94,12 @@ def test_launch_runs_a_tiny_game_to_the_end_despite_a_killed_collector(tmp_path:
             time.sleep(0.05)
         pids = json.loads((log_dir / "pids.json").read_text())
         os.kill(pids["collector_1"], signal.SIGKILL)  # mid-episode at full sim speed, almost surely
-        view = subprocess.run([sys.executable, "-m", "mbrl_ros.cli", "monitor", "--once", "--domain-id", str(domain),
-                               "--timeout", "20"], capture_output=True, text=True, timeout=60,
-                              env=dict(env, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"))
+        view_out, view_err = view_proc.communicate(timeout=60)
+        view = subprocess.CompletedProcess(view_proc.args, view_proc.returncode, view_out, view_err)
         out, _ = proc.communicate(timeout=220)
     finally:
+        if view_proc is not None and view_proc.poll() is None:
+            view_proc.kill()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
             proc.wait(timeout=30)

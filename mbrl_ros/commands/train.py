@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a hyper-parameter (repeatable), e.g. --set npg_steps_conservative=6")
     parser.add_argument("--resume", default=None, metavar="DIR", help="continue a run from DIR (or DIR/checkpoint)")
-    parser.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="torch device (default cpu)")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="torch device (default: the config's device, auto = CUDA when available)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default min(4, cpu count))")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
