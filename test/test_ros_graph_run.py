@@ -145,9 +145,12 @@ def test_model_learner_restart_ends_with_exactly_the_published_episodes(tmp_path
         g.start("policy_improver", "policy_improver", game_params("mal", **common))
         g.start("collector", "collector_0", {"task": TASK_ID, "robot_id": "sim0", "seed": 3})
         state = run / "game_state.json"
-        _wait_json(state, lambda s: s["model_version"] >= 2, 120, coord)
+        # kill between model fits, so the next fit needs data published while the model player is
+        # down (a quiet machine plays the tiny game quickly: read the state before the kill)
+        killed_at = _wait_json(
+            state, lambda s: s["model_version"] >= 2 and s["request"].get("kind") != "fit_model", 120, coord
+        )["samples"]
         assert g.kill("model_learner", signal.SIGKILL) == -signal.SIGKILL
-        killed_at = json.loads(state.read_text())["samples"]
         # the game goes on without the model player until it needs a model fit
         s = _wait_json(state, lambda s: s["request"].get("kind") == "fit_model" and s["samples"] > killed_at, 60, coord)
         g.start("model_learner", "model_learner", learner_params)
