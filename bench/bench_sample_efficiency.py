@@ -94,6 +94,48 @@ def samples_to(rows: list[dict], threshold: float = THRESHOLD) -> Optional[int]:
     return next((r["samples"] for r in rows if r["eval_success"] >= threshold), None)
 
 
+def wall_to(rows: list[dict], threshold: float = THRESHOLD) -> Optional[float]:
+    """Training wall-clock seconds (the run's own ``wall_s``) at the first iteration reaching ``threshold``."""
+    return next((r["wall_s"] for r in rows if r["eval_success"] >= threshold), None)
+
+
+def plot_curves(results: list[dict], sac: list[dict], task: str, path: Path) -> None:
+    """Evaluation success and return vs real samples, one line per (algorithm, seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
+    colors: dict[str, str] = {}
+    for r in results:
+        if "error" in r:
+            continue
+        first = r["algo"] not in colors  # one legend entry per algorithm
+        c = colors.setdefault(r["algo"], f"C{len(colors)}")
+        xs = [m["samples"] for m in r["metrics"]]
+        label = r["algo"].upper() if first else None
+        ax_s.plot(xs, [m["eval_success"] for m in r["metrics"]], color=c, alpha=0.8, label=label)
+        ax_r.plot(xs, [m["eval_return"] for m in r["metrics"]], color=c, alpha=0.8, label=label)
+        ax_r.annotate(f"seed {r['seed']}", (xs[-1], r["metrics"][-1]["eval_return"]), fontsize=7, color=c)
+    for i, r in enumerate(sac):
+        xs = [x for x, _s, _r in r["curve"]]
+        ax_s.plot(xs, [s for _x, s, _r in r["curve"]], color="k", alpha=0.6, label="SAC" if i == 0 else None)
+        ax_r.plot(xs, [ret for _x, _s, ret in r["curve"]], color="k", alpha=0.6, label="SAC" if i == 0 else None)
+    ax_s.axhline(THRESHOLD, color="grey", ls=":", lw=1)
+    ax_s.set_ylim(-0.05, 1.05)
+    ax_s.set_ylabel("eval success (final step)")
+    ax_r.set_ylabel("eval return (deterministic policy)")
+    for ax in (ax_s, ax_r):
+        ax.set_xlabel("real samples")
+        ax.legend(loc="upper left")
+    fig.suptitle(f"{task}: one line per seed")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def median_or_bound(values: list[Optional[int]], budget: int) -> tuple[float, bool]:
     """Median samples-to-90 over seeds; a seed that never got there counts as > budget."""
     filled = [v if v is not None else budget + 1 for v in values]
@@ -123,6 +165,7 @@ def main() -> int:
     ap.add_argument("--sac-seeds", type=int, default=None, help="SAC seeds (default: --seeds)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs")
+    ap.add_argument("--figure", default=None, metavar="PNG", help="also plot success vs samples to this file")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_sample_efficiency"))
     ap.add_argument("--quick", action="store_true", help="point mass, 1 seed, small budgets: checks the pipeline")
@@ -169,14 +212,15 @@ def main() -> int:
         "Success = deterministic policy, success at the final step, "
         f"{eval_episodes} evaluation episodes after every iteration. Overrides: `{' '.join(overrides) or 'none'}`.",
         "",
-        "| algorithm | samples to 90% (median) | per seed | final success (median) | iteration s | fit / NPG / collect / eval s |",
-        "|---|---|---|---|---|---|",
+        "| algorithm | samples to 90% (median) | per seed | training wall s to 90% per seed | final success (median) "
+        "| iteration s | fit / NPG / collect / eval s |",
+        "|---|---|---|---|---|---|---|",
     ]
     medians: dict[str, tuple[float, bool]] = {}
     for algo in algos:
         runs = [r for r in results if r["algo"] == algo and "error" not in r]
         if not runs:
-            lines.append(f"| {algo} | failed | | | | |")
+            lines.append(f"| {algo} | failed | | | | | |")
             continue
         per_seed = [samples_to(r["metrics"]) for r in runs]
         med, bound = median_or_bound(per_seed, args.budget)
@@ -189,14 +233,17 @@ def main() -> int:
         med_txt = f">{args.budget}" if bound else f"{med:.0f}"
         split_txt = (f"{ts['fit_s']:.1f} / {ts['npg_s']:.1f} / {ts['collect_s']:.1f} / {ts['eval_s']:.1f}"
                      if ts else "")
-        lines.append(f"| {algo} | {med_txt} | {seeds_txt} | {finals:.2f} | {ts.get('iteration_s', 0):.1f} | {split_txt} |")
+        walls = [wall_to(r["metrics"]) for r in runs]
+        walls_txt = ", ".join(f"{w:.0f}" if w is not None else "-" for w in walls)
+        lines.append(f"| {algo} | {med_txt} | {seeds_txt} | {walls_txt} | {finals:.2f} | {ts.get('iteration_s', 0):.1f} "
+                     f"| {split_txt} |")
     if sac:
         per_seed = [r["samples_to_90"] for r in sac]
         med, bound = median_or_bound(per_seed, args.sac_budget)
         finals = statistics.median(r["final_success"] or 0.0 for r in sac)
         seeds_txt = ", ".join(str(v) if v is not None else f">{args.sac_budget}" for v in per_seed)
         lines.append(f"| SAC (SB3 defaults, {len(sac)} seed(s), budget {args.sac_budget}) | {'>' + str(args.sac_budget) if bound else f'{med:.0f}'} | {seeds_txt} "
-                     f"| {finals:.2f} | | |")
+                     f"| | {finals:.2f} | | |")
         if "pal" in medians and not medians["pal"][1]:
             pal_med = medians["pal"][0]
             sac_samples = args.sac_budget if bound else med
@@ -205,6 +252,9 @@ def main() -> int:
                           f"{' (lower bound: SAC never reached 90% within its budget)' if bound else ''}."]
     lines += ["", f"Command: `.venv/bin/python bench/bench_sample_efficiency.py {' '.join(sys.argv[1:])}`.",
               "The machine may have been shared with other jobs while this ran: wall times are upper bounds."]
+    if args.figure:
+        plot_curves(results, sac, args.task, Path(args.figure))
+        lines += ["", f"![sample efficiency]({args.figure})"]
     table = "\n".join(lines)
     print(table)
     (out / "results.json").write_text(json.dumps({"games": results, "sac": sac}, default=str))

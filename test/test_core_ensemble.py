@@ -68,7 +68,8 @@ def test_rollout_states_are_clamped_to_the_data_box() -> None:
     ens.set_normalization(x, y, states)
     with torch.no_grad():
         ens.biases[-1].fill_(1e6)  # a blown-up model
-    z_next, _ = ens.predict(torch.zeros(2, 4, 5), torch.zeros(2, 4, 2))
+    with torch.no_grad():
+        z_next, _ = ens.predict(torch.zeros(2, 4, 5), torch.zeros(2, 4, 2))
     assert torch.isfinite(z_next).all()
     assert float(z_next.max()) <= float(states.max() + 0.5 * (states.max(0).values - states.min(0).values).max()) + 1e-5
 
