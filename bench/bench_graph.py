@@ -273,8 +273,8 @@ def main() -> int:
         f"deviation p99 {jitter_fifo['loop_period_dev_p99_ms']:.2f} ms. ({os.cpu_count()} cores, load average "
         f"{load_before:.1f} before the timing runs, {os.getloadavg()[0]:.1f} at the end.)",
         "",
-        "Command: `.venv/bin/python bench/bench_graph.py`" + (" --quick" if args.quick else "")
-        + (" --paper" if args.paper else ""),
+        "Command: `.venv/bin/python bench/bench_graph.py" + (" --quick" if args.quick else "")
+        + (" --paper" if args.paper else "") + "`",
     ]
     text = "\n".join(md)
     print(text)
