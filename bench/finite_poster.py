@@ -258,7 +258,10 @@ def plot_curves(world, results: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/finite_poster"))
+    parser.add_argument("--out", type=Path, default=Path("runs/finite_poster"), help="results.json goes here")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="folder of mdp.png, models.png, curves.png (default: --out; docs/figures/finite_poster "
+                             "for the committed ones)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (seeds run in parallel)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: 2 seeds, few iterations, no report")
@@ -277,21 +280,26 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(tasks, args.jobs)
     wall = time.perf_counter() - t0
     table, markdown = summarise(results, world)
+    figures = args.figures or args.out
     args.out.mkdir(parents=True, exist_ok=True)
-    plot_mdp(world, args.out / "mdp.png")
-    plot_models(world, results, args.out / "models.png")
-    plot_curves(world, results, args.out / "curves.png")
+    figures.mkdir(parents=True, exist_ok=True)
+    plot_mdp(world, figures / "mdp.png")
+    plot_models(world, results, figures / "models.png")
+    plot_curves(world, results, figures / "curves.png")
     (args.out / "results.json").write_text(json.dumps({"table": table, "runs": results}, indent=1))
-    cmd = "bench/finite_poster.py" + (" --contextual" if args.contextual else "") + f" --seeds {seeds}"
-    markdown += (f"\n\n`{cmd}` ({len(tasks)} runs, {wall:.0f} s wall with --jobs {args.jobs}); figures in "
-                 f"`{args.out}/`. Returns are exact expected returns (DP), not sampled averages.")
+    cmd = ("bench/finite_poster.py" + (" --contextual" if args.contextual else "") + f" --seeds {seeds}"
+           + (f" --figures {figures}" if args.figures else ""))
+    markdown += (f"\n\n`{cmd}` ({len(tasks)} runs, {wall:.0f} s wall with --jobs {args.jobs}). "
+                 "Returns are exact expected returns (DP), not sampled averages.")
+    if not args.quick:
+        markdown += "".join(f"\n\n![{name}]({figures}/{name}.png)" for name in ("mdp", "models", "curves"))
     print(markdown)
     if not args.quick:
         from _report import update_section
 
         update_section("finite_poster", markdown)
         print("wrote BENCHMARKS.md section finite_poster")
-    print(f"figures in {args.out}/")
+    print(f"figures in {figures}/")
     return 0
 
 
