@@ -9,6 +9,7 @@ import json
 import struct
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -76,7 +77,8 @@ def _bad_episodes() -> dict[str, bytes]:
     }
 
 
-def _onnx_policy(version: int, task_id: str = TASK_ID, iteration: int = 0) -> bytes:
+def _onnx_policy(version: int, task_id: str = TASK_ID, iteration: int = 0, constant: Optional[float] = None) -> bytes:
+    """A small random policy; ``constant``: one whose mean action is that value everywhere."""
     import torch
 
     torch.set_num_threads(1)
@@ -85,7 +87,13 @@ def _onnx_policy(version: int, task_id: str = TASK_ID, iteration: int = 0) -> by
     from mbrl_ros.tasks import get_task
 
     info = get_task(task_id).info
-    return export_policy_onnx(GaussianMLPPolicy(info.obs_dim, info.act_dim, [16, 16]), info, iteration, version)
+    policy = GaussianMLPPolicy(info.obs_dim, info.act_dim, [16, 16])
+    if constant is not None:
+        last = [m for m in policy.mean_net.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.fill_(constant)
+    return export_policy_onnx(policy, info, iteration, version)
 
 
 def _qos():
@@ -176,8 +184,9 @@ def test_coordinator_refuses_results_out_of_order(graph: Graph, probe: Probe, tm
         return wire.unpack_game_state(states[-1][1].data) if states else {}
 
     probe.spin_until(lambda: bool(states) and pub_p.get_subscription_count() > 0, 90, "the coordinator")
-    pub_p.publish(wire.to_msg(wire.pack_policy(_onnx_policy(0), task_id=TASK_ID, policy_version=0, model_version=0,
-                                               iteration=0, request_id="initial")))
+    # v0 holds still (mean action 0): in the test model below it never leaves the joint limits
+    pub_p.publish(wire.to_msg(wire.pack_policy(_onnx_policy(0, constant=0.0), task_id=TASK_ID, policy_version=0,
+                                               model_version=0, iteration=0, request_id="initial")))
     probe.spin_until(lambda: state().get("collect") is True and state()["deployed_policy_version"] == 0, 30, "collect v0")
     for i in range(2):  # N_init = 80 = two episodes
         pub_t.publish(wire.to_msg(wire.pack_episode(_episode(i, version=0))))
@@ -188,10 +197,19 @@ def test_coordinator_refuses_results_out_of_order(graph: Graph, probe: Probe, tm
     torch.set_num_threads(1)
     task = get_task(TASK_ID)
     player = ModelPlayer(task, load_config("pal", TASK_ID, TINY_GAME))
-    with torch.no_grad():  # a model that predicts the claw joints drift 1 rad per step: unsafe
-        player.ensemble.out_scale.zero_()
-        player.ensemble.out_shift.zero_()
-        player.ensemble.out_shift[:9] = 1.0
+    ens = player.ensemble
+    with torch.no_grad():  # a model in which each claw joint moves by its action per step (rad)
+        for w, b in zip(ens.weights, ens.biases):
+            w.zero_()
+            b.zero_()
+        z = ens.state_dim
+        for j in range(9):  # relu(a) and relu(-a) through both hidden layers, then a = relu(a) - relu(-a)
+            ens.weights[0][:, z + j, 2 * j] = 1.0
+            ens.weights[0][:, z + j, 2 * j + 1] = -1.0
+            ens.weights[1][:, 2 * j, 2 * j] = 1.0
+            ens.weights[1][:, 2 * j + 1, 2 * j + 1] = 1.0
+            ens.weights[2][:, 2 * j, j] = 1.0
+            ens.weights[2][:, 2 * j + 1, j] = -1.0
     weights = player.to_bytes()
 
     def model(request_id: str, data_policy_version: int) -> UInt8MultiArray:
@@ -213,9 +231,10 @@ def test_coordinator_refuses_results_out_of_order(graph: Graph, probe: Probe, tm
     ireq = state()["request"]
     assert ireq["model_version"] == 1 and ireq["policy_version"] == 1
 
-    def policy(model_version: int) -> UInt8MultiArray:
-        return wire.to_msg(wire.pack_policy(_onnx_policy(1, iteration=1), task_id=TASK_ID, policy_version=1,
-                                            model_version=model_version, iteration=1, request_id=ireq["id"]))
+    def policy(model_version: int) -> UInt8MultiArray:  # drives every joint 0.9 rad per step in that model
+        return wire.to_msg(wire.pack_policy(_onnx_policy(1, iteration=1, constant=0.9), task_id=TASK_ID,
+                                            policy_version=1, model_version=model_version, iteration=1,
+                                            request_id=ireq["id"]))
 
     pub_p.publish(policy(model_version=0))  # computed on the stale model M_0
     probe.spin_until(lambda: refused() >= 3, 20, "refusal of a policy on a stale model")
