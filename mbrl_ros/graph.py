@@ -262,7 +262,7 @@ def build_nodes(g: ResolvedGraph) -> list[NodeDescription]:
     nodes = [
         NodeDescription("game_coordinator", "game_coordinator", files + [{
             **common, "samples": g.samples, "num_collectors": g.num_collectors,
-            "mcap_path": str(g.mcap_path),
+            "mcap_path": str(g.mcap_path), "use_sim": g.use_sim,
         }], ends_run=True),
         NodeDescription("model_learner", "model_learner", files + [{
             **common, "checkpoint_dir": str(g.log_dir / "model_learner"), "mcap_path": str(g.mcap_path),

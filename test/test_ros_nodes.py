@@ -172,7 +172,8 @@ def test_coordinator_refuses_results_out_of_order(graph: Graph, probe: Probe, tm
     from ros_harness import TINY_GAME
 
     latched, trans = _qos()
-    graph.start("game_coordinator", "game_coordinator", game_params(log_dir=str(tmp_path / "run"), eval_in_sim=False))
+    graph.start("game_coordinator", "game_coordinator", game_params(log_dir=str(tmp_path / "run"), eval_in_sim=False,
+                                                                    gate_model_severity="abort"))
     states = probe.subscribe(String, GAME_STATE, latched)
     diags = probe.subscribe(DiagnosticArray, "/diagnostics", 50)
     deployed = probe.subscribe(UInt8MultiArray, POLICY_DEPLOYED, latched)
