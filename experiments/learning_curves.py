@@ -256,14 +256,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if write_docs:  # the documentation's copy of the figure
         figure = common.copy_figure(figure, "learning_curves.png")
     text = report(summary, preset, args, common.relpath(figure))
-    print(text)
-    if write_docs:
-        common.update_benchmarks(SECTION, text)
-    bad = common.failed(results)
-    if bad:
-        print(f"{len(bad)} run(s) failed: {', '.join(bad)} (logs in {out}/<run>/log.txt)", file=sys.stderr)
-        return 1
-    return 0
+    return common.finish(text, SECTION, write_docs, results, out)
 
 
 if __name__ == "__main__":
