@@ -114,6 +114,7 @@ class GameCoordinator(Node):
         self._candidate: Optional[wire.PolicyBlob] = None
         self._deployed: Optional[wire.PolicyBlob] = None
         self._gating = False
+        self._gate_model_weights: Optional[bytes] = None  # the model blob loaded into _gate_model
         self._gate_model = None  # a ModelPlayer to load candidate models into (built once: torch warm-up)
         self._it: dict[str, Any] = {}
         self._iteration_seen = 0
@@ -602,7 +603,9 @@ class GameCoordinator(Node):
         if self._gate_model is None:
             self._gate_model = ModelPlayer(self.task, self.cfg, device="cpu")
         mp = self._gate_model
-        mp.load_bytes(self._model.weights)
+        if self._gate_model_weights is not self._model.weights:  # the gate checks two policies per model
+            mp.load_bytes(self._model.weights)
+            self._gate_model_weights = self._model.weights
         lim = self.task.limits
         lo = torch.as_tensor(lim.qpos_low - float(self.gate_margin), dtype=torch.float32)
         hi = torch.as_tensor(lim.qpos_high + float(self.gate_margin), dtype=torch.float32)
