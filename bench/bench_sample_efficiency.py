@@ -3,8 +3,9 @@
 Each (algorithm, seed) is one ``mbrl-ros train`` run (a subprocess, ``--jobs`` at a time);
 "samples to 90%" is the number of real samples at the first iteration whose deterministic
 evaluation (>= 20 episodes, success at the final step) reaches 90%. SAC (SB3 defaults) is
-evaluated the same way every ``--sac-eval-every`` samples; when it never reaches 90% within
-its budget, the SAC/PAL ratio is reported as a lower bound. The per-iteration time split
+evaluated the same way (same evaluation episodes) every ``--sac-eval-every`` samples and stops
+at the first evaluation that reaches 90%; when it never does within its budget, the SAC/PAL
+ratio is reported as a lower bound. Finished runs (games and SAC) are reused. The per-iteration time split
 (model fit / NPG / collection / evaluation) comes from the runs' metrics.
 
     .venv/bin/python bench/bench_sample_efficiency.py --quick            # pipeline check (point mass)
@@ -30,6 +31,7 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench._report import update_section  # noqa: E402
+from experiments import common  # noqa: E402
 
 ALGOS = ["pal", "mal", "gda", "br", "mal-agent-reward", "mal-noise"]
 THRESHOLD = 0.9
@@ -56,38 +58,23 @@ def run_game(algo: str, task: str, seed: int, budget: int, out: Path, overrides:
     return {"algo": algo, "seed": seed, "summary": summary, "metrics": rows}
 
 
-def run_sac(task: str, seed: int, budget: int, eval_every: int, eval_episodes: int, quick: bool) -> dict:
-    """SB3 SAC (default settings) with deterministic evaluations every ``eval_every`` samples."""
-    import numpy as np
-    import torch
-    from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    from mbrl_ros.core.train import make_world
-    from mbrl_ros.core.world import evaluate
-
-    torch.set_num_threads(1)
-    env, eval_env = make_world(task), make_world(task)
-    seeds = [2_000_003 + 1000 * seed + i for i in range(eval_episodes)]
-    curve: list[tuple[int, float, float]] = []
-
-    class EvalCallback(BaseCallback):
-        def _on_step(self) -> bool:
-            if self.num_timesteps % eval_every == 0:
-                model = self.model
-                r = evaluate(eval_env, lambda o: model.predict(o, deterministic=True)[0], seeds)
-                curve.append((self.num_timesteps, r["success"], r["return"]))
-            return True
-
-    from gymnasium.wrappers import TimeLimit
-
-    t0 = time.time()
-    model = SAC("MlpPolicy", TimeLimit(env, env.task.info.horizon), seed=seed, verbose=0,
-                learning_starts=min(1000, budget // 10) if quick else 100)
-    model.learn(total_timesteps=budget, callback=EvalCallback())
-    hit = next((s for s, succ, _ in curve if succ >= THRESHOLD), None)
-    return {"seed": seed, "curve": curve, "samples_to_90": hit, "budget": budget, "wall_s": time.time() - t0,
-            "final_success": curve[-1][1] if curve else None, "final_return": curve[-1][2] if curve else None}
+def run_sac(task: str, seed: int, budget: int, eval_every: int, eval_episodes: int, threads: int, out: Path,
+            quick: bool) -> dict:
+    """SB3 SAC (default settings) in a worker subprocess (experiments/common.run_sac): evaluated
+    every ``eval_every`` samples on the same episodes as a game of that seed, ended at the first
+    evaluation that reaches 90%. A finished run with the same settings is reused."""
+    params = {"task": task, "seed": seed, "samples": budget, "eval_every": eval_every,
+              "eval_episodes": eval_episodes, "stop_success": THRESHOLD, "threads": threads}
+    if quick:
+        params["sac_kwargs"] = {"learning_starts": min(1000, budget // 10)}
+    job = common.Job(f"sac-{task}-s{seed}", "sac", params, total=budget)
+    r = common.run_jobs(__file__, [job], out, n_jobs=1, progress=False)[job.name]
+    if "error" in r:
+        return {"seed": seed, "error": r["error"]}
+    return {"seed": seed, "curve": [(h["samples"], h["eval_success"], h["eval_return"]) for h in r["history"]],
+            "samples_to_90": r["summary"]["samples_to_90"], "budget": budget, "wall_s": r["summary"]["wall_s"],
+            "wall_to_90": wall_to(r["history"]),
+            "final_success": r["summary"]["final_success"], "final_return": r["summary"]["final_return"]}
 
 
 def samples_to(rows: list[dict], threshold: float = THRESHOLD) -> Optional[int]:
@@ -170,7 +157,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_sample_efficiency"))
     ap.add_argument("--quick", action="store_true", help="point mass, 1 seed, small budgets: checks the pipeline")
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one SAC run
     args = ap.parse_args()
+    if args.worker:
+        return common.worker_main(args.worker, {"sac": common.run_sac})
 
     algos = [a for a in args.algos.split(",") if a and a != "sac"]
     with_sac = (not args.no_sac) and ("sac" in args.algos.split(",") or args.sac or args.algos == ",".join(ALGOS))
@@ -185,10 +175,15 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     jobs = [(a, s) for a in algos for s in range(args.seeds)]
-    print(f"{len(jobs)} game runs on {args.task}, budget {args.budget}, {args.jobs} at a time", flush=True)
+    sac_seeds = list(range(args.sac_seeds if args.sac_seeds is not None else args.seeds)) if with_sac else []
+    print(f"{len(jobs)} game runs and {len(sac_seeds)} SAC runs on {args.task}, budget {args.budget} "
+          f"(SAC {args.sac_budget}), {args.jobs} at a time", flush=True)
     results: list[dict] = []
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    sac: list[dict] = []
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # each thread waits on one subprocess
         futures = [pool.submit(run_game, a, args.task, s, args.budget, out, overrides, args.threads) for a, s in jobs]
+        sac_futures = [pool.submit(run_sac, args.task, s, args.sac_budget, args.sac_eval_every, eval_episodes,
+                                   args.threads, out, args.quick) for s in sac_seeds]
         for f in futures:
             r = f.result()
             results.append(r)
@@ -198,12 +193,14 @@ def main() -> int:
                 s = r["summary"]
                 print(f"  {r['algo']} seed {r['seed']}: samples_to_90={samples_to(r['metrics'])} "
                       f"final_success={s['final_success']:.2f} wall={s['wall_s']:.0f}s", flush=True)
-    sac: list[dict] = []
-    if with_sac:
-        for seed in range(args.sac_seeds if args.sac_seeds is not None else args.seeds):
-            r = run_sac(args.task, seed, args.sac_budget, args.sac_eval_every, eval_episodes, args.quick)
+        for f in sac_futures:
+            r = f.result()
+            if "error" in r:
+                print(f"  sac seed {r['seed']}: FAILED\n{r['error']}", flush=True)
+                continue
             sac.append(r)
-            print(f"  sac seed {seed}: samples_to_90={r['samples_to_90']} final_success={r['final_success']}", flush=True)
+            print(f"  sac seed {r['seed']}: samples_to_90={r['samples_to_90']} final_success={r['final_success']} "
+                  f"wall={r['wall_s']:.0f}s", flush=True)
 
     # -- table -----------------------------------------------------------------------------
     lines = [
@@ -242,8 +239,10 @@ def main() -> int:
         med, bound = median_or_bound(per_seed, args.sac_budget)
         finals = statistics.median(r["final_success"] or 0.0 for r in sac)
         seeds_txt = ", ".join(str(v) if v is not None else f">{args.sac_budget}" for v in per_seed)
-        lines.append(f"| SAC (SB3 defaults, {len(sac)} seed(s), budget {args.sac_budget}) | {'>' + str(args.sac_budget) if bound else f'{med:.0f}'} | {seeds_txt} "
-                     f"| | {finals:.2f} | | |")
+        walls_txt = ", ".join(f"{r['wall_to_90']:.0f}" if r["wall_to_90"] is not None else "-" for r in sac)
+        lines.append(f"| SAC (SB3 defaults, {len(sac)} seed(s), budget {args.sac_budget}) "
+                     f"| {'>' + str(args.sac_budget) if bound else f'{med:.0f}'} | {seeds_txt} "
+                     f"| {walls_txt} | {finals:.2f} | | |")
         if "pal" in medians and not medians["pal"][1]:
             pal_med = medians["pal"][0]
             sac_samples = args.sac_budget if bound else med
@@ -259,7 +258,9 @@ def main() -> int:
     print(table)
     (out / "results.json").write_text(json.dumps({"games": results, "sac": sac}, default=str))
     if not args.no_report:
-        update_section("sample_efficiency", table)
+        # turn fixed keeps the section it always had; another task gets its own
+        section = "sample_efficiency" if args.task == "dclaw-turn-fixed" else f"sample_efficiency_{args.task}"
+        update_section(section.replace("-", "_"), table)
     return 0
 
 

@@ -449,10 +449,12 @@ def eval_seeds(seed: int, episodes: int) -> list[int]:
 def run_sac(params: dict, job_dir: Path) -> dict:
     """Stable-Baselines3 SAC with its default settings on the task's Gymnasium world.
 
-    ``params``: task, seed, samples, eval_every, eval_episodes (and optional sac_kwargs). The
-    deterministic policy is evaluated every ``eval_every`` samples (and at the end) on the same
-    evaluation episodes a game of that seed uses. Returns ``{"history", "summary"}`` with
-    history rows ``{"samples", "eval_success", "eval_return"}`` like a game's.
+    ``params``: task, seed, samples, eval_every, eval_episodes (and optional sac_kwargs, and
+    stop_success: end the run at the first evaluation that reaches it, which is all a
+    samples-to-threshold figure needs). The deterministic policy is evaluated every
+    ``eval_every`` samples (and at the end) on the same evaluation episodes a game of that seed
+    uses. Returns ``{"history", "summary"}`` with history rows ``{"samples", "eval_success",
+    "eval_return"}`` like a game's.
     """
     import torch
     from gymnasium.wrappers import TimeLimit
@@ -464,8 +466,11 @@ def run_sac(params: dict, job_dir: Path) -> dict:
 
     task, seed, budget = params["task"], int(params["seed"]), int(params["samples"])
     every, episodes = int(params["eval_every"]), int(params["eval_episodes"])
+    stop = params.get("stop_success")
     if budget <= 0 or every <= 0 or episodes <= 0:
         raise ValueError("SAC needs samples, eval_every and eval_episodes > 0")
+    if stop is not None and not 0.0 < float(stop) <= 1.0:
+        raise ValueError(f"SAC stop_success must be in (0, 1], got {stop!r}")
     torch.manual_seed(seed)
     env, eval_env = make_world(task), make_world(task)
     seeds = eval_seeds(seed, episodes)
@@ -483,15 +488,18 @@ def run_sac(params: dict, job_dir: Path) -> dict:
         def _on_step(self) -> bool:
             if self.num_timesteps % every == 0:
                 record(self.model, self.num_timesteps)
+                if stop is not None and history[-1]["eval_success"] >= float(stop):
+                    return False  # SB3 ends learn() when a callback returns False
             return True
 
     model = SAC("MlpPolicy", TimeLimit(env, env.task.info.horizon), seed=seed, verbose=0, device="cpu",
                 **params.get("sac_kwargs", {}))
     model.learn(total_timesteps=budget, callback=Evaluations())
-    if not history or history[-1]["samples"] != budget:
-        record(model, budget)
+    if not history or history[-1]["samples"] != model.num_timesteps:
+        record(model, model.num_timesteps)
     last = history[-1]
-    summary = {"algo": "sac", "task": task, "seed": seed, "samples": budget, "final_success": last["eval_success"],
+    summary = {"algo": "sac", "task": task, "seed": seed, "samples": int(model.num_timesteps), "budget": budget,
+               "final_success": last["eval_success"],
                "final_return": last["eval_return"], "best_success": max(h["eval_success"] for h in history),
                "samples_to_90": samples_to_threshold(history), "wall_s": round(time.perf_counter() - t0, 1)}
     return {"history": history, "summary": summary}

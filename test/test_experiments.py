@@ -144,6 +144,26 @@ def test_sac_is_evaluated_on_the_same_episodes_as_the_games() -> None:
     assert common.eval_seeds(4, 5) == game.eval_seeds
 
 
+
+def test_sac_ends_at_the_first_evaluation_that_reaches_stop_success(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("stable_baselines3", reason="stable-baselines3 is a dev dependency")
+    from mbrl_ros.core import world
+
+    calls: list[int] = []
+
+    def fake_evaluate(env, act, seeds):  # success climbs 0.5, 1.0: the run must end at the second
+        calls.append(len(seeds))
+        return {"success": 0.5 * len(calls), "return": 0.0}
+
+    monkeypatch.setattr(world, "evaluate", fake_evaluate)
+    params = {"task": "pointmass", "seed": 0, "samples": 1000, "eval_every": 60, "eval_episodes": 3,
+              "stop_success": 0.9, "sac_kwargs": {"learning_starts": 40, "batch_size": 16}}
+    r = common.run_sac(params, tmp_path)
+    assert [h["samples"] for h in r["history"]] == [60, 120]
+    assert r["summary"]["samples"] == 120 and r["summary"]["samples_to_90"] == 120
+    with pytest.raises(ValueError, match="stop_success"):
+        common.run_sac({**params, "stop_success": 1.5}, tmp_path)
+
 def test_learning_curves_quick_run_writes_curves_figure_and_no_benchmark(tmp_path) -> None:
     bench = ROOT / "BENCHMARKS.md"
     before = bench.read_text() if bench.exists() else None
