@@ -251,7 +251,10 @@ def test_coordinator_refuses_results_out_of_order(graph: Graph, probe: Probe, tm
     probe.spin_for(0.3)
     assert state()["deployed_policy_version"] == 0 and len(deployed) == 1
     assert "beyond the joint limits" in graph.log("game_coordinator")
-    assert int(diagnostics_of(diags, "game_coordinator").get("gate_failed", 0)) == 1
+    d = diagnostics_of(diags, "game_coordinator")
+    assert int(d.get("gate_failed", 0)) == 1
+    # the deployed policy's reference rollout in M_1 was made when M_1 arrived, not during the gate
+    assert int(d.get("gate_reference_reused", 0)) == 1
 
 
 def test_estop_stops_every_collector(graph: Graph, probe: Probe, tmp_path: Path) -> None:

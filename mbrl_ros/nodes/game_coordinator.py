@@ -116,6 +116,10 @@ class GameCoordinator(Node):
         self._gating = False
         self._gate_model_weights: Optional[bytes] = None  # the model blob loaded into _gate_model
         self._gate_model = None  # a ModelPlayer to load candidate models into (built once: torch warm-up)
+        self._gate_model_lock = threading.Lock()  # one rollout at a time in _gate_model
+        # (model, deployed policy, probes, fraction): the deployed policy's predicted joint-limit
+        # violations in the newest model, rolled out while the policy player works on its candidate
+        self._gate_reference: Optional[tuple[wire.ModelBlob, wire.PolicyBlob, np.ndarray, float]] = None
         self._it: dict[str, Any] = {}
         self._iteration_seen = 0
         self._phase_since = time.monotonic()
@@ -332,6 +336,7 @@ class GameCoordinator(Node):
             self._it.update(model_loss=blob.header.get("loss"), model_steps=blob.header.get("steps"),
                             fit_s=blob.header.get("fit_s"))
         self.get_logger().info(f"model v{version} accepted (loss {blob.header.get('loss')})")
+        self._start_gate_reference()
         self._tick()  # the next move now (publishes the state)
 
     def _on_candidate(self, msg: UInt8MultiArray) -> None:
@@ -498,6 +503,39 @@ class GameCoordinator(Node):
         self._gating = True
         threading.Thread(target=self._gate_worker, args=(blob, initial), name="gate", daemon=True).start()
 
+    def _model_check_severity(self) -> str:
+        """``gate_model_severity`` with ``auto`` resolved."""
+        if self.gate_model_severity != "auto":
+            return str(self.gate_model_severity)
+        # In simulation a refused candidate only freezes learning: the model, fitted on the old
+        # policy's data, keeps over-predicting for any new one (measured: PAL on D'Claw stalled
+        # at v4 for 11,000 samples). On a robot the refusal is the safe side.
+        return "warn" if self.use_sim else "abort"
+
+    def _start_gate_reference(self) -> None:
+        """Roll the deployed policy out in the new model now, while the policy player computes its
+        candidate, so the gate's reference is ready when the candidate arrives (one rollout fewer
+        on the hand-off path)."""
+        with self._lock:
+            model, deployed = self._model, self._deployed
+        if model is None or deployed is None or int(self.gate_horizon) <= 0 or self._model_check_severity() == "off":
+            return
+        threading.Thread(target=self._gate_reference_worker, args=(model, deployed), name="gate-reference",
+                         daemon=True).start()
+
+    def _gate_reference_worker(self, model: wire.ModelBlob, deployed: wire.PolicyBlob) -> None:
+        try:
+            policy = deployed.policy if deployed.policy is not None else wire.load_policy_checked(
+                deployed.onnx, self.task.info.task_id)
+            probes = self._probes()
+            frac = self._model_limit_check(policy, probes, model)
+        except Exception as exc:  # noqa: BLE001 - the gate then computes it itself
+            self.get_logger().warning(f"gate reference rollout failed ({type(exc).__name__}: {exc}); "
+                                      "the gate will roll out the deployed policy itself")
+            return
+        with self._lock:
+            self._gate_reference = (model, deployed, probes, frac)
+
     def _gate_worker(self, blob: wire.PolicyBlob, initial: bool) -> None:
         t0 = time.perf_counter()
         try:
@@ -551,22 +589,26 @@ class GameCoordinator(Node):
             return False, "non-finite actions on the probe set"
         if np.any(np.abs(actions) > 1.0 + 1e-6):
             return False, f"actions outside [-1, 1] (max |a| = {np.abs(actions).max():.3g})"
-        severity = self.gate_model_severity
-        if severity == "auto":
-            # In simulation a refused candidate only freezes learning: the model, fitted on the old
-            # policy's data, keeps over-predicting for any new one (measured: PAL on D'Claw stalled
-            # at v4 for 11,000 samples). On a robot the refusal is the safe side.
-            severity = "warn" if self.use_sim else "abort"
-        if self._model is not None and int(self.gate_horizon) > 0 and severity != "off":
-            frac = self._model_limit_check(policy, probes)
+        severity = self._model_check_severity()
+        with self._lock:
+            model, deployed, reference = self._model, self._deployed, self._gate_reference
+        if model is not None and int(self.gate_horizon) > 0 and severity != "off":
+            ready = reference is not None and reference[0] is model and reference[1] is deployed
+            if ready:  # the same start states as the reference, so the two fractions compare
+                probes = reference[2]
+            frac = self._model_limit_check(policy, probes, model)
             allowed = float(self.gate_max_violation)
-            if frac > allowed and self._deployed is not None:
+            if frac > allowed and deployed is not None:
                 # The deployed policy has run in the world, so what the same model predicts for it
                 # beyond the limits is model error (multi-step predictions overshoot near the
                 # limits), not danger: the candidate may not be predicted markedly worse than it.
-                ref = self._deployed
-                ref_policy = ref.policy if ref.policy is not None else wire.load_policy_checked(ref.onnx, info.task_id)
-                allowed += self._model_limit_check(ref_policy, probes)
+                if ready:
+                    allowed += reference[3]
+                    self.diag.inc("gate_reference_reused")
+                else:
+                    ref_policy = deployed.policy if deployed.policy is not None else wire.load_policy_checked(
+                        deployed.onnx, info.task_id)
+                    allowed += self._model_limit_check(ref_policy, probes, model)
             if frac > allowed:
                 why = (f"the model predicts {100 * frac:.1f}% of states beyond the joint limits "
                        f"(+{self.gate_margin} rad; allowed {100 * allowed:.1f}%: "
@@ -590,22 +632,26 @@ class GameCoordinator(Node):
         noisy = real + 0.1 * (obs.std(0) + 1e-3) * rng.standard_normal(real.shape)
         return np.concatenate([real, noisy])
 
-    def _model_limit_check(self, policy: Any, probes: np.ndarray) -> float:
-        """Fraction of model-predicted joint positions beyond limits + margin under the policy."""
-        import torch
-
+    def _model_limit_check(self, policy: Any, probes: np.ndarray, model: wire.ModelBlob) -> float:
+        """Fraction of ``model``-predicted joint positions beyond limits + margin under the policy."""
         from mbrl_ros.core.model_player import ModelPlayer
-        from mbrl_ros.core.model_rollout import model_step
 
         idx = _joint_slots(self.task)
         if idx is None:
             return 0.0
-        if self._gate_model is None:
-            self._gate_model = ModelPlayer(self.task, self.cfg, device="cpu")
-        mp = self._gate_model
-        if self._gate_model_weights is not self._model.weights:  # the gate checks two policies per model
-            mp.load_bytes(self._model.weights)
-            self._gate_model_weights = self._model.weights
+        with self._gate_model_lock:  # the reference thread and the gate share the player
+            if self._gate_model is None:
+                self._gate_model = ModelPlayer(self.task, self.cfg, device="cpu")
+            if self._gate_model_weights is not model.weights:  # load each model once
+                self._gate_model.load_bytes(model.weights)
+                self._gate_model_weights = model.weights
+            return self._rollout_violations(self._gate_model, policy, probes, idx)
+
+    def _rollout_violations(self, mp: Any, policy: Any, probes: np.ndarray, idx: Any) -> float:
+        import torch
+
+        from mbrl_ros.core.model_rollout import model_step
+
         lim = self.task.limits
         lo = torch.as_tensor(lim.qpos_low - float(self.gate_margin), dtype=torch.float32)
         hi = torch.as_tensor(lim.qpos_high + float(self.gate_margin), dtype=torch.float32)
