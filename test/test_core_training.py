@@ -82,3 +82,38 @@ def test_one_pal_iteration_on_dclaw(tmp_path) -> None:
     assert summary["samples"] == 120 and row["iteration"] == 1
     assert np.isfinite(row["J_model"]) and np.isfinite(row["model_loss"]) and -2000 < row["eval_return"] < 1000
     assert load_onnx_policy(tmp_path / "policy.onnx", expect_task="dclaw-turn-fixed").obs_dim == 21
+
+
+def test_sigterm_ends_the_run_after_the_iteration_with_every_file_written(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mbrl_ros.cli", "train", "--algo", "pal", "--task", "pointmass", "--samples", "100000",
+           "--out", str(out), "--no-progress", "--threads", "1"] + [a for kv in TINY for a in ("--set", kv)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "metrics.jsonl").exists() and len(_rows(out / "metrics.jsonl")) >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "stopping after this iteration" in stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    rows = _rows(out / "metrics.jsonl")
+    assert summary["stopped_by"] == "SIGTERM" and summary["samples"] < 100000
+    assert summary["iterations"] == rows[-1]["iteration"] == len(rows) - 1 and summary["samples"] == rows[-1]["samples"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    # the checkpoint is a clean iteration boundary: resuming plays the next iteration
+    n = summary["iterations"]
+    cfg = load_config("pal", "pointmass", TINY)
+    resumed = train(cfg, tmp_path / "more", resume=out, resume_overrides={"max_iterations": n + 1}, progress=False)
+    assert resumed["iterations"] == n + 1 and "stopped_by" not in resumed

@@ -204,14 +204,18 @@ class StackelbergGame:
             "iteration_s": time.perf_counter() - t0,
         }
 
-    def run(self, on_iteration: Optional[Callable[[dict], None]] = None, history: Optional[list[dict]] = None) -> list[dict]:
+    def run(self, on_iteration: Optional[Callable[[dict], None]] = None, history: Optional[list[dict]] = None,
+            stop_requested: Optional[Callable[[], bool]] = None) -> list[dict]:
         """Play until the sample budget (or max_iterations) is spent; returns every iteration's metrics.
 
         ``history``: metrics of iterations played before a resume (for the stop_success rule).
+        ``stop_requested``: asked between iterations; True ends the game there (a clean end:
+        the checkpoint and the files are those of a finished run).
         """
         history = list(history or [])
         while self.referee.phase is not Phase.DONE:
-            if self.referee.iteration > 0 and not self.can_afford_iteration(history):
+            stop = stop_requested is not None and self.referee.iteration > 0 and stop_requested()
+            if self.referee.iteration > 0 and (stop or not self.can_afford_iteration(history)):
                 self.referee.finish()
                 break
             metrics = self.play_iteration()

@@ -4,12 +4,20 @@ Writes to the output directory: ``config.json`` (the resolved hyper-parameters),
 ``metrics.jsonl`` (one JSON line per iteration), ``policy.onnx`` (the deployed policy, with its
 contract), ``checkpoint/`` (resume point), ``curve.png`` (learning curve) and
 ``summary.json`` (the last line printed by ``mbrl-ros train``).
+
+SIGINT (Ctrl-C) or SIGTERM during a run ends it after the current iteration, with every file
+written as for a finished run (``"stopped_by"`` in the summary; ``--resume`` continues it); a
+second signal aborts at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -75,6 +83,33 @@ def plot_curve(history: list[dict], path: Union[str, Path], title: str) -> None:
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
     plt.close(fig)
+
+
+class _StopAfterIteration:
+    """The first SIGINT/SIGTERM asks the game to end after the current iteration (a model fit or
+    NPG step cut in half would leave no consistent checkpoint); the second aborts at once."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[str] = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        print(f"\n{self.signal}: stopping after this iteration (again to abort now)", flush=True,
+              file=sys.stderr)
+
+    @contextlib.contextmanager
+    def on_signals(self):
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may
+            yield
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 def _read_metrics(path: Path, up_to_iteration: int) -> list[dict]:
@@ -146,8 +181,10 @@ def train(
             on_iteration(m)
 
     t0 = time.perf_counter()
+    stop = _StopAfterIteration()
     try:
-        game.run(record, history=list(history))
+        with stop.on_signals():
+            game.run(record, history=list(history), stop_requested=lambda: stop.signal is not None)
     finally:
         if bar is not None:
             bar.close()
@@ -169,5 +206,7 @@ def train(
         "policy": str(out / "policy.onnx"),
         "out": str(out),
     }
+    if stop.signal is not None:
+        summary["stopped_by"] = stop.signal
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
