@@ -11,6 +11,7 @@ ratio is reported as a lower bound. Finished runs (games and SAC) are reused. Th
     .venv/bin/python bench/bench_sample_efficiency.py --quick            # pipeline check (point mass)
     .venv/bin/python bench/bench_sample_efficiency.py --algos pal --seeds 3 --budget 20000
     .venv/bin/python bench/bench_sample_efficiency.py --seeds 3 --jobs 6 --sac-budget 200000
+    .venv/bin/python bench/bench_sample_efficiency.py --algos pal,mal,gda --seeds 3,gda=1 --budget 20000,mal=30000
 
 Writes the BENCHMARKS.md section "sample_efficiency" (and ``<out>/results.json``).
 """
@@ -39,11 +40,14 @@ QUICK_SET = ["model_hidden=[64,64]", "npg_trajectories=50", "eval_episodes=10", 
              "buffer_size=800", "model_epochs_aggressive=50"]
 
 
-def run_game(algo: str, task: str, seed: int, budget: int, out: Path, overrides: list[str], threads: int) -> dict:
-    """One training run in a subprocess; returns its metrics and summary."""
+def run_game(algo: str, task: str, seed: int, budget: int, out: Path, overrides: list[str], threads: int,
+             run: bool = True) -> Optional[dict]:
+    """One training run in a subprocess; returns its metrics and summary (None: not run, ``run=False``)."""
     run_dir = out / f"{algo}-{task}-s{seed}"
     if (run_dir / "summary.json").exists():  # finished earlier: reuse (delete the folder to rerun)
         summary = json.loads((run_dir / "summary.json").read_text())
+    elif not run:
+        return None
     else:
         cmd = [sys.executable, "-m", "mbrl_ros.cli", "train", "--algo", algo, "--task", task, "--samples", str(budget),
                "--seed", str(seed), "--out", str(run_dir), "--no-progress", "--threads", str(threads)]
@@ -59,7 +63,7 @@ def run_game(algo: str, task: str, seed: int, budget: int, out: Path, overrides:
 
 
 def run_sac(task: str, seed: int, budget: int, eval_every: int, eval_episodes: int, threads: int, out: Path,
-            quick: bool) -> dict:
+            quick: bool, run: bool = True) -> Optional[dict]:
     """SB3 SAC (default settings) in a worker subprocess (experiments/common.run_sac): evaluated
     every ``eval_every`` samples on the same episodes as a game of that seed, ended at the first
     evaluation that reaches 90%. A finished run with the same settings is reused."""
@@ -68,7 +72,9 @@ def run_sac(task: str, seed: int, budget: int, eval_every: int, eval_episodes: i
     if quick:
         params["sac_kwargs"] = {"learning_starts": min(1000, budget // 10)}
     job = common.Job(f"sac-{task}-s{seed}", "sac", params, total=budget)
-    r = common.run_jobs(__file__, [job], out, n_jobs=1, progress=False)[job.name]
+    r = common.run_jobs(__file__, [job], out, n_jobs=1, progress=False, run=run).get(job.name)
+    if r is None:
+        return None
     if "error" in r:
         return {"seed": seed, "error": r["error"]}
     return {"seed": seed, "curve": [(h["samples"], h["eval_success"], h["eval_return"]) for h in r["history"]],
@@ -123,6 +129,30 @@ def plot_curves(results: list[dict], sac: list[dict], task: str, path: Path) -> 
     plt.close(fig)
 
 
+def per_algo(text: str, algos: list[str], what: str) -> dict[str, int]:
+    """``"20000"`` -> every algorithm; ``"20000,mal=30000"`` -> MAL 30000, the others 20000."""
+    default: Optional[int] = None
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+        key, _, value = part.rpartition("=")
+        try:
+            n = int(value)
+        except ValueError:
+            raise SystemExit(f"--{what}: {part!r} is not N or ALGO=N") from None
+        if n <= 0:
+            raise SystemExit(f"--{what}: {part!r} must be > 0")
+        if not key:
+            default = n
+        elif key not in ALGOS:
+            raise SystemExit(f"--{what}: unknown algorithm {key!r} (known: {', '.join(ALGOS)})")
+        else:
+            out[key] = n
+    missing = [a for a in algos if a not in out and default is None]
+    if missing:
+        raise SystemExit(f"--{what} gives no value for {', '.join(missing)}")
+    return {a: out.get(a, default) for a in algos}  # type: ignore[misc]
+
+
 def median_or_bound(values: list[Optional[int]], budget: int) -> tuple[float, bool]:
     """Median samples-to-90 over seeds; a seed that never got there counts as > budget."""
     filled = [v if v is not None else budget + 1 for v in values]
@@ -143,8 +173,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--algos", default=",".join(ALGOS), help="comma list of algorithms (and/or 'sac')")
     ap.add_argument("--task", default="dclaw-turn-fixed")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--budget", type=int, default=20000, help="real-sample budget of each game run")
+    ap.add_argument("--seeds", default="3", help="seeds per game: N, or N,ALGO=N,... (e.g. 3,gda=1)")
+    ap.add_argument("--budget", default="20000",
+                    help="real-sample budget of each game run: N, or N,ALGO=N,... (e.g. 20000,mal=30000)")
     ap.add_argument("--sac", action="store_true", help="also run SAC (default: on unless --algos excludes it)")
     ap.add_argument("--no-sac", action="store_true")
     ap.add_argument("--sac-budget", type=int, default=100000)
@@ -157,6 +188,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_sample_efficiency"))
     ap.add_argument("--quick", action="store_true", help="point mass, 1 seed, small budgets: checks the pipeline")
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
+    ap.add_argument("--report-only", action="store_true", help="run nothing: the table from the finished runs in --out")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one SAC run
     args = ap.parse_args()
     if args.worker:
@@ -167,25 +199,32 @@ def main() -> int:
     overrides = list(args.overrides)
     eval_episodes = 20
     if args.quick:
-        args.task, args.seeds, args.budget = "pointmass", 1, 2000
+        args.task, args.seeds, args.budget = "pointmass", "1", "2000"
         args.sac_budget, args.sac_eval_every = 4000, 1000
         overrides = QUICK_SET + overrides
         eval_episodes = 10
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    jobs = [(a, s) for a in algos for s in range(args.seeds)]
-    sac_seeds = list(range(args.sac_seeds if args.sac_seeds is not None else args.seeds)) if with_sac else []
-    print(f"{len(jobs)} game runs and {len(sac_seeds)} SAC runs on {args.task}, budget {args.budget} "
+    seeds = per_algo(args.seeds, algos + ["pal"], "seeds")  # "pal" only for SAC's default seed count
+    budgets = per_algo(args.budget, algos, "budget")
+    jobs = [(a, s) for a in algos for s in range(seeds[a])]
+    sac_seeds = list(range(args.sac_seeds if args.sac_seeds is not None else seeds["pal"])) if with_sac else []
+    print(f"{len(jobs)} game runs and {len(sac_seeds)} SAC runs on {args.task}, budgets {budgets} "
           f"(SAC {args.sac_budget}), {args.jobs} at a time", flush=True)
     results: list[dict] = []
     sac: list[dict] = []
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # each thread waits on one subprocess
-        futures = [pool.submit(run_game, a, args.task, s, args.budget, out, overrides, args.threads) for a, s in jobs]
+        run = not args.report_only
+        futures = [pool.submit(run_game, a, args.task, s, budgets[a], out, overrides, args.threads, run)
+                   for a, s in jobs]
         sac_futures = [pool.submit(run_sac, args.task, s, args.sac_budget, args.sac_eval_every, eval_episodes,
-                                   args.threads, out, args.quick) for s in sac_seeds]
-        for f in futures:
+                                   args.threads, out, args.quick, run) for s in sac_seeds]
+        for (algo, seed), f in zip(jobs, futures):
             r = f.result()
+            if r is None:
+                print(f"  {algo} seed {seed}: not finished in {out}, left out", flush=True)
+                continue
             results.append(r)
             if "error" in r:
                 print(f"  {r['algo']} seed {r['seed']}: FAILED\n{r['error']}", flush=True)
@@ -193,8 +232,11 @@ def main() -> int:
                 s = r["summary"]
                 print(f"  {r['algo']} seed {r['seed']}: samples_to_90={samples_to(r['metrics'])} "
                       f"final_success={s['final_success']:.2f} wall={s['wall_s']:.0f}s", flush=True)
-        for f in sac_futures:
+        for seed, f in zip(sac_seeds, sac_futures):
             r = f.result()
+            if r is None:
+                print(f"  sac seed {seed}: not finished in {out}, left out", flush=True)
+                continue
             if "error" in r:
                 print(f"  sac seed {r['seed']}: FAILED\n{r['error']}", flush=True)
                 continue
@@ -204,43 +246,51 @@ def main() -> int:
 
     # -- table -----------------------------------------------------------------------------
     lines = [
-        f"Task `{args.task}`, {args.seeds} seed(s), real-sample budget {args.budget} per game run"
+        f"Task `{args.task}`, real-sample budget and seeds per game as in the table"
         f"{' (QUICK pipeline check on the point mass, not a result)' if args.quick else ''}. "
         "Success = deterministic policy, success at the final step, "
         f"{eval_episodes} evaluation episodes after every iteration. Overrides: `{' '.join(overrides) or 'none'}`.",
         "",
-        "| algorithm | samples to 90% (median) | per seed | training wall s to 90% per seed | final success (median) "
-        "| iteration s | fit / NPG / collect / eval s |",
-        "|---|---|---|---|---|---|---|",
+        "| algorithm | budget | samples to 90% (median) | per seed | training wall s to 90% per seed "
+        "| final success (median) | iteration s | fit / NPG / collect / eval s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     medians: dict[str, tuple[float, bool]] = {}
     for algo in algos:
         runs = [r for r in results if r["algo"] == algo and "error" not in r]
         if not runs:
-            lines.append(f"| {algo} | failed | | | | | |")
+            tried = any(r["algo"] == algo for r in results)
+            lines.append(f"| {algo} | {budgets[algo]} | {'failed' if tried else 'not run'} | | | | | |")
             continue
         per_seed = [samples_to(r["metrics"]) for r in runs]
-        med, bound = median_or_bound(per_seed, args.budget)
+        med, bound = median_or_bound(per_seed, budgets[algo])
         medians[algo] = (med, bound)
         finals = statistics.median(r["summary"]["final_success"] for r in runs)
         split = [time_split(r["metrics"]) for r in runs]
         split = [s for s in split if s]
         ts = {k: statistics.mean(s[k] for s in split) for k in split[0]} if split else {}
-        seeds_txt = ", ".join(str(v) if v is not None else f">{args.budget}" for v in per_seed)
-        med_txt = f">{args.budget}" if bound else f"{med:.0f}"
+        seeds_txt = ", ".join(str(v) if v is not None else f">{budgets[algo]}" for v in per_seed)
+        med_txt = f">{budgets[algo]}" if bound else f"{med:.0f}"
         split_txt = (f"{ts['fit_s']:.1f} / {ts['npg_s']:.1f} / {ts['collect_s']:.1f} / {ts['eval_s']:.1f}"
                      if ts else "")
         walls = [wall_to(r["metrics"]) for r in runs]
         walls_txt = ", ".join(f"{w:.0f}" if w is not None else "-" for w in walls)
-        lines.append(f"| {algo} | {med_txt} | {seeds_txt} | {walls_txt} | {finals:.2f} | {ts.get('iteration_s', 0):.1f} "
+        lines.append(f"| {algo} | {budgets[algo]} | {med_txt} | {seeds_txt} | {walls_txt} | {finals:.2f} "
+                     f"| {ts.get('iteration_s', 0):.1f} "
                      f"| {split_txt} |")
+    if "pal" in medians and not medians["pal"][1]:  # the other games against PAL ("MAL within 2x of PAL")
+        pal_med = medians["pal"][0]
+        ratios = [f"{a} {'>' if b else ''}{(budgets[a] if b else m) / pal_med:.2f}x"
+                  for a, (m, b) in medians.items() if a != "pal"]
+        if ratios:
+            lines += ["", f"Samples to 90% (medians) relative to PAL: {', '.join(ratios)}."]
     if sac:
         per_seed = [r["samples_to_90"] for r in sac]
         med, bound = median_or_bound(per_seed, args.sac_budget)
         finals = statistics.median(r["final_success"] or 0.0 for r in sac)
         seeds_txt = ", ".join(str(v) if v is not None else f">{args.sac_budget}" for v in per_seed)
         walls_txt = ", ".join(f"{r['wall_to_90']:.0f}" if r["wall_to_90"] is not None else "-" for r in sac)
-        lines.append(f"| SAC (SB3 defaults, {len(sac)} seed(s), budget {args.sac_budget}) "
+        lines.append(f"| SAC (SB3 defaults, {len(sac)} seed(s)) | {args.sac_budget} "
                      f"| {'>' + str(args.sac_budget) if bound else f'{med:.0f}'} | {seeds_txt} "
                      f"| {walls_txt} | {finals:.2f} | | |")
         if "pal" in medians and not medians["pal"][1]:
