@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -27,7 +28,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -153,11 +154,30 @@ def per_algo(text: str, algos: list[str], what: str) -> dict[str, int]:
     return {a: out.get(a, default) for a in algos}  # type: ignore[misc]
 
 
-def median_or_bound(values: list[Optional[int]], budget: int) -> tuple[float, bool]:
-    """Median samples-to-90 over seeds; a seed that never got there counts as > budget."""
-    filled = [v if v is not None else budget + 1 for v in values]
-    med = statistics.median(filled)
-    return med, med > budget
+def median_or_bound(values: list[Optional[int]], limits: Union[int, list[int]]) -> tuple[float, bool, str]:
+    """Median samples-to-90 over seeds: ``(value, is_lower_bound, text)``.
+
+    A seed that never got there counts as "more than its limit" (its budget, or the samples at
+    which it was stopped): the median is exact when it does not depend on how much more, else
+    ``value`` is a lower bound (``>20000`` when the median seed itself never got there).
+    """
+    limits = [limits] * len(values) if isinstance(limits, int) else limits
+    low_each = [(v, False) if v is not None else (lim, True) for v, lim in zip(values, limits)]
+    ordered = sorted(low_each, key=lambda x: (x[0] + (0.5 if x[1] else 0.0)))
+    high = statistics.median(v if v is not None else math.inf for v in values)
+    if len(ordered) % 2 == 1:
+        value, beyond = ordered[len(ordered) // 2]
+        low = value + (0.5 if beyond else 0.0)
+    else:
+        low = statistics.median(x[0] + (0.5 if x[1] else 0.0) for x in ordered)
+        value, beyond = low, False
+    if low == high:
+        return low, False, f"{low:.0f}"
+    return low, True, (f">{value}" if beyond else f">={low:.0f}")
+
+
+def seed_text(hit: Optional[int], limit: int, stopped: bool) -> str:
+    return str(hit) if hit is not None else f">{limit}{' (stopped)' if stopped else ''}"
 
 
 def time_split(rows: list[dict]) -> dict:
@@ -263,14 +283,16 @@ def main() -> int:
             lines.append(f"| {algo} | {budgets[algo]} | {'failed' if tried else 'not run'} | | | | | |")
             continue
         per_seed = [samples_to(r["metrics"]) for r in runs]
-        med, bound = median_or_bound(per_seed, budgets[algo])
+        # a run stopped by hand (SIGTERM) before its budget is only known to need more than it played
+        stopped = ["stopped_by" in r["summary"] for r in runs]
+        limits = [int(r["summary"]["samples"]) if st else budgets[algo] for r, st in zip(runs, stopped)]
+        med, bound, med_txt = median_or_bound(per_seed, limits)
         medians[algo] = (med, bound)
         finals = statistics.median(r["summary"]["final_success"] for r in runs)
         split = [time_split(r["metrics"]) for r in runs]
         split = [s for s in split if s]
         ts = {k: statistics.mean(s[k] for s in split) for k in split[0]} if split else {}
-        seeds_txt = ", ".join(str(v) if v is not None else f">{budgets[algo]}" for v in per_seed)
-        med_txt = f">{budgets[algo]}" if bound else f"{med:.0f}"
+        seeds_txt = ", ".join(seed_text(v, lim, st) for v, lim, st in zip(per_seed, limits, stopped))
         split_txt = (f"{ts['fit_s']:.1f} / {ts['npg_s']:.1f} / {ts['collect_s']:.1f} / {ts['eval_s']:.1f}"
                      if ts else "")
         walls = [wall_to(r["metrics"]) for r in runs]
@@ -280,13 +302,13 @@ def main() -> int:
                      f"| {split_txt} |")
     if "pal" in medians and not medians["pal"][1]:  # the other games against PAL ("MAL within 2x of PAL")
         pal_med = medians["pal"][0]
-        ratios = [f"{a} {'>' if b else ''}{(budgets[a] if b else m) / pal_med:.2f}x"
+        ratios = [f"{a} {'>=' if b else ''}{m / pal_med:.2f}x"
                   for a, (m, b) in medians.items() if a != "pal"]
         if ratios:
             lines += ["", f"Samples to 90% (medians) relative to PAL: {', '.join(ratios)}."]
     if sac:
         per_seed = [r["samples_to_90"] for r in sac]
-        med, bound = median_or_bound(per_seed, args.sac_budget)
+        med, bound, _txt = median_or_bound(per_seed, args.sac_budget)
         finals = statistics.median(r["final_success"] or 0.0 for r in sac)
         seeds_txt = ", ".join(str(v) if v is not None else f">{args.sac_budget}" for v in per_seed)
         walls_txt = ", ".join(f"{r['wall_to_90']:.0f}" if r["wall_to_90"] is not None else "-" for r in sac)
