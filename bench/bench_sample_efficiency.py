@@ -121,8 +121,10 @@ def plot_curves(results: list[dict], sac: list[dict], task: str, path: Path) -> 
     ax_s.set_ylabel("eval success (final step)")
     ax_r.set_ylabel("eval return (deterministic policy)")
     for ax in (ax_s, ax_r):
-        ax.set_xlabel("real samples")
-        ax.legend(loc="upper left")
+        ax.set_xlabel("real samples" + (" (log scale)" if sac else ""))
+        if sac:  # SAC's budget is 10x the games': on a linear axis the games would be a sliver
+            ax.set_xscale("log")
+        ax.legend(loc="best")
     fig.suptitle(f"{task}: one line per seed")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
