@@ -374,7 +374,6 @@ def failed(results: dict[str, dict]) -> list[str]:
 # Worker side: one game, SAC
 
 
-
 def finish(text: str, section: str, write_docs: bool, results: dict[str, dict], out: Path) -> int:
     """Print the report, write it to BENCHMARKS.md when asked; exit status 1 if any run failed."""
     print(text)
@@ -385,6 +384,7 @@ def finish(text: str, section: str, write_docs: bool, results: dict[str, dict], 
         print(f"{len(bad)} run(s) failed: {', '.join(bad)} (logs in {out}/<run>/log.txt)", file=sys.stderr)
         return 1
     return 0
+
 
 def game_config(algo: str, task: str, seed: int, samples: int, overrides: Sequence[str]) -> Any:
     """The game's configuration: ``config/<algo>.yaml`` + per-task values + overrides."""

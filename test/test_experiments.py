@@ -144,7 +144,6 @@ def test_sac_is_evaluated_on_the_same_episodes_as_the_games() -> None:
     assert common.eval_seeds(4, 5) == game.eval_seeds
 
 
-
 def test_sac_ends_at_the_first_evaluation_that_reaches_stop_success(tmp_path, monkeypatch) -> None:
     pytest.importorskip("stable_baselines3", reason="stable-baselines3 is a dev dependency")
     from mbrl_ros.core import world
@@ -163,6 +162,7 @@ def test_sac_ends_at_the_first_evaluation_that_reaches_stop_success(tmp_path, mo
     assert r["summary"]["samples"] == 120 and r["summary"]["samples_to_90"] == 120
     with pytest.raises(ValueError, match="stop_success"):
         common.run_sac({**params, "stop_success": 1.5}, tmp_path)
+
 
 def test_learning_curves_quick_run_writes_curves_figure_and_no_benchmark(tmp_path) -> None:
     bench = ROOT / "BENCHMARKS.md"

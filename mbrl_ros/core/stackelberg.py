@@ -214,8 +214,9 @@ class StackelbergGame:
         """
         history = list(history or [])
         while self.referee.phase is not Phase.DONE:
-            stop = stop_requested is not None and self.referee.iteration > 0 and stop_requested()
-            if self.referee.iteration > 0 and (stop or not self.can_afford_iteration(history)):
+            if self.referee.iteration > 0 and (
+                (stop_requested is not None and stop_requested()) or not self.can_afford_iteration(history)
+            ):
                 self.referee.finish()
                 break
             metrics = self.play_iteration()

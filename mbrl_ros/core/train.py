@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 from mbrl_ros.core.config import GameConfig, apply_overrides
 from mbrl_ros.core.stackelberg import StackelbergGame
@@ -100,7 +100,7 @@ class _StopAfterIteration:
               file=sys.stderr)
 
     @contextlib.contextmanager
-    def on_signals(self):
+    def on_signals(self) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():  # only the main thread may
             yield
             return

@@ -525,8 +525,7 @@ class GameCoordinator(Node):
 
     def _gate_reference_worker(self, model: wire.ModelBlob, deployed: wire.PolicyBlob) -> None:
         try:
-            policy = deployed.policy if deployed.policy is not None else wire.load_policy_checked(
-                deployed.onnx, self.task.info.task_id)
+            policy = self._policy_of(deployed)
             probes = self._probes()
             frac = self._model_limit_check(policy, probes, model)
         except Exception as exc:  # noqa: BLE001 - the gate then computes it itself
@@ -535,6 +534,10 @@ class GameCoordinator(Node):
             return
         with self._lock:
             self._gate_reference = (model, deployed, probes, frac)
+
+    def _policy_of(self, blob: wire.PolicyBlob) -> Any:
+        """The blob's policy: the one unpacked with it, else loaded from its ONNX with the contract checked."""
+        return blob.policy if blob.policy is not None else wire.load_policy_checked(blob.onnx, self.task.info.task_id)
 
     def _gate_worker(self, blob: wire.PolicyBlob, initial: bool) -> None:
         t0 = time.perf_counter()
@@ -572,7 +575,7 @@ class GameCoordinator(Node):
         """Every check a policy must pass before it reaches a robot; returns ``(ok, reason)``."""
         info = self.task.info
         try:
-            policy = blob.policy if blob.policy is not None else wire.load_policy_checked(blob.onnx, info.task_id)
+            policy = self._policy_of(blob)
         except wire.WireError as exc:
             return False, str(exc)
         c = policy.contract
@@ -606,9 +609,7 @@ class GameCoordinator(Node):
                     allowed += reference[3]
                     self.diag.inc("gate_reference_reused")
                 else:
-                    ref_policy = deployed.policy if deployed.policy is not None else wire.load_policy_checked(
-                        deployed.onnx, info.task_id)
-                    allowed += self._model_limit_check(ref_policy, probes, model)
+                    allowed += self._model_limit_check(self._policy_of(deployed), probes, model)
             if frac > allowed:
                 why = (f"the model predicts {100 * frac:.1f}% of states beyond the joint limits "
                        f"(+{self.gate_margin} rad; allowed {100 * allowed:.1f}%: "
