@@ -1,0 +1,70 @@
+"""D'Claw turn random: success of trained policies split by the way the valve must turn.
+
+Runs each policy deterministically on the evaluation episodes of its seed (the games' own
+``EVAL_SEED_BASE + 1000 * seed + i``) and splits them by the sign of the initial target error
+(obs ``target_error``): a policy that has learned to turn one way only succeeds on one side.
+
+    .venv/bin/python bench/bench_turn_direction.py runs/bench_se_random/pal-dclaw-turn-random-s0 \\
+        runs/bench_se_random/pal-dclaw-turn-random-s1 runs/bench_se_random/pal-dclaw-turn-random-s2
+
+Each argument is a run folder (``policy.onnx`` and ``config.json`` with its seed). Writes the
+BENCHMARKS.md section "turn_direction" unless ``--no-report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench._report import update_section  # noqa: E402
+
+TASK = "dclaw-turn-random"
+TARGET_ERROR = 20  # index of target_error in the D'Claw turn observation
+
+
+def by_direction(run_dir: Path, episodes: int) -> dict:
+    """Success per sign of the initial target error for the run's final policy."""
+    from mbrl_ros.core.onnx_export import load_onnx_policy
+    from mbrl_ros.core.stackelberg import EVAL_SEED_BASE
+    from mbrl_ros.core.train import make_world
+    from mbrl_ros.core.world import run_episode
+
+    seed = int(json.loads((run_dir / "config.json").read_text())["seed"])
+    policy = load_onnx_policy(run_dir / "policy.onnx", expect_task=TASK)
+    env = make_world(TASK)
+    sides: dict[str, list[bool]] = {"negative": [], "positive": []}
+    for i in range(episodes):
+        ep = run_episode(env, lambda o: policy.act(o[None])[0], EVAL_SEED_BASE + 1000 * seed + i, f"dir-{i}", 0)
+        sides["negative" if ep.obs[0][TARGET_ERROR] < 0 else "positive"].append(bool(ep.success))
+    return {"run": str(run_dir), "seed": seed, **{k: (sum(v), len(v)) for k, v in sides.items()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="run folders of dclaw-turn-random")
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
+    args = ap.parse_args()
+    if args.episodes <= 0:
+        raise SystemExit("--episodes must be > 0")
+    lines = [f"Final policies on `{TASK}`, deterministic, {args.episodes} evaluation episodes of each run's seed, "
+             "split by the sign of the initial target error (successes / episodes).", "",
+             "| run | seed | target error < 0 | target error > 0 |", "|---|---|---|---|"]
+    for run_dir in args.runs:
+        r = by_direction(run_dir, args.episodes)
+        lines.append(f"| `{run_dir.name}` | {r['seed']} | {r['negative'][0]} / {r['negative'][1]} "
+                     f"| {r['positive'][0]} / {r['positive'][1]} |")
+    lines += ["", f"Command: `.venv/bin/python bench/bench_turn_direction.py {' '.join(sys.argv[1:])}`."]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_report:
+        update_section("turn_direction", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
