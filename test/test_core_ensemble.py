@@ -10,6 +10,7 @@ from mbrl_ros.core.buffers import Episode, EpisodeBuffer
 from mbrl_ros.core.config import load_config
 from mbrl_ros.core.dynamics_ensemble import DynamicsEnsemble, fit_ensemble
 from mbrl_ros.core.model_player import ModelPlayer
+from mbrl_ros.core.networks import GaussianMLPPolicy
 from mbrl_ros.tasks.pointmass import PointMassTask
 
 torch.set_num_threads(1)
@@ -138,6 +139,32 @@ def test_agent_reward_objective_pays_the_model_for_the_policy_return() -> None:
             returns[algo] = float(differentiable_return(player.ensemble, task, policy, starts, 8, 0.995))
     assert returns["mal-agent-reward"] > returns["mal"] + 0.1, returns
     assert all(p.requires_grad for p in policy.parameters())  # the policy is left as it was
+
+
+@pytest.mark.parametrize("members", [1, 4])
+def test_agent_reward_term_weighs_each_member_the_same_whatever_the_ensemble_size(members: int) -> None:
+    """alpha l_e - (1 - alpha) J_e per member: J's weight must not shrink as 1/E (J is a member mean)."""
+    torch.manual_seed(0)
+    ens = DynamicsEnsemble(5, 2, ensemble_size=members, hidden=(8,))
+    x, y, states = linear_data(50, seed=4)
+    ens.set_normalization(x, y, states)
+    before = ens.biases[0].detach().clone()
+    opt = torch.optim.SGD(ens.parameters(), lr=1.0)
+    # the extra term: the member mean of each member's first-layer bias sum (gradient 1 per bias)
+    fit_ensemble(ens, opt, x, y, n_steps=1, alpha=0.0, extra_loss=lambda: ens.biases[0].sum((1, 2)).mean())
+    torch.testing.assert_close(ens.biases[0].detach(), before - 1.0)
+
+
+def test_agent_reward_fit_reports_the_objective_it_minimised() -> None:
+    task = PointMassTask()
+    buf = _pointmass_buffer(4)
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(6, 2, (16, 16))
+    cfg = load_config("mal-agent-reward", "pointmass", ["model_hidden=[16]", "alpha=0.5", "model_max_steps=100"])
+    r = ModelPlayer(task, cfg).fit(buf, aggressive=True, policy=policy)
+    # the point mass's rewards are negative distances: -J/scale > 0 pushes the objective above alpha l
+    assert r["objective"] > 0.5 * r["loss"] + 0.05, r
+    assert "objective" not in ModelPlayer(task, load_config("mal", "pointmass", ["model_hidden=[16]"])).fit(buf, True)
 
 
 def test_learned_reward_head() -> None:

@@ -89,3 +89,12 @@ def test_policy_for_another_task_is_refused(exported, tmp_path, capsys) -> None:
 def test_export_checks_sizes() -> None:
     with pytest.raises(ValueError, match="do not match task"):
         export_policy_onnx(GaussianMLPPolicy(5, 2), PointMassTask().info, 0, 0)
+
+
+def test_export_leaves_the_policy_as_it_was() -> None:
+    """The export works on a CPU copy: the learner's policy keeps its mode and its parameters."""
+    policy = GaussianMLPPolicy(6, 2, (16, 16)).train()
+    params = [p for p in policy.parameters()]
+    export_policy_onnx(policy, PointMassTask().info, iteration=0, version=0)
+    assert policy.training
+    assert [p for p in policy.parameters()] == params and all(p.requires_grad for p in params)

@@ -145,7 +145,7 @@ def fit_ensemble(
     device; normalisation must have been set. With ``holdout_mask`` (bool [N], True = held
     out; the caller keeps it fixed per episode so that a warm-started model never saw it) the fit stops once the held-out loss has not improved for ``patience`` evaluations
     (after ``min_steps``), restoring the best weights. ``extra_loss`` (MAL + agent reward)
-    is mixed in as ``alpha * loss + (1 - alpha) * extra_loss()``. ``bf16``: CPU autocast of the
+    (a mean over the members) is mixed in per member as ``alpha * loss_e + (1 - alpha) * extra_e``. ``bf16``: CPU autocast of the
     gradient steps to bfloat16 matmuls (about 1.7x faster on CPUs with AVX512-BF16; weights,
     optimiser state and losses stay float32).
     """
@@ -177,7 +177,9 @@ def fit_ensemble(
             per_member = ensemble.loss(x_train[idx], y_train[idx]).float()
             loss = per_member.sum()  # sum: each member gets its own mean-loss gradient
             if extra_loss is not None:
-                loss = alpha * loss + (1.0 - alpha) * extra_loss().float()
+                # extra_loss() is a mean over the members; times E, each member's gradient is
+                # alpha * grad l_e + (1 - alpha) * grad extra_e, whatever the ensemble size
+                loss = alpha * loss + (1.0 - alpha) * E * extra_loss().float()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

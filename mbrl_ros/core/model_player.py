@@ -35,6 +35,7 @@ from mbrl_ros.core.schedule import ModelObjective, game_spec
 
 MODEL_FORMAT = "mbrl_ros.dynamics_ensemble/1"
 LOSS_SUBSAMPLE = 20000  # transitions used to report l(M, D) (a subsample keeps it cheap)
+AGENT_REWARD_EVAL_BATCHES = 4  # batches of start states averaged to report the agent-reward objective
 
 
 class ModelPlayer:
@@ -124,6 +125,10 @@ class ModelPlayer:
         self.ensemble.eval()
         self.n_fits += 1
         result.update(loss=self.loss(inputs, targets), max_steps=steps, n_data=n, aggressive=bool(aggressive))
+        if extra is not None:  # the objective the model player minimised: alpha l - (1 - alpha) J/scale
+            with torch.no_grad():
+                j_term = float(np.mean([float(extra()) for _ in range(AGENT_REWARD_EVAL_BATCHES)]))
+            result["objective"] = alpha * result["loss"] + (1.0 - alpha) * j_term
         result["fit_s"] = time.perf_counter() - t0
         return result
 

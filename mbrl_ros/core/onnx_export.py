@@ -14,6 +14,7 @@ contract is refused with :class:`ContractError`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -76,20 +77,16 @@ def export_policy_onnx(policy: GaussianMLPPolicy, task_info: Any, iteration: int
             f"policy sizes ({policy.obs_dim}, {policy.act_dim}) do not match task {task_info.task_id} "
             f"({task_info.obs_dim}, {task_info.act_dim})"
         )
-    wrapper = _DeterministicPolicy(policy).to("cpu").eval()
-    was_device = next(policy.parameters()).device
+    # export a CPU copy: the policy itself stays where it is (a CUDA learner keeps training on it)
+    wrapper = _DeterministicPolicy(copy.deepcopy(policy).cpu()).eval()
     example = torch.zeros(1, policy.obs_dim, dtype=torch.float32)
     buf = io.BytesIO()
-    try:
-        policy.to("cpu")
-        with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no extra package
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                wrapper, (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET, dynamo=False,
-            )
-    finally:
-        policy.to(was_device)
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no extra package
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            wrapper, (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET, dynamo=False,
+        )
     model = onnx.load_from_string(buf.getvalue())
     contract = {
         "format": CONTRACT_FORMAT,

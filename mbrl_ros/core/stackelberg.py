@@ -118,8 +118,8 @@ class StackelbergGame:
         aggressive = self.spec.model_aggressive or self.referee.iteration == 0
         r = self.model_player.fit(self.buffer, aggressive, policy=self.policy_player.policy)
         self.referee.model_fitted(self.referee.data_policy_version)
-        self._it.update(model_loss=r["loss"], model_steps=r["steps"], model_holdout_loss=r.get("holdout_loss"),
-                        fit_s=self._it.get("fit_s", 0.0) + r["fit_s"])
+        self._it.update(model_loss=r["loss"], model_objective=r.get("objective", r["loss"]), model_steps=r["steps"],
+                        model_holdout_loss=r.get("holdout_loss"), fit_s=self._it.get("fit_s", 0.0) + r["fit_s"])
 
     def improve_policy(self) -> None:
         """IMPROVE_POLICY: the policy player's move: K NPG steps in the latest model."""
@@ -172,8 +172,8 @@ class StackelbergGame:
         it = self._it
         if leader is Player.POLICY:
             leader_objective = it.get("J_model")
-        elif leader is Player.MODEL:
-            leader_objective = it.get("model_loss")
+        elif leader is Player.MODEL:  # l(M, D), or alpha l - (1 - alpha) J/scale with the agent reward
+            leader_objective = it.get("model_objective")
         else:
             leader_objective = None
         return {
@@ -239,6 +239,9 @@ class StackelbergGame:
         tensors.update(t_vopt)
         tensors.update(t_mopt)
         tensors["torch_rng"] = torch.get_rng_state()
+        device = self.policy_player.device
+        if device.type == "cuda":  # on CUDA the players draw from the device's generator
+            tensors["cuda_rng"] = torch.cuda.get_rng_state(device)
         completed = r.iteration - 1  # the referee already stands at the next iteration (or finished)
         state = {
             "config": self.cfg.to_dict(),
@@ -266,6 +269,9 @@ class StackelbergGame:
         load_optimizer("value_opt", self.policy_player.value_optimizer, tensors, state["value_optimizer"])
         load_optimizer("model_opt", self.model_player.optimizer, tensors, state["model_optimizer"])
         torch.set_rng_state(tensors["torch_rng"])
+        device = self.policy_player.device
+        if device.type == "cuda" and "cuda_rng" in tensors:
+            torch.cuda.set_rng_state(tensors["cuda_rng"], device)
         self.rng.bit_generator.state = state["numpy_rng"]
         self.buffer = EpisodeBuffer.load(directory)
         self.samples = int(state["samples"])
