@@ -93,6 +93,18 @@ def test_mal_noise_adds_counted_random_data() -> None:
     assert game.samples == len(game.buffer) and -1 in versions
 
 
+def test_mal_noise_stays_within_its_sample_budget() -> None:
+    """Random data is collected as whole episodes (17 asked -> 20 played): the budget check counts that."""
+    cfg = load_config("mal-noise", "pointmass", [*TINY, "n_init=60", "samples_per_iter=50", "samples=230",
+                                                 "max_iterations=0"])
+    game = StackelbergGame(cfg, PointMassEnv(), PointMassEnv())
+    history = game.run()
+    # each iteration: 60 policy + 20 random samples (n_init 60 gets its 20 random too); a third
+    # iteration would end at 240 > 230 (counting the 67 samples asked for, it looked affordable)
+    assert [m["samples"] for m in history] == [80, 160]
+    assert game.samples <= cfg.samples
+
+
 def test_gate_keeps_a_non_finite_policy_out_of_the_world() -> None:
     game = StackelbergGame(load_config("pal", "pointmass", TINY), PointMassEnv(), PointMassEnv())
     improve = game.policy_player.improve

@@ -11,7 +11,9 @@ import torch
 from mbrl_ros.cli import main
 from mbrl_ros.core.config import load_config
 from mbrl_ros.core.onnx_export import load_onnx_policy
+from mbrl_ros.core.stackelberg import StackelbergGame
 from mbrl_ros.core.train import train
+from mbrl_ros.tasks.pointmass import PointMassEnv
 
 torch.set_num_threads(1)
 
@@ -49,6 +51,19 @@ def test_resume_continues_exactly(tmp_path) -> None:
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
     assert strip(resumed) == strip(straight)
     assert (tmp_path / "a2" / "policy.onnx").read_bytes() == (tmp_path / "b" / "policy.onnx").read_bytes()
+
+
+def test_resume_applies_a_new_buffer_size(tmp_path) -> None:
+    cfg = load_config("pal", "pointmass", [*TINY, "max_iterations=1"])
+    train(cfg, tmp_path / "a", progress=False)
+    game = StackelbergGame(cfg, PointMassEnv(), PointMassEnv())
+    game.load(tmp_path / "a" / "checkpoint")
+    assert len(game.buffer) == 100  # 60 initial + 40 (capacity 200)
+    smaller = load_config("pal", "pointmass", [*TINY, "max_iterations=1", "buffer_size=60"])
+    game = StackelbergGame(smaller, PointMassEnv(), PointMassEnv())
+    game.load(tmp_path / "a" / "checkpoint")
+    assert game.buffer.capacity == 60 and len(game.buffer) == 60  # the newest three 20-step episodes
+    assert game.buffer.total_added == 100
 
 
 def test_cli_train_writes_the_run_and_eval_reads_it(tmp_path, capsys) -> None:

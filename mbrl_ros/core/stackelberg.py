@@ -80,7 +80,8 @@ class StackelbergGame:
 
     def can_afford_iteration(self, history: list[dict]) -> bool:
         """Another iteration fits the sample budget (and max_iterations / stop_success allow it)."""
-        n = self.n_per_iter + self.random_fraction_samples(self.n_per_iter)
+        whole = lambda k: -(-k // self.horizon) * self.horizon  # episodes are collected whole
+        n = whole(self.n_per_iter) + whole(self.random_fraction_samples(self.n_per_iter))
         if self.cfg.max_iterations and self.referee.iteration > self.cfg.max_iterations:
             return False
         k = self.cfg.stop_success_iters
@@ -273,7 +274,12 @@ class StackelbergGame:
         if device.type == "cuda" and "cuda_rng" in tensors:
             torch.cuda.set_rng_state(tensors["cuda_rng"], device)
         self.rng.bit_generator.state = state["numpy_rng"]
-        self.buffer = EpisodeBuffer.load(directory)
+        saved = EpisodeBuffer.load(directory)
+        # refill a buffer of the configured size: a resume may change buffer_size
+        self.buffer = EpisodeBuffer(self.buffer.kind, self.buffer.capacity)
+        for episode in saved.episodes:
+            self.buffer.add_episode(episode)
+        self.buffer.total_added = saved.total_added
         self.samples = int(state["samples"])
         self.wall_s = float(state["wall_s"])
         self.model_player.n_fits = int(state["model_fits"])
