@@ -302,27 +302,25 @@ def main() -> int:
         lines.append(f"| {algo} | {budgets[algo]} | {med_txt} | {seeds_txt} | {walls_txt} | {finals:.2f} "
                      f"| {ts.get('iteration_s', 0):.1f} "
                      f"| {split_txt} |")
-    if "pal" in medians and not medians["pal"][1]:  # the other games against PAL ("MAL within 2x of PAL")
-        pal_med = medians["pal"][0]
-        ratios = [f"{a} {'>=' if b else ''}{m / pal_med:.2f}x"
-                  for a, (m, b) in medians.items() if a != "pal"]
-        if ratios:
-            lines += ["", f"Samples to 90% (medians) relative to PAL: {', '.join(ratios)}."]
     if sac:
         per_seed = [r["samples_to_90"] for r in sac]
-        med, bound, _txt = median_or_bound(per_seed, args.sac_budget)
+        sac_med, sac_bound, _txt = median_or_bound(per_seed, args.sac_budget)
         finals = statistics.median(r["final_success"] or 0.0 for r in sac)
         seeds_txt = ", ".join(str(v) if v is not None else f">{args.sac_budget}" for v in per_seed)
         walls_txt = ", ".join(f"{r['wall_to_90']:.0f}" if r["wall_to_90"] is not None else "-" for r in sac)
         lines.append(f"| SAC (SB3 defaults, {len(sac)} seed(s)) | {args.sac_budget} "
-                     f"| {'>' + str(args.sac_budget) if bound else f'{med:.0f}'} | {seeds_txt} "
+                     f"| {'>' + str(args.sac_budget) if sac_bound else f'{sac_med:.0f}'} | {seeds_txt} "
                      f"| {walls_txt} | {finals:.2f} | | |")
-        if "pal" in medians and not medians["pal"][1]:
-            pal_med = medians["pal"][0]
-            sac_samples = args.sac_budget if bound else med
-            ratio = sac_samples / pal_med
-            lines += ["", f"SAC / PAL samples to 90%: {'>= ' if bound else ''}{ratio:.1f}x"
-                          f"{' (lower bound: SAC never reached 90% within its budget)' if bound else ''}."]
+    # the ratios follow the table (a line between its rows would end the Markdown table)
+    if "pal" in medians and not medians["pal"][1]:  # the others against PAL ("MAL within 2x of PAL")
+        pal_med = medians["pal"][0]
+        ratios = [f"{a} {'>=' if b else ''}{m / pal_med:.2f}x" for a, (m, b) in medians.items() if a != "pal"]
+        if ratios:
+            lines += ["", f"Samples to 90% (medians) relative to PAL: {', '.join(ratios)}."]
+        if sac:
+            ratio = (args.sac_budget if sac_bound else sac_med) / pal_med
+            lines += ["", f"SAC / PAL samples to 90%: {'>= ' if sac_bound else ''}{ratio:.1f}x"
+                          f"{' (lower bound: SAC never reached 90% within its budget)' if sac_bound else ''}."]
     lines += ["", f"Command: `.venv/bin/python bench/bench_sample_efficiency.py {' '.join(sys.argv[1:])}`.",
               "The machine may have been shared with other jobs while this ran: wall times are upper bounds."]
     if args.figure:
