@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime
 import platform
 import re
+import shlex
+import sys
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "BENCHMARKS.md"
 HEADER = "# Benchmarks\n\nEvery figure below is written by the script named in its section; rerun it to refresh.\n"
 
 
@@ -30,3 +33,20 @@ def update_section(name: str, markdown: str, path: Path = BENCHMARKS) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def command_line() -> str:
+    """The command that is running, as one would type it from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script_txt = str(script.relative_to(ROOT))
+    except ValueError:
+        script_txt = str(script)
+    return " ".join([".venv/bin/python", script_txt, *map(shlex.quote, sys.argv[1:])])
+
+
+def publish(name: str, markdown: str, write: bool = True) -> None:
+    """Print a benchmark's section and (unless ``write`` is False) put it into BENCHMARKS.md."""
+    print(markdown)
+    if write:
+        update_section(name, markdown)

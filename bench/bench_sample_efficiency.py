@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from typing import Optional, Union
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._report import update_section  # noqa: E402
+from bench._report import command_line, publish  # noqa: E402
 from experiments import common  # noqa: E402
 
 ALGOS = ["pal", "mal", "gda", "br", "mal-agent-reward", "mal-noise"]
@@ -321,18 +320,15 @@ def main() -> int:
             ratio = (args.sac_budget if sac_bound else sac_med) / pal_med
             lines += ["", f"SAC / PAL samples to 90%: {'>= ' if sac_bound else ''}{ratio:.1f}x"
                           f"{' (lower bound: SAC never reached 90% within its budget)' if sac_bound else ''}."]
-    lines += ["", f"Command: `.venv/bin/python bench/bench_sample_efficiency.py {' '.join(sys.argv[1:])}`.",
+    lines += ["", f"Command: `{command_line()}`.",
               "The machine may have been shared with other jobs while this ran: wall times are upper bounds."]
     if args.figure:
         plot_curves(results, sac, args.task, Path(args.figure))
         lines += ["", f"![sample efficiency]({args.figure})"]
-    table = "\n".join(lines)
-    print(table)
     (out / "results.json").write_text(json.dumps({"games": results, "sac": sac}, default=str))
-    if not args.no_report:
-        # turn fixed keeps the section it always had; another task gets its own
-        section = "sample_efficiency" if args.task == "dclaw-turn-fixed" else f"sample_efficiency_{args.task}"
-        update_section(section.replace("-", "_"), table)
+    # turn fixed keeps the section it always had; another task gets its own
+    section = "sample_efficiency" if args.task == "dclaw-turn-fixed" else f"sample_efficiency_{args.task}"
+    publish(section.replace("-", "_"), "\n".join(lines), write=not args.no_report)
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._report import update_section  # noqa: E402
+from bench._report import command_line, publish  # noqa: E402
 
 TASK = "dclaw-turn-random"
 TARGET_ERROR = 20  # index of target_error in the D'Claw turn observation
@@ -58,11 +58,8 @@ def main() -> int:
         r = by_direction(run_dir, args.episodes)
         lines.append(f"| `{run_dir.name}` | {r['seed']} | {r['negative'][0]} / {r['negative'][1]} "
                      f"| {r['positive'][0]} / {r['positive'][1]} |")
-    lines += ["", f"Command: `.venv/bin/python bench/bench_turn_direction.py {' '.join(sys.argv[1:])}`."]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_report:
-        update_section("turn_direction", text)
+    lines += ["", f"Command: `{command_line()}`."]
+    publish("turn_direction", "\n".join(lines), write=not args.no_report)
     return 0
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._report import update_section  # noqa: E402
+from bench._report import command_line, publish  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -118,13 +118,10 @@ def main() -> int:
         f"| one NPG step (rollout, GAE, CG natural gradient, value refit) | {t_npg:.2f} s |",
         f"| simulator with the policy in the loop | {env_rate:.0f} env steps/s |",
         "",
-        f"Command: `.venv/bin/python bench/bench_wallclock.py {' '.join(sys.argv[1:])}`. "
+        f"Command: `{command_line()}`. "
         "The machine may have been shared with other jobs while this ran.",
     ]
-    table = "\n".join(lines)
-    print(table)
-    if not args.no_report:
-        update_section("wallclock", table)
+    publish("wallclock", "\n".join(lines), write=not args.no_report)
     return 0
 
 

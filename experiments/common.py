@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # bench/_report.py lives beside us, not in the package
     sys.path.insert(0, str(ROOT))
+from bench._report import command_line  # noqa: E402  (the experiments' Command lines, as the benches')
 
 SPEC, RESULT, PROGRESS, LOG, METRICS = "spec.json", "result.json", "progress.json", "log.txt", "metrics.jsonl"
 PID = "worker.pid"
@@ -599,16 +599,6 @@ def plot_band(ax: Any, band: dict, label: str, color: Optional[str] = None, mark
     ax.plot(x, f("mean"), color=color, label=f"{label} (n={n})", marker=marker, ms=3, lw=1.6)
     if n > 1:
         ax.fill_between(x, f("min"), f("max"), color=color, alpha=0.18, lw=0, step=None)
-
-
-def command_line() -> str:
-    """The command that is running, as one would type it from the repository root."""
-    script = Path(sys.argv[0]).resolve()
-    try:
-        script_txt = str(script.relative_to(ROOT))
-    except ValueError:
-        script_txt = str(script)
-    return " ".join([".venv/bin/python", script_txt, *map(shlex.quote, sys.argv[1:])])
 
 
 def update_benchmarks(section: str, markdown: str) -> None:

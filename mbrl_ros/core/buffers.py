@@ -112,13 +112,24 @@ class EpisodeBuffer:
         self._ids.add(episode.episode_id)
         self._n += len(episode)
         self.total_added += len(episode)
+        self._evict()
+        return True
+
+    def set_capacity(self, capacity: Optional[int]) -> None:
+        """A FIFO buffer's new size (the oldest episodes go first); an aggregate buffer has none."""
+        if self.kind == "fifo":
+            if capacity is None or capacity <= 0:
+                raise ValueError("a fifo buffer needs a positive capacity (transitions)")
+            self.capacity = capacity
+            self._evict()
+
+    def _evict(self) -> None:
         if self.capacity is not None:
             # keep at least the newest episode even if it alone exceeds the capacity
             while self._n > self.capacity and len(self._episodes) > 1:
                 old = self._episodes.popleft()
                 self._ids.discard(old.episode_id)
                 self._n -= len(old)
-        return True
 
     def arrays(self) -> dict[str, np.ndarray]:
         """All transitions: obs, actions, rewards, next_obs, terminals, timesteps, policy_versions."""

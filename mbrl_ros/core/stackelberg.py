@@ -274,12 +274,9 @@ class StackelbergGame:
         if device.type == "cuda" and "cuda_rng" in tensors:
             torch.cuda.set_rng_state(tensors["cuda_rng"], device)
         self.rng.bit_generator.state = state["numpy_rng"]
-        saved = EpisodeBuffer.load(directory)
-        # refill a buffer of the configured size: a resume may change buffer_size
-        self.buffer = EpisodeBuffer(self.buffer.kind, self.buffer.capacity)
-        for episode in saved.episodes:
-            self.buffer.add_episode(episode)
-        self.buffer.total_added = saved.total_added
+        capacity = self.buffer.capacity  # the configured size: a resume may change buffer_size
+        self.buffer = EpisodeBuffer.load(directory)
+        self.buffer.set_capacity(capacity)
         self.samples = int(state["samples"])
         self.wall_s = float(state["wall_s"])
         self.model_player.n_fits = int(state["model_fits"])
