@@ -137,7 +137,7 @@ def delivery_burst(tmp: Path, n: int) -> dict:
         for i in range(n):
             rec = wire.EpisodeRecord("burst", f"burst-s-{i:06d}", i, 0, "dclaw-turn-fixed",
                                      rng.uniform(-1, 1, (41, 21)), rng.uniform(-1, 1, (40, 9)), rng.standard_normal(40),
-                                     False, stream="s")
+                                     False, stream="s", aux=rng.uniform(-1, 1, (41, 9)))
             msgs.append(wire.to_msg(wire.pack_episode(rec)))
         t0 = time.monotonic()
         for m in msgs:

@@ -1,7 +1,7 @@
 """D'Claw turn random: success of trained policies split by the way the valve must turn.
 
-Runs each policy deterministically on the evaluation episodes of its seed (the games' own
-``EVAL_SEED_BASE + 1000 * seed + i``) and splits them by the sign of the initial target error
+Runs each policy deterministically on the task's evaluation episodes (the games' own,
+``mbrl_ros.core.world.evaluation_seeds``) and splits them by the sign of the initial target error
 (obs ``target_error``): a policy that has learned to turn one way only succeeds on one side.
 
     .venv/bin/python bench/bench_turn_direction.py runs/bench_se_random/pal-dclaw-turn-random-s0 \\
@@ -29,16 +29,15 @@ TARGET_ERROR = 20  # index of target_error in the D'Claw turn observation
 def by_direction(run_dir: Path, episodes: int) -> dict:
     """Success per sign of the initial target error for the run's final policy."""
     from mbrl_ros.core.onnx_export import load_onnx_policy
-    from mbrl_ros.core.stackelberg import EVAL_SEED_BASE
     from mbrl_ros.core.train import make_world
-    from mbrl_ros.core.world import run_episode
+    from mbrl_ros.core.world import evaluation_seeds, run_episode
 
     seed = int(json.loads((run_dir / "config.json").read_text())["seed"])
     policy = load_onnx_policy(run_dir / "policy.onnx", expect_task=TASK)
     env = make_world(TASK)
     sides: dict[str, list[bool]] = {"negative": [], "positive": []}
-    for i in range(episodes):
-        ep = run_episode(env, lambda o: policy.act(o[None])[0], EVAL_SEED_BASE + 1000 * seed + i, f"dir-{i}", 0)
+    for i, s in enumerate(evaluation_seeds(episodes)):
+        ep = run_episode(env, lambda o: policy.act(o[None])[0], s, f"dir-{i}", 0)
         sides["negative" if ep.obs[0][TARGET_ERROR] < 0 else "positive"].append(bool(ep.success))
     return {"run": str(run_dir), "seed": seed, **{k: (sum(v), len(v)) for k, v in sides.items()}}
 
@@ -46,12 +45,12 @@ def by_direction(run_dir: Path, episodes: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run folders of dclaw-turn-random")
-    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
     args = ap.parse_args()
     if args.episodes <= 0:
         raise SystemExit("--episodes must be > 0")
-    lines = [f"Final policies on `{TASK}`, deterministic, {args.episodes} evaluation episodes of each run's seed, "
+    lines = [f"Final policies on `{TASK}`, deterministic, the task's {args.episodes} evaluation episodes, "
              "split by the sign of the initial target error (successes / episodes).", "",
              "| run | seed | target error < 0 | target error > 0 |", "|---|---|---|---|"]
     for run_dir in args.runs:

@@ -408,7 +408,7 @@ def play_game(
     Returns ``{"config", "history", "summary"}``.
     """
     from mbrl_ros.core.stackelberg import StackelbergGame
-    from mbrl_ros.core.train import make_world, samples_to_threshold
+    from mbrl_ros.core.train import evaluated, make_world, success_milestones
 
     if game is None:
         cfg = game_config(params["algo"], params["task"], params["seed"], params["samples"],
@@ -429,21 +429,26 @@ def play_game(
         progress.update(min(m["samples"], cfg.samples), iteration=m["iteration"], success=m["eval_success"])
 
     game.run(on_iteration)
-    last = history[-1] if history else {}
+    ev = evaluated(history)
+    last = ev[-1] if ev else {}
+    milestones = success_milestones(history)
     summary = {
-        "algo": cfg.algo, "task": cfg.task_id, "seed": cfg.seed, "iterations": last.get("iteration", 0),
+        "algo": cfg.algo, "task": cfg.task_id, "seed": cfg.seed,
+        "iterations": history[-1]["iteration"] if history else 0,
         "samples": game.samples, "final_success": last.get("eval_success"), "final_return": last.get("eval_return"),
-        "best_success": max((m["eval_success"] for m in history), default=None),
-        "samples_to_90": samples_to_threshold(history), "wall_s": round(game.wall_s, 1),
+        "final_error": last.get("eval_final_error"),
+        "best_success": max((m["eval_success"] for m in ev), default=None),
+        "samples_to_90": milestones["held"], "first_touch_90": milestones["first_touch"],
+        "relapses": milestones["relapses"], "wall_s": round(game.wall_s, 1),
     }
     return {"config": cfg.to_dict(), "history": history, "summary": summary}
 
 
 def eval_seeds(seed: int, episodes: int) -> list[int]:
-    """The evaluation episodes of a game with this seed (SAC is evaluated on the same worlds)."""
-    from mbrl_ros.core.stackelberg import EVAL_SEED_BASE
+    """The evaluation episodes of a task's games (the same for every seed; SAC uses them too)."""
+    from mbrl_ros.core.world import evaluation_seeds
 
-    return [EVAL_SEED_BASE + 1000 * int(seed) + i for i in range(int(episodes))]
+    return evaluation_seeds(int(episodes))
 
 
 def run_sac(params: dict, job_dir: Path) -> dict:
@@ -451,7 +456,8 @@ def run_sac(params: dict, job_dir: Path) -> dict:
 
     ``params``: task, seed, samples, eval_every, eval_episodes (and optional sac_kwargs, and
     stop_success: end the run at the first evaluation that reaches it, which is all a
-    samples-to-threshold figure needs). The deterministic policy is evaluated every
+    samples-to-threshold figure needs: it ends once ``stop_success`` held for 3 evaluations).
+    The deterministic policy is evaluated every
     ``eval_every`` samples (and at the end) on the same evaluation episodes a game of that seed
     uses. Returns ``{"history", "summary"}`` with history rows ``{"samples", "eval_success",
     "eval_return"}`` like a game's.
@@ -461,7 +467,7 @@ def run_sac(params: dict, job_dir: Path) -> dict:
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from mbrl_ros.core.train import make_world, samples_to_threshold
+    from mbrl_ros.core.train import HELD_EVALUATIONS, make_world, success_milestones
     from mbrl_ros.core.world import evaluate
 
     task, seed, budget = params["task"], int(params["seed"]), int(params["samples"])
@@ -488,7 +494,9 @@ def run_sac(params: dict, job_dir: Path) -> dict:
         def _on_step(self) -> bool:
             if self.num_timesteps % every == 0:
                 record(self.model, self.num_timesteps)
-                if stop is not None and history[-1]["eval_success"] >= float(stop):
+                recent = history[-HELD_EVALUATIONS:]
+                if stop is not None and len(recent) == HELD_EVALUATIONS and all(
+                        h["eval_success"] >= float(stop) for h in recent):
                     return False  # SB3 ends learn() when a callback returns False
             return True
 
@@ -501,7 +509,9 @@ def run_sac(params: dict, job_dir: Path) -> dict:
     summary = {"algo": "sac", "task": task, "seed": seed, "samples": int(model.num_timesteps), "budget": budget,
                "final_success": last["eval_success"],
                "final_return": last["eval_return"], "best_success": max(h["eval_success"] for h in history),
-               "samples_to_90": samples_to_threshold(history), "wall_s": round(time.perf_counter() - t0, 1)}
+               "samples_to_90": success_milestones(history)["held"],
+               "first_touch_90": success_milestones(history)["first_touch"],
+               "wall_s": round(time.perf_counter() - t0, 1)}
     return {"history": history, "summary": summary}
 
 

@@ -60,19 +60,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 def world_episodes(world: Any, policy: Any, seeds: Sequence[int]) -> list[dict]:
     """Deterministic episodes of ``policy`` (a GaussianMLPPolicy) in the world: obs [T+1], actions [T]."""
     out = []
+    aux_dim = world.task.aux_dim
     for seed in seeds:
-        obs, _ = world.reset(seed=int(seed))
-        observations, actions, rewards = [obs], [], []
+        obs, info = world.reset(seed=int(seed))
+        observations, actions, rewards, aux = [obs], [], [], [info.get("aux", np.zeros(aux_dim))]
         done = False
         while not done:
             a = policy.act(obs, deterministic=True)
-            obs, r, terminated, truncated, _ = world.step(a)
+            obs, r, terminated, truncated, info = world.step(a)
             observations.append(obs)
+            aux.append(info.get("aux", np.zeros(aux_dim)))
             actions.append(np.clip(a, -1.0, 1.0))
             rewards.append(r)
             done = terminated or truncated
-        out.append({"obs": np.asarray(observations), "actions": np.asarray(actions), "ret": float(np.sum(rewards))})
+        out.append({"obs": np.asarray(observations), "actions": np.asarray(actions), "ret": float(np.sum(rewards)),
+                    "aux": np.asarray(aux).reshape(len(observations), aux_dim)})
     return out
+
+
+def _aux(task: Any, like: np.ndarray) -> Any:
+    """Zero model-only state for ``like``'s batch shape (None for tasks without any)."""
+    return np.zeros(like.shape[:-1] + (task.aux_dim,)) if task.aux_dim else None
 
 
 def state_dims(task: Any) -> np.ndarray:
@@ -88,7 +96,7 @@ def state_dims(task: Any) -> np.ndarray:
     base = np.zeros(task.info.obs_dim)
     moved = base.copy()
     moved[idx] = 0.5
-    changed = np.abs(np.asarray(task.to_model(moved)) - np.asarray(task.to_model(base))) > 1e-12
+    changed = np.abs(np.asarray(task.to_model(moved, _aux(task, moved))) - np.asarray(task.to_model(base, _aux(task, base)))) > 1e-12
     return ~changed
 
 
@@ -110,15 +118,20 @@ def prediction_errors(ensemble: Any, task: Any, policy: Any, episodes: list[dict
     n, E = len(episodes), ensemble.ensemble_size
     obs_dim, act_dim = task.info.obs_dim, task.info.act_dim
     w_obs = np.zeros((T + 1, n, obs_dim))
+    w_aux = np.zeros((T + 1, n, task.aux_dim))
     w_act = np.zeros((T, n, act_dim))
     alive = np.zeros((T + 1, n), dtype=bool)
     for i, e in enumerate(episodes):
         k = len(e["actions"])
         w_obs[: k + 1, i], w_act[:k, i], alive[: k + 1, i] = e["obs"], e["actions"], True
+        if task.aux_dim:
+            w_aux[: k + 1, i] = e["aux"]
     as_t = lambda x: torch.as_tensor(x, dtype=torch.float32, device=dev)
-    z_world = as_t(np.asarray(task.to_model(w_obs)))  # [T+1, n, z]
+    z_world = as_t(np.asarray(task.to_model(w_obs, w_aux if task.aux_dim else None)))  # [T+1, n, z]
     start = as_t(w_obs[0]).unsqueeze(0).expand(E, n, obs_dim).contiguous()
+    start_aux = as_t(w_aux[0]).unsqueeze(0).expand(E, n, task.aux_dim).contiguous() if task.aux_dim else None
     open_obs, closed_obs = start, start
+    open_aux, closed_aux = start_aux, start_aux
     mask = torch.as_tensor(state_dims(task), device=dev)
     errs = {k: [np.zeros(n)] for k in ("open_loop", "closed_loop", "open_loop_all", "closed_loop_all")}
     model_ret = torch.zeros(E, n, device=dev)
@@ -126,14 +139,14 @@ def prediction_errors(ensemble: Any, task: Any, policy: Any, episodes: list[dict
     with torch.no_grad():
         for t in range(T):
             a_open = as_t(w_act[t]).unsqueeze(0).expand(E, n, act_dim)
-            open_obs, _ = model_step(ensemble, task, open_obs, a_open)
+            open_obs, open_aux, _ = model_step(ensemble, task, open_obs, a_open, open_aux)
             a_closed = torch.clamp(policy(closed_obs), -1.0, 1.0)
-            next_closed, r = model_step(ensemble, task, closed_obs, a_closed)
+            next_closed, closed_aux, r = model_step(ensemble, task, closed_obs, a_closed, closed_aux)
             model_ret += r * model_alive
             model_alive = model_alive * (~torch.as_tensor(task.done(next_closed), device=dev)).to(model_alive.dtype)
             closed_obs = next_closed
-            for loop, pred in (("open_loop", open_obs), ("closed_loop", closed_obs)):
-                diff = task.to_model(pred) - z_world[t + 1].unsqueeze(0)  # [E, n, z]
+            for loop, pred, pred_aux in (("open_loop", open_obs, open_aux), ("closed_loop", closed_obs, closed_aux)):
+                diff = task.to_model(pred, pred_aux) - z_world[t + 1].unsqueeze(0)  # [E, n, z]
                 errs[loop].append(torch.linalg.vector_norm(diff[..., mask], dim=-1).mean(0).cpu().numpy())
                 errs[loop + "_all"].append(torch.linalg.vector_norm(diff, dim=-1).mean(0).cpu().numpy())
     count = alive.sum(1)

@@ -169,6 +169,7 @@ class EpisodeRecord:
     stamp: float = 0.0  # wall-clock time the episode ended (s since epoch)
     extra: dict = field(default_factory=dict)  # small JSON-able facts (limit hits, loop jitter, ...)
     behavior: str = "policy"  # "policy": the deployed policy acted; "random": uniform random actions (MAL + noise)
+    aux: Optional[np.ndarray] = None  # [T+1, aux_dim]: the task's model-only measurements (D'Claw joint velocities)
 
     @property
     def length(self) -> int:
@@ -187,15 +188,19 @@ class EpisodeRecord:
             rewards=self.rewards.astype(np.float64), terminated=bool(self.terminated),
             episode_id=self.episode_id, policy_version=int(self.policy_version),
             robot_id=self.robot_id, aborted=bool(self.aborted), success=bool(self.success),
+            aux=None if self.aux is None else self.aux.astype(np.float64),
         )
 
 
-def _task_dims(task: Any) -> tuple[str, int, int, int]:
-    """(task_id, obs_dim, act_dim, horizon) from a TaskSpec, a TaskInfo or a mapping."""
+def _task_dims(task: Any) -> tuple[str, int, int, int, Optional[int]]:
+    """(task_id, obs_dim, act_dim, horizon, aux_dim) from a TaskSpec, a TaskInfo or a mapping
+    (aux_dim None where the description does not say: not checked)."""
     info = getattr(task, "info", task)
+    aux_dim = getattr(task, "aux_dim", None)
     if isinstance(info, Mapping):
-        return str(info["task_id"]), int(info["obs_dim"]), int(info["act_dim"]), int(info.get("horizon", 10**6))
-    return str(info.task_id), int(info.obs_dim), int(info.act_dim), int(info.horizon)
+        return (str(info["task_id"]), int(info["obs_dim"]), int(info["act_dim"]), int(info.get("horizon", 10**6)),
+                info.get("aux_dim"))
+    return str(info.task_id), int(info.obs_dim), int(info.act_dim), int(info.horizon), aux_dim
 
 
 def pack_episode(rec: EpisodeRecord) -> bytes:
@@ -208,13 +213,17 @@ def pack_episode(rec: EpisodeRecord) -> bytes:
     T = act.shape[0]
     if T < 1 or obs.shape[0] != T + 1 or rew.shape[0] != T:
         raise ValueError(f"episode {rec.episode_id}: need obs[T+1], actions[T], rewards[T]; got {obs.shape}, {act.shape}, {rew.shape}")
-    for name, arr in (("obs", obs), ("actions", act), ("rewards", rew)):
+    aux = np.zeros((T + 1, 0), dtype="<f4") if rec.aux is None else np.ascontiguousarray(rec.aux, dtype="<f4")
+    if aux.ndim != 2 or aux.shape[0] != T + 1:
+        raise ValueError(f"episode {rec.episode_id}: aux must be [T+1, aux_dim], got {aux.shape}")
+    for name, arr in (("obs", obs), ("actions", act), ("rewards", rew), ("aux", aux)):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"episode {rec.episode_id}: {name} has non-finite values (float32)")
     header = {
         "robot_id": rec.robot_id, "episode_id": rec.episode_id, "sequence": int(rec.sequence),
         "stream": rec.stream, "policy_version": int(rec.policy_version), "task_id": rec.task_id,
-        "T": int(T), "obs_dim": int(obs.shape[1]), "act_dim": int(act.shape[1]), "dtype": "float32",
+        "T": int(T), "obs_dim": int(obs.shape[1]), "act_dim": int(act.shape[1]), "aux_dim": int(aux.shape[1]),
+        "dtype": "float32",
         "terminated": bool(rec.terminated), "aborted": bool(rec.aborted), "success": bool(rec.success),
         "episode_return": float(np.sum(rew, dtype=np.float64)), "stamp": float(rec.stamp),
         "extra": rec.extra, "behavior": rec.behavior,
@@ -222,7 +231,7 @@ def pack_episode(rec: EpisodeRecord) -> bytes:
     problem = _behavior_problem(rec.behavior, int(rec.policy_version), rec.episode_id)
     if problem:
         raise ValueError(problem)
-    return pack_record("episode", header, obs.tobytes() + act.tobytes() + rew.tobytes())
+    return pack_record("episode", header, obs.tobytes() + act.tobytes() + rew.tobytes() + aux.tobytes())
 
 
 def _behavior_problem(behavior: Any, policy_version: int, episode_id: str) -> Optional[str]:
@@ -247,6 +256,9 @@ def unpack_episode(data: bytes, task: Any = None, max_bytes: int = MAX_EPISODE_B
     pv = _req(header, "policy_version", int, k)
     task_id = _req(header, "task_id", str, k)
     T, od, ad = (_req(header, key, int, k) for key in ("T", "obs_dim", "act_dim"))
+    xd = header.get("aux_dim", 0)  # (records before model-only state have none)
+    if not isinstance(xd, int) or isinstance(xd, bool) or not 0 <= xd <= 1024:
+        raise WireError("header", f"episode {episode_id}: aux_dim {xd!r} must be an integer in [0, 1024]")
     behavior = header.get("behavior", "policy")  # (records before the random-noise game have none)
     problem = _behavior_problem(behavior, pv, episode_id)
     if problem:
@@ -258,22 +270,25 @@ def unpack_episode(data: bytes, task: Any = None, max_bytes: int = MAX_EPISODE_B
     for key in ("terminated", "aborted", "success"):
         _req(header, key, bool, k)
     if task is not None:
-        tid, tod, tad, horizon = _task_dims(task)
+        tid, tod, tad, horizon, taux = _task_dims(task)
         if task_id != tid:
             raise WireError("task", f"episode {episode_id} is for task {task_id!r}, this graph runs {tid!r}")
         if (od, ad) != (tod, tad):
             raise WireError("size", f"episode {episode_id}: dims obs {od}/act {ad}, task {tid} has {tod}/{tad}")
+        if taux is not None and xd != taux:
+            raise WireError("size", f"episode {episode_id}: {xd} model-only values (aux) per step, task {tid} has {taux}")
         if T > horizon:
             raise WireError("size", f"episode {episode_id}: {T} steps exceed the task horizon {horizon}")
-    expect = 4 * ((T + 1) * od + T * ad + T)
+    expect = 4 * ((T + 1) * od + T * ad + T + (T + 1) * xd)
     if len(payload) != expect:
         raise WireError("size", f"episode {episode_id}: payload {len(payload)} bytes, shapes need {expect}")
     flat = np.frombuffer(payload, dtype="<f4")
     n_obs, n_act = (T + 1) * od, T * ad
     obs = flat[:n_obs].reshape(T + 1, od).copy()
     act = flat[n_obs:n_obs + n_act].reshape(T, ad).copy()
-    rew = flat[n_obs + n_act:].copy()
-    if not (np.all(np.isfinite(obs)) and np.all(np.isfinite(act)) and np.all(np.isfinite(rew))):
+    rew = flat[n_obs + n_act:n_obs + n_act + T].copy()
+    aux = flat[n_obs + n_act + T:].reshape(T + 1, xd).copy()
+    if not all(np.all(np.isfinite(x)) for x in (obs, act, rew, aux)):
         raise WireError("non_finite", f"episode {episode_id} contains NaN or inf")
     if np.any(np.abs(act) > 1.0 + 1e-6):
         raise WireError("bounds", f"episode {episode_id}: applied actions outside [-1, 1]")
@@ -283,6 +298,7 @@ def unpack_episode(data: bytes, task: Any = None, max_bytes: int = MAX_EPISODE_B
         obs=obs, actions=act, rewards=rew, terminated=header["terminated"], aborted=header["aborted"],
         success=header["success"], stream=str(header.get("stream", "")),
         stamp=float(header.get("stamp", 0.0)), extra=extra if isinstance(extra, dict) else {}, behavior=behavior,
+        aux=aux if xd else None,
     )
 
 

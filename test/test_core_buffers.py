@@ -81,3 +81,27 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert back.episode_ids() == buf.episode_ids() and back.total_added == buf.total_added
     for key, value in buf.arrays().items():
         np.testing.assert_array_equal(back.arrays()[key], value)
+
+
+def test_fifo_keeps_every_initial_state_and_the_model_only_state(tmp_path) -> None:
+    """Rollout start states come from every episode ever seen (the paper's code keeps them all),
+    not only from the episodes still in PAL's FIFO; aux (model-only state) travels with them."""
+    buf = EpisodeBuffer("fifo", capacity=25)
+    eps = []
+    for i in range(5):
+        e = episode(i)
+        e.aux = np.full((11, 3), float(i))
+        eps.append(e)
+        buf.add_episode(e)
+    assert buf.episode_ids() == ["ep3", "ep4"]
+    obs0, aux0 = buf.initial_states()
+    np.testing.assert_array_equal(obs0, np.stack([e.obs[0] for e in eps]))  # evicted ones included
+    np.testing.assert_array_equal(aux0[:, 0], [0, 1, 2, 3, 4])
+    d = buf.arrays()
+    assert d["aux"].shape == (20, 3) and d["next_aux"].shape == (20, 3)
+    buf.save(tmp_path)
+    back = EpisodeBuffer.load(tmp_path)
+    np.testing.assert_array_equal(back.initial_states()[0], obs0)
+    np.testing.assert_array_equal(back.initial_states()[1], aux0)
+    with pytest.raises(ValueError, match="aux"):
+        buf.add_episode(episode(9))  # every episode of a buffer carries aux, or none does

@@ -93,3 +93,64 @@ def test_value_return_normalisation_preserves_values() -> None:
         before = value(obs, t).clone()
         value.set_return_normalization(-300.0, 50.0)
         torch.testing.assert_close(value(obs, t), before, rtol=1e-4, atol=1e-4)
+
+
+def test_value_obs_normalisation_change_preserves_values() -> None:
+    """The value baseline must not jump when the buffer's statistics move between iterations."""
+    torch.manual_seed(0)
+    value = ValueMLP(5, (16, 16))
+    value.set_obs_normalization(np.full(5, 0.3), np.full(5, 2.0), preserve_function=False)
+    new_mean, new_std = np.array([1.0, -2.0, 0.5, 0.0, 3.0]), np.array([0.5, 4.0, 1.0, 2.0, 0.3])
+    obs = torch.randn(50, 5) * torch.tensor(new_std, dtype=torch.float32) + torch.tensor(new_mean, dtype=torch.float32)
+    t = torch.rand(50)
+    with torch.no_grad():
+        before = value(obs, t).clone()
+    value.set_obs_normalization(new_mean, new_std)
+    with torch.no_grad():
+        torch.testing.assert_close(value(obs, t), before, rtol=1e-4, atol=1e-5)
+
+
+def test_policy_reads_wrapped_angles_as_cos_sin_continuously() -> None:
+    """D'Claw's target error jumps from +pi to -pi: the action must not."""
+    from mbrl_ros.core.config import load_config
+    from mbrl_ros.core.policy_player import new_policy
+    from mbrl_ros.tasks import get_task
+
+    task = get_task("dclaw-turn-fixed")
+    torch.manual_seed(0)
+    policy = new_policy(task, load_config("pal", "dclaw-turn-fixed"))
+    with torch.no_grad():
+        policy.mean_net[-1].weight.normal_(0, 1.0)  # a policy that reacts strongly to its input
+    obs = np.zeros((2, 21))
+    obs[:, 9] = 1.0
+    obs[0, 20], obs[1, 20] = np.pi - 1e-4, -np.pi + 1e-4
+    policy.set_obs_normalization(*policy.feature_stats(np.random.default_rng(0).uniform(-3, 3, (100, 21))))
+    a = policy.act(obs)
+    assert np.abs(a[0] - a[1]).max() < 1e-2  # 2e-4 rad apart on the circle
+    far = obs[:1].copy()
+    far[0, 20] = 0.0
+    assert np.abs(policy.act(far)[0] - a[0]).max() > 1e-2  # and the error does reach the policy
+    # the feature statistics are those of (cos, sin), and the ONNX input stays the task observation
+    from mbrl_ros.core.onnx_export import export_policy_onnx, load_onnx_policy
+
+    onnx_policy = load_onnx_policy(export_policy_onnx(policy, task.info, 1, 1), expect_task=task.info.task_id)
+    np.testing.assert_allclose(onnx_policy.act(obs), a, atol=1e-5)
+
+
+def test_entropy_bonus_raises_the_policy_entropy_on_a_toy_problem() -> None:
+    """With no advantage signal, plain NPG leaves the entropy where it is; the bonus raises it."""
+    ends = {}
+    for coef in (0.0, 0.05):
+        policy = _policy(3)
+        torch.manual_seed(3)
+        obs = torch.randn(4000, 5)
+        for _ in range(5):
+            with torch.no_grad():
+                act = policy.sample(obs)
+            adv = torch.randn(4000)  # pure noise: no action is better than another
+            adv = (adv - adv.mean()) / adv.std()
+            npg_update(policy, obs, act, adv, step_size=0.01, cg_iters=10, damping=1e-3, entropy_coef=coef)
+        ends[coef] = float(policy.entropy().detach())
+    start = float(_policy(3).entropy().detach())
+    assert ends[0.05] > start + 0.15  # measured: +0.23 nats after 5 steps of delta = 0.01
+    assert ends[0.05] > ends[0.0] + 0.15  # plain NPG: -0.04

@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 
 TINY = ["model_hidden=[32, 32]", "npg_trajectories=16", "eval_episodes=2", "n_init=60", "samples_per_iter=40",
         "buffer_size=200", "model_epochs_aggressive=10", "model_min_steps=20", "cg_iters=5"]
-TIMING = {"wall_s", "fit_s", "npg_s", "collect_s", "eval_s", "iteration_s"}
+TIMING = {"wall_s", "fit_s", "npg_s", "collect_s", "eval_s", "iteration_s", "threads"}
 
 
 def _rows(path) -> list[dict]:
@@ -132,3 +132,66 @@ def test_sigterm_ends_the_run_after_the_iteration_with_every_file_written(tmp_pa
     cfg = load_config("pal", "pointmass", TINY)
     resumed = train(cfg, tmp_path / "more", resume=out, resume_overrides={"max_iterations": n + 1}, progress=False)
     assert resumed["iterations"] == n + 1 and "stopped_by" not in resumed
+
+
+def test_evaluation_episodes_are_fixed_by_the_task_and_played_once_when_resets_are_deterministic() -> None:
+    from mbrl_ros.core.world import evaluate, evaluation_seeds
+    from mbrl_ros.tasks import make_env
+
+    a = StackelbergGame(load_config("pal", "pointmass", [*TINY, "seed=1"]), PointMassEnv())
+    b = StackelbergGame(load_config("pal", "pointmass", [*TINY, "seed=7"]), PointMassEnv())
+    assert a.eval_seeds == b.eval_seeds == evaluation_seeds(2)  # not a function of the training seed
+    fixed, random = make_env("dclaw-turn-fixed"), make_env("dclaw-turn-random")
+    assert fixed.deterministic_reset and not random.deterministic_reset
+    zero = lambda o: np.zeros(9)
+    ev = evaluate(fixed, zero, evaluation_seeds(20))
+    assert ev["episodes"] == 20 and ev["unique_episodes"] == 1
+    assert ev["final_error"] == pytest.approx(np.pi, abs=0.01)  # the valve never moved: error pi
+    assert evaluate(random, zero, evaluation_seeds(3))["unique_episodes"] == 3
+    # one episode stands for all: two independent resets give the same episode
+    e1 = evaluate(fixed, zero, [5]), evaluate(fixed, zero, [6])
+    assert e1[0]["return"] == e1[1]["return"]
+
+
+def test_eval_every_skips_iterations_but_evaluates_the_first_and_the_last(tmp_path) -> None:
+    cfg = load_config("pal", "pointmass", [*TINY, "eval_every=3", "samples=380"])
+    summary = train(cfg, tmp_path, progress=False)
+    rows = _rows(tmp_path / "metrics.jsonl")
+    assert [r["iteration"] for r in rows if r["eval_success"] is not None] == [0, 3, 6, 8]
+    assert rows[-1]["iteration"] == 8 and rows[-1]["eval_success"] is not None
+    assert summary["final_success"] == rows[-1]["eval_success"]
+
+
+def test_success_milestones_follow_the_protocol() -> None:
+    from mbrl_ros.core.train import success_milestones
+
+    row = lambda n, s: {"samples": n, "eval_success": s}
+    h = [row(100, 0.0), row(200, 0.95), row(300, None), row(400, 0.5), row(500, 0.9), row(600, 1.0),
+         row(700, 1.0), row(800, 0.4)]
+    m = success_milestones(h)
+    assert m == {"first_touch": 200, "held": 500, "relapses": 2}
+    assert success_milestones(h[:6]) == {"first_touch": 200, "held": None, "relapses": 1}
+
+
+def test_core_budget_counts_the_cores_other_processes_use() -> None:
+    import subprocess
+    import sys
+
+    from mbrl_ros.core.threads import CoreBudget, cpu_count
+
+    assert CoreBudget(fixed=3).choose() == 3 and torch.get_num_threads() == 3
+    if cpu_count() < 2:
+        pytest.skip("needs two cores to see another process's load")
+    budget = CoreBudget(max_threads=cpu_count())
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        budget.others()  # start the window
+        import time
+
+        time.sleep(1.0)
+        assert budget.others() > 0.6  # the busy loop holds about one core
+        assert budget.choose() <= cpu_count() - 1
+    finally:
+        hog.kill()
+        hog.wait()
+        torch.set_num_threads(1)

@@ -144,22 +144,23 @@ def test_sac_is_evaluated_on_the_same_episodes_as_the_games() -> None:
     assert common.eval_seeds(4, 5) == game.eval_seeds
 
 
-def test_sac_ends_at_the_first_evaluation_that_reaches_stop_success(tmp_path, monkeypatch) -> None:
+def test_sac_ends_once_stop_success_held_for_three_evaluations(tmp_path, monkeypatch) -> None:
     pytest.importorskip("stable_baselines3", reason="stable-baselines3 is a dev dependency")
     from mbrl_ros.core import world
 
     calls: list[int] = []
 
-    def fake_evaluate(env, act, seeds):  # success climbs 0.5, 1.0: the run must end at the second
+    def fake_evaluate(env, act, seeds):  # success 0.5, then 1.0: the run ends once 1.0 held 3 times
         calls.append(len(seeds))
-        return {"success": 0.5 * len(calls), "return": 0.0}
+        return {"success": min(1.0, 0.5 * len(calls)), "return": 0.0}
 
     monkeypatch.setattr(world, "evaluate", fake_evaluate)
     params = {"task": "pointmass", "seed": 0, "samples": 1000, "eval_every": 60, "eval_episodes": 3,
               "stop_success": 0.9, "sac_kwargs": {"learning_starts": 40, "batch_size": 16}}
     r = common.run_sac(params, tmp_path)
-    assert [h["samples"] for h in r["history"]] == [60, 120]
-    assert r["summary"]["samples"] == 120 and r["summary"]["samples_to_90"] == 120
+    assert [h["samples"] for h in r["history"]] == [60, 120, 180, 240]
+    assert r["summary"]["samples"] == 240 and r["summary"]["samples_to_90"] == 120
+    assert r["summary"]["first_touch_90"] == 120
     with pytest.raises(ValueError, match="stop_success"):
         common.run_sac({**params, "stop_success": 1.5}, tmp_path)
 
@@ -303,10 +304,10 @@ def test_prediction_errors_of_a_frozen_model_match_a_hand_computation() -> None:
     e = episodes[0]
     t = 10
     model_obs = task.fix_known(e["obs"][0], e["actions"][t - 1], e["obs"][0])
-    expected0 = np.linalg.norm(task.to_model(e["obs"][t]) - task.to_model(model_obs))
+    expected0 = np.linalg.norm(task.to_model(e["obs"][t], e["aux"][t]) - task.to_model(model_obs, e["aux"][0]))
     e1 = episodes[1]
     model_obs1 = task.fix_known(e1["obs"][0], e1["actions"][t - 1], e1["obs"][0])
-    expected1 = np.linalg.norm(task.to_model(e1["obs"][t]) - task.to_model(model_obs1))
+    expected1 = np.linalg.norm(task.to_model(e1["obs"][t], e1["aux"][t]) - task.to_model(model_obs1, e1["aux"][0]))
     assert r["open_loop"][t] == pytest.approx((expected0 + expected1) / 2, rel=1e-4)
     assert r["open_loop"][t] > 0.05  # the claw moved: the measurement is not trivially zero
     # the first closed-loop action is the world's first action (same policy, same start state)
@@ -314,7 +315,7 @@ def test_prediction_errors_of_a_frozen_model_match_a_hand_computation() -> None:
     # the copied-in last action is exact open loop; closed loop it differs, and is left out of L(t)
     assert r["open_loop_all"] == pytest.approx(r["open_loop"], rel=1e-5)
     assert r["closed_loop_all"][t] > r["closed_loop"][t]
-    assert r["state_dims"] == 13  # D'Claw: 22 model-space values less 9 last-action values
+    assert r["state_dims"] == 22  # D'Claw: 31 model-space values less 9 last-action values
     env.close()
 
 

@@ -116,7 +116,8 @@ def test_agent_reward_learner_fits_against_the_requested_policy_weights(tmp_path
             rec = wire.EpisodeRecord(robot_id="test", episode_id=f"test-s-{i:06d}", sequence=i, policy_version=0,
                                      task_id=TASK_ID, obs=rng.uniform(-0.3, 0.3, (41, 21)),
                                      actions=rng.uniform(-1, 1, (40, 9)), rewards=rng.standard_normal(40) - 5.0,
-                                     terminated=False, stream="s", extra={"purpose": "train"})
+                                     terminated=False, stream="s", extra={"purpose": "train"},
+                                     aux=rng.uniform(-1, 1, (41, 9)))
             pub_t.publish(wire.to_msg(wire.pack_episode(rec)))
             ids.append(rec.episode_id)
         req = {"kind": "fit_model", "id": "fit-i0-m1", "aggressive": True, "model_version": 1, "policy_version": 1,

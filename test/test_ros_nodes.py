@@ -43,7 +43,7 @@ def _episode(i: int, version: int = 0, T: int = 40, robot: str = "test", **kw) -
     obs = rng.uniform(-0.3, 0.3, (T + 1, 21))
     fields = dict(robot_id=robot, episode_id=f"{robot}-s-{i:06d}", sequence=i, policy_version=version, task_id=TASK_ID,
                   obs=obs, actions=rng.uniform(-1, 1, (T, 9)), rewards=rng.standard_normal(T) - 5.0, terminated=False,
-                  stream="s", extra={"purpose": "train"})
+                  stream="s", extra={"purpose": "train"}, aux=rng.uniform(-1, 1, (T + 1, 9)))
     fields.update(kw)
     return wire.EpisodeRecord(**fields)
 

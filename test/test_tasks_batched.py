@@ -21,20 +21,24 @@ def trajectories():
     for task_id in TASK_IDS:
         env = make_env(task_id)
         rng = np.random.default_rng(0)
-        obs_l, act_l, next_l, rew_l, terms_l, done_l, succ_l = [], [], [], [], [], [], []
+        obs_l, act_l, next_l, rew_l, terms_l, done_l, succ_l, aux_l, next_aux_l = ([] for _ in range(9))
         for ep in range(3):
-            obs, _ = env.reset(seed=ep)
+            obs, info = env.reset(seed=ep)
+            aux = info.get("aux", np.zeros(0))
             for _ in range(env.task.info.horizon):
                 a = rng.uniform(-1.2, 1.2, env.task.info.act_dim)  # some out of range: clipped
                 nxt, r, term, trunc, info = env.step(a)
                 obs_l.append(obs), act_l.append(a), next_l.append(nxt), rew_l.append(r)
                 terms_l.append(info["reward_terms"]), done_l.append(term), succ_l.append(info["success"])
-                obs = nxt
+                aux_l.append(aux), next_aux_l.append(info.get("aux", np.zeros(0)))
+                obs, aux = nxt, info.get("aux", np.zeros(0))
                 if term or trunc:
                     break
         env.close()
         out[task_id] = dict(obs=np.array(obs_l), act=np.array(act_l), next=np.array(next_l), rew=np.array(rew_l),
-                            terms=terms_l, done=np.array(done_l), succ=np.array(succ_l))
+                            terms=terms_l, done=np.array(done_l), succ=np.array(succ_l),
+                            aux=np.array(aux_l) if env.task.aux_dim else None,
+                            next_aux=np.array(next_aux_l) if env.task.aux_dim else None)
     return out
 
 
@@ -64,6 +68,23 @@ def test_dclaw_batched_reward_uses_finite_difference_velocity(trajectories):
     assert np.corrcoef(batched["joint_vel_cost"], true)[0, 1] > 0.5
 
 
+@pytest.mark.parametrize("task_id", ["dclaw-turn-fixed", "dclaw-turn-random"])
+def test_dclaw_reward_from_the_measured_velocity_is_robels_exact_reward(trajectories, task_id):
+    """The model carries the measured joint velocities (aux); a reward computed from them is the
+    env's exact reward (float64 round-off), where the finite difference is off by ~2.5 per step."""
+    t, task = trajectories[task_id], get_task(task_id)
+    assert t["next_aux"].shape == (len(t["obs"]), 9)
+    exact = task.model_reward(t["obs"], t["act"], t["next"], t["next_aux"])
+    np.testing.assert_allclose(exact, t["rew"], rtol=0, atol=1e-9)
+    # through the model space: velocities survive to_model / aux_from_model exactly
+    z = task.to_model(t["next"], t["next_aux"])
+    np.testing.assert_array_equal(task.aux_from_model(z), t["next_aux"])
+    fd = task.reward(t["obs"], t["act"], t["next"])
+    assert np.mean(np.abs(fd - t["rew"])) > 0.5  # what the finite difference would have cost
+    with pytest.raises(ValueError, match="aux"):
+        task.to_model(t["next"])  # the D'Claw model state needs the velocities
+
+
 @pytest.mark.parametrize("task_id", TASK_IDS)
 def test_numpy_and_torch_agree_and_keep_dtype(trajectories, task_id):
     t, task = trajectories[task_id], get_task(task_id)
@@ -72,7 +93,9 @@ def test_numpy_and_torch_agree_and_keep_dtype(trajectories, task_id):
     np.testing.assert_allclose(task.reward(*to).numpy(), task.reward(o, a, n), rtol=0, atol=1e-9)
     np.testing.assert_array_equal(task.done(to[2]).numpy(), task.done(n))
     np.testing.assert_array_equal(task.success(to[2]).numpy(), task.success(n))
-    np.testing.assert_allclose(task.to_model(to[0]).numpy(), task.to_model(o), atol=1e-12)
+    aux = t["aux"]
+    np.testing.assert_allclose(task.to_model(to[0], None if aux is None else torch.as_tensor(aux)).numpy(),
+                               task.to_model(o, aux), atol=1e-12)
     np.testing.assert_allclose(task.fix_known(*to).numpy(), task.fix_known(o, a, n), atol=1e-12)
     assert task.reward(o.astype(np.float32), a.astype(np.float32), n.astype(np.float32)).dtype == np.float32
     assert task.reward(*(x.float() for x in to)).dtype == torch.float32
@@ -86,7 +109,7 @@ def test_numpy_and_torch_agree_and_keep_dtype(trajectories, task_id):
 @pytest.mark.parametrize("task_id", TASK_IDS)
 def test_model_space_round_trip(trajectories, task_id):
     t, task = trajectories[task_id], get_task(task_id)
-    z = task.to_model(t["next"])
+    z = task.to_model(t["next"], t["next_aux"])
     assert z.shape == (len(z), task.model_dim)
     np.testing.assert_allclose(task.from_model(z), t["next"], rtol=0, atol=1e-9)
 
@@ -96,7 +119,7 @@ def test_dclaw_model_space_is_wrap_free():
     obs = np.zeros((2, 21))
     obs[:, 9] = 1.0
     obs[0, 20], obs[1, 20] = PI - 1e-3, -PI + 1e-3  # 2 mrad apart across the wrap
-    z = task.to_model(obs)
+    z = task.to_model(obs, np.zeros((2, 9)))
     assert np.abs(z[0] - z[1]).max() < 3e-3  # neighbours in the model space
     assert abs(obs[0, 20] - obs[1, 20]) > 6  # but 2pi apart in the raw observation
     # A model that predicts off the unit circle is projected back; the reward reads the

@@ -10,7 +10,7 @@ import pytest
 
 from mbrl_ros import wire
 
-TASK = {"task_id": "dclaw-turn-fixed", "obs_dim": 21, "act_dim": 9, "horizon": 40}
+TASK = {"task_id": "dclaw-turn-fixed", "obs_dim": 21, "act_dim": 9, "horizon": 40, "aux_dim": 9}
 
 
 def _episode(T: int = 40, **kw) -> wire.EpisodeRecord:
@@ -19,6 +19,7 @@ def _episode(T: int = 40, **kw) -> wire.EpisodeRecord:
         robot_id="sim0", episode_id="sim0-abc-000003", sequence=3, policy_version=2, task_id="dclaw-turn-fixed",
         obs=rng.standard_normal((T + 1, 21)), actions=rng.uniform(-1, 1, (T, 9)), rewards=rng.standard_normal(T),
         terminated=False, success=True, stream="abc", stamp=1.5, extra={"purpose": "train"},
+        aux=rng.standard_normal((T + 1, 9)),
     )
     fields.update(kw)
     return wire.EpisodeRecord(**fields)
@@ -56,9 +57,18 @@ def test_episode_round_trip_keeps_ids_flags_and_float32_values() -> None:
     assert out.success is True and out.terminated is False and out.aborted is False and out.length == 40
     np.testing.assert_array_equal(out.obs, rec.obs.astype(np.float32))
     np.testing.assert_array_equal(out.actions, rec.actions.astype(np.float32))
+    np.testing.assert_array_equal(out.aux, rec.aux.astype(np.float32))  # the measured joint velocities
     assert out.extra == {"purpose": "train"}
-    core = out.to_core().validate(type("T", (), {"info": type("I", (), TASK)})())
+    from mbrl_ros.tasks import get_task
+
+    core = out.to_core().validate(get_task("dclaw-turn-fixed"))
     assert core.episode_id == rec.episode_id and core.obs.dtype == np.float64 and core.success is True
+    assert core.aux.shape == (41, 9)
+    # an episode without the model-only state the task needs is refused, on the wire and in the core
+    bare = wire.pack_episode(_episode(aux=None))
+    assert _reason(wire.unpack_episode, bare, TASK) == "size"
+    with pytest.raises(ValueError, match="aux"):
+        wire.unpack_episode(bare).to_core().validate(get_task("dclaw-turn-fixed"))
 
 
 def test_pack_episode_refuses_non_finite_and_inconsistent_shapes() -> None:

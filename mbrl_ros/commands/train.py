@@ -23,8 +23,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a hyper-parameter (repeatable), e.g. --set npg_steps_conservative=6")
     parser.add_argument("--resume", default=None, metavar="DIR", help="continue a run from DIR (or DIR/checkpoint)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="torch device (default: the config's device, auto = CUDA when available)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default min(4, cpu count))")
+    parser.add_argument("--threads", default="auto",
+                        help="torch threads: a number, or auto (default): before every phase, the cores "
+                             "other processes leave free (at most 4)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_threads(value: str | int | None, max_threads: int):
+    """``--threads``: ``auto`` (free cores, re-chosen before every phase) or a positive number."""
+    from mbrl_ros.core.threads import CoreBudget
+
+    if value is None or str(value).strip().lower() == "auto":
+        return CoreBudget(max_threads=max_threads)
+    try:
+        n = int(str(value))
+    except ValueError:
+        raise ValueError(f"--threads must be a positive number or 'auto', got {value!r}") from None
+    if n <= 0:
+        raise ValueError(f"--threads must be positive, got {n}")
+    return CoreBudget(fixed=n)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples is not None and args.samples <= 0:
         raise ValueError(f"--samples must be a positive number of real samples, got {args.samples}")
-    if args.threads is not None and args.threads <= 0:
-        raise ValueError(f"--threads must be positive, got {args.threads}")
-    torch.set_num_threads(args.threads or default_threads())
+    cores = parse_threads(args.threads, default_threads())
+    torch.set_num_threads(cores.choose())
     overrides: list[str] = list(args.overrides)
     if args.samples is not None:
         overrides.append(f"samples={args.samples}")
@@ -68,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
             key = item.split("=", 1)[0].strip()
             override_dict[key] = getattr(probe, key)
         out = args.out or str(ckpt.parent)
-        summary = train(probe, out, resume=ckpt, resume_overrides=override_dict, progress=not args.no_progress)
+        summary = train(probe, out, resume=ckpt, resume_overrides=override_dict, progress=not args.no_progress,
+                        cores=cores)
     else:
         if args.task is None or args.out is None:
             raise ValueError("--task and --out are required (unless --resume is given)")
@@ -78,6 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
             task_id = canonical_task_id(task_id)
         cfg = load_config(args.algo or "pal", task_id, overrides)
-        summary = train(cfg, args.out, progress=not args.no_progress)
+        summary = train(cfg, args.out, progress=not args.no_progress, cores=cores)
     print(json.dumps(summary))
     return 0

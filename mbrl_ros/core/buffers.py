@@ -2,8 +2,9 @@
 
 PAL keeps a small FIFO buffer (the B most recent transitions, so the model best-responds to
 the current policy's data); MAL keeps every transition ("aggregate"). The buffer stores whole
-episodes, so initial states (start states for model rollouts) and episode ids (duplicate
-detection when many collectors feed one learner) stay available.
+episodes, so episode ids (duplicate detection when many collectors feed one learner) stay
+available, and it keeps the initial state of every episode it was ever given, also after the
+FIFO dropped the episode (start states for model rollouts, as the paper's code keeps them).
 
 State is saved as safetensors (arrays) + JSON (episode metadata); never pickle.
 """
@@ -33,11 +34,16 @@ class Episode:
     robot_id: str = "sim"
     aborted: bool = False  # stopped by a fault or e-stop (the data up to the fault are real)
     success: Optional[bool] = None  # task success at the final step, when known
+    aux: Optional[np.ndarray] = None  # [T+1, aux_dim]: model-only measurements (task.aux_names)
 
     def __post_init__(self) -> None:
         self.obs = np.asarray(self.obs, dtype=np.float64)
         self.actions = np.asarray(self.actions, dtype=np.float64)
         self.rewards = np.asarray(self.rewards, dtype=np.float64).reshape(-1)
+        if self.aux is not None:
+            self.aux = np.asarray(self.aux, dtype=np.float64)
+            if self.aux.ndim == 2 and self.aux.shape[1] == 0:
+                self.aux = None  # a task without model-only state
 
     def __len__(self) -> int:
         return int(self.actions.shape[0]) if self.actions.ndim == 2 else 0
@@ -56,7 +62,14 @@ class Episode:
             raise ValueError(f"episode {self.episode_id}: rewards must be [{T}], got {self.rewards.shape}")
         if T > info.horizon:
             raise ValueError(f"episode {self.episode_id}: {T} steps exceed the task horizon {info.horizon}")
-        for name in ("obs", "actions", "rewards"):
+        aux_dim = getattr(task, "aux_dim", 0)
+        if aux_dim and (self.aux is None or self.aux.shape != (T + 1, aux_dim)):
+            got = None if self.aux is None else self.aux.shape
+            raise ValueError(f"episode {self.episode_id}: aux ({', '.join(task.aux_names[:2])}, ...) must be "
+                             f"[{T + 1}, {aux_dim}], got {got}")
+        if not aux_dim and self.aux is not None:
+            raise ValueError(f"episode {self.episode_id}: task {info.task_id} has no model-only state, got aux")
+        for name in ("obs", "actions", "rewards") + (("aux",) if aux_dim else ()):
             if not np.all(np.isfinite(getattr(self, name))):
                 raise ValueError(f"episode {self.episode_id}: {name} contain non-finite values")
         if not self.episode_id:
@@ -91,6 +104,9 @@ class EpisodeBuffer:
         self._ids: set[str] = set()
         self._n = 0
         self.total_added = 0  # transitions ever added (the FIFO drops old ones)
+        # the first observation (and aux) of every episode ever added, evicted ones included
+        self._initial_obs: list[np.ndarray] = []
+        self._initial_aux: list[np.ndarray] = []
 
     def __len__(self) -> int:
         return self._n
@@ -108,10 +124,15 @@ class EpisodeBuffer:
             return False
         if len(episode) < 1:
             raise ValueError(f"episode {episode.episode_id} has no transitions")
+        if self._episodes and (episode.aux is None) != (self._episodes[0].aux is None):
+            raise ValueError(f"episode {episode.episode_id}: every episode of a buffer carries aux, or none does")
         self._episodes.append(episode)
         self._ids.add(episode.episode_id)
         self._n += len(episode)
         self.total_added += len(episode)
+        self._initial_obs.append(episode.obs[0].copy())
+        if episode.aux is not None:
+            self._initial_aux.append(episode.aux[0].copy())
         self._evict()
         return True
 
@@ -139,7 +160,7 @@ class EpisodeBuffer:
         terminals = [np.zeros(len(e), dtype=bool) for e in eps]
         for t, e in zip(terminals, eps):
             t[-1] = e.terminated
-        return {
+        out = {
             "obs": np.concatenate([e.obs[:-1] for e in eps]),
             "actions": np.concatenate([e.actions for e in eps]),
             "rewards": np.concatenate([e.rewards for e in eps]),
@@ -148,12 +169,24 @@ class EpisodeBuffer:
             "timesteps": np.concatenate([np.arange(len(e)) for e in eps]),
             "policy_versions": np.concatenate([np.full(len(e), e.policy_version) for e in eps]),
         }
+        if eps[0].aux is not None:
+            out["aux"] = np.concatenate([e.aux[:-1] for e in eps])
+            out["next_aux"] = np.concatenate([e.aux[1:] for e in eps])
+        return out
 
     def initial_observations(self) -> np.ndarray:
-        """The first observation of every episode [n_episodes, obs_dim] (model rollout starts)."""
+        """The first observation of every episode in the buffer [n_episodes, obs_dim]."""
         if not self._episodes:
             raise ValueError("the buffer is empty")
         return np.stack([e.obs[0] for e in self._episodes])
+
+    def initial_states(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """``(obs, aux)`` of the first step of every episode ever added (evicted ones included):
+        the start states of model rollouts. ``aux`` is None for tasks without model-only state."""
+        if not self._initial_obs:
+            raise ValueError("the buffer is empty")
+        aux = np.stack(self._initial_aux) if self._initial_aux else None
+        return np.stack(self._initial_obs), aux
 
     # -- persistence (safetensors + JSON) ----------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -163,7 +196,13 @@ class EpisodeBuffer:
             tensors[f"{i}.obs"] = np.ascontiguousarray(e.obs)
             tensors[f"{i}.actions"] = np.ascontiguousarray(e.actions)
             tensors[f"{i}.rewards"] = np.ascontiguousarray(e.rewards)
+            if e.aux is not None:
+                tensors[f"{i}.aux"] = np.ascontiguousarray(e.aux)
             metas.append(e.meta())
+        if self._initial_obs:
+            tensors["initial.obs"] = np.ascontiguousarray(np.stack(self._initial_obs))
+        if self._initial_aux:
+            tensors["initial.aux"] = np.ascontiguousarray(np.stack(self._initial_aux))
         meta = {"kind": self.kind, "capacity": self.capacity, "total_added": self.total_added, "episodes": metas}
         return tensors, meta
 
@@ -176,9 +215,13 @@ class EpisodeBuffer:
                     obs=tensors[f"{i}.obs"], actions=tensors[f"{i}.actions"], rewards=tensors[f"{i}.rewards"],
                     terminated=m["terminated"], episode_id=m["episode_id"], policy_version=m["policy_version"],
                     robot_id=m["robot_id"], aborted=m["aborted"], success=m.get("success"),
+                    aux=tensors.get(f"{i}.aux"),
                 )
             )
         buf.total_added = int(meta["total_added"])
+        if "initial.obs" in tensors:  # every initial state, evicted episodes' included
+            buf._initial_obs = list(np.asarray(tensors["initial.obs"], dtype=np.float64))
+            buf._initial_aux = list(np.asarray(tensors["initial.aux"], dtype=np.float64)) if "initial.aux" in tensors else []
         return buf
 
     def save(self, directory: Union[str, Path], name: str = "buffer") -> None:

@@ -82,6 +82,7 @@ class GameConfig:
     cg_damping: float = 1e-3  # damping added to the Fisher matrix
     fvp_fraction: float = 0.25  # fraction of synthetic samples used in Fisher-vector products
     start_state_mix: float = 0.0  # fraction of start states drawn from intermediate real states
+    entropy_coef: float = 0.0  # entropy bonus in the NPG surrogate (units of whitened advantages)
 
     # --- MAL fixes (poster) ----------------------------------------------------------------
     alpha: float = 0.75  # mixing weight of the model objective for mal-agent-reward / mal-noise
@@ -89,7 +90,8 @@ class GameConfig:
     agent_reward_batch: int = 64  # start states per step of the differentiable return
 
     # --- evaluation and run ----------------------------------------------------------------
-    eval_episodes: int = 20  # deterministic evaluation episodes after every iteration
+    eval_episodes: int = 50  # deterministic evaluation episodes (fixed by the task; one if its reset is deterministic)
+    eval_every: int = 1  # iterations between evaluations (the first and the last are always evaluated)
     checkpoint_every: int = 1  # iterations between checkpoints (0 = only at the end)
     device: str = "auto"  # cpu | cuda | auto (CUDA when available)
 
@@ -119,7 +121,7 @@ class GameConfig:
         positive = [
             "samples", "ensemble_size", "model_batch_size", "model_min_steps", "model_max_steps",
             "model_eval_every", "model_patience", "value_epochs", "value_batch_size",
-            "npg_trajectories", "cg_iters", "eval_episodes", "agent_reward_horizon", "agent_reward_batch",
+            "npg_trajectories", "cg_iters", "eval_episodes", "eval_every", "agent_reward_horizon", "agent_reward_batch",
             "samples_per_iter_horizons", "samples_per_iter_cap", "stop_success_iters",
         ]
         for name in positive:
@@ -128,7 +130,7 @@ class GameConfig:
         non_negative = [
             "n_init", "samples_per_iter", "buffer_size", "max_iterations", "model_epochs_aggressive",
             "model_epochs_conservative", "npg_steps_aggressive", "npg_steps_conservative",
-            "rollout_horizon", "checkpoint_every", "model_weight_decay", "model_clamp_margin",
+            "rollout_horizon", "checkpoint_every", "model_weight_decay", "model_clamp_margin", "entropy_coef",
         ]
         for name in non_negative:
             if getattr(self, name) < 0:

@@ -63,8 +63,8 @@ class ModelPlayer:
     def transitions(self, buffer: EpisodeBuffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(inputs [N, z+a], targets [N, dz (+1)], states [2N, z]) in model space, on the device."""
         d = buffer.arrays()
-        z = np.asarray(self.task.to_model(d["obs"]), dtype=np.float64)
-        z_next = np.asarray(self.task.to_model(d["next_obs"]), dtype=np.float64)
+        z = np.asarray(self.task.to_model(d["obs"], d.get("aux")), dtype=np.float64)
+        z_next = np.asarray(self.task.to_model(d["next_obs"], d.get("next_aux")), dtype=np.float64)
         a = np.clip(d["actions"], -1.0, 1.0)  # the world executed the clipped action
         targets = z_next - z
         if self.cfg.learned_reward:
@@ -137,11 +137,13 @@ class ModelPlayer:
         c = self.cfg
         d = buffer.arrays()
         obs = torch.as_tensor(d["obs"], dtype=torch.float32, device=self.device)
+        aux = torch.as_tensor(d["aux"], dtype=torch.float32, device=self.device) if "aux" in d else None
         scale = float(np.mean(np.abs(d["rewards"]))) * c.agent_reward_horizon + 1e-6
 
         def term() -> torch.Tensor:
             idx = torch.randint(0, obs.shape[0], (c.agent_reward_batch,), device=self.device)
-            j = differentiable_return(self.ensemble, self.task, policy, obs[idx], c.agent_reward_horizon, c.gamma)
+            j = differentiable_return(self.ensemble, self.task, policy, obs[idx], c.agent_reward_horizon, c.gamma,
+                                      start_aux=None if aux is None else aux[idx])
             return -j / scale
 
         return term

@@ -2,16 +2,18 @@
 
 The same start states are rolled out in every member (paper Subroutine 1, step 2), batched as
 one ``[E, n, .]`` computation. The model works in the task's wrap-free model space: each step
-maps the observation to ``z = task.to_model(obs)``, predicts ``z'``, maps back with
-``task.from_model`` and overwrites the parts of the observation that are known exactly
-(``task.fix_known``, e.g. the last action). Rewards and termination come from the task's own
-batched torch functions (or from the ensemble's learned reward head).
+maps the observation (and the model-only measurements ``aux``, e.g. D'Claw's joint velocities)
+to ``z = task.to_model(obs, aux)``, predicts ``z'``, maps back with ``task.from_model`` /
+``task.aux_from_model`` and overwrites the parts of the observation that are known exactly
+(``task.fix_known``, e.g. the last action). Rewards (``task.model_reward``, from the predicted
+aux where the task has one) and termination come from the task's own batched torch functions
+(or from the ensemble's learned reward head).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -35,13 +37,17 @@ class SyntheticRollouts:
         return (self.rewards * self.alive).sum(-1)
 
 
-def model_step(ensemble: DynamicsEnsemble, task: Any, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of every member: obs [E, n, obs_dim], world action in [-1, 1] -> (next_obs, reward)."""
-    z_next, reward = ensemble.predict(task.to_model(obs), action)
+def model_step(
+    ensemble: DynamicsEnsemble, task: Any, obs: torch.Tensor, action: torch.Tensor, aux: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """One step of every member: obs [E, n, obs_dim] (aux [E, n, aux_dim] or None), world action
+    in [-1, 1] -> (next_obs, next_aux, reward)."""
+    z_next, reward = ensemble.predict(task.to_model(obs, aux), action)
     next_obs = task.fix_known(obs, action, task.from_model(z_next))
+    next_aux = task.aux_from_model(z_next)
     if reward is None:
-        reward = task.reward(obs, action, next_obs)
-    return next_obs, reward
+        reward = task.model_reward(obs, action, next_obs, next_aux)
+    return next_obs, next_aux, reward
 
 
 @torch.no_grad()
@@ -52,17 +58,24 @@ def rollout_policy(
     start_obs: torch.Tensor,
     horizon: int,
     deterministic: bool = False,
+    start_aux: Optional[torch.Tensor] = None,
 ) -> SyntheticRollouts:
-    """Roll ``policy`` out from ``start_obs`` [n, obs_dim] in every member for ``horizon`` steps."""
+    """Roll ``policy`` out from ``start_obs`` [n, obs_dim] (with ``start_aux`` [n, aux_dim] for a
+    task with model-only state) in every member for ``horizon`` steps."""
     if start_obs.ndim != 2 or start_obs.shape[1] != task.info.obs_dim:
         raise ValueError(f"start_obs must be [n, {task.info.obs_dim}], got {tuple(start_obs.shape)}")
     E, n = ensemble.ensemble_size, start_obs.shape[0]
+    aux_dim = getattr(task, "aux_dim", 0)
+    if aux_dim and (start_aux is None or tuple(start_aux.shape) != (n, aux_dim)):
+        raise ValueError(f"start_aux must be [{n}, {aux_dim}] for {task.info.task_id}, got "
+                         f"{None if start_aux is None else tuple(start_aux.shape)}")
     obs = start_obs.unsqueeze(0).expand(E, n, -1).contiguous()
+    aux = start_aux.unsqueeze(0).expand(E, n, -1).contiguous() if aux_dim else None
     alive = torch.ones(E, n, device=obs.device)
     all_obs, all_act, all_rew, all_alive, all_term = [obs], [], [], [], []
     for _ in range(horizon):
         action = policy(obs) if deterministic else policy.sample(obs)
-        next_obs, reward = model_step(ensemble, task, obs, torch.clamp(action, -1.0, 1.0))
+        next_obs, aux, reward = model_step(ensemble, task, obs, torch.clamp(action, -1.0, 1.0), aux)
         all_act.append(action)
         all_rew.append(reward * alive)
         all_alive.append(alive)
@@ -106,6 +119,7 @@ def differentiable_return(
     start_obs: torch.Tensor,
     horizon: int,
     gamma: float,
+    start_aux: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Reparameterised estimate of J(pi, M) whose gradient flows into the model's weights.
 
@@ -115,16 +129,19 @@ def differentiable_return(
     """
     E, n = ensemble.ensemble_size, start_obs.shape[0]
     obs = start_obs.unsqueeze(0).expand(E, n, -1)
+    aux = start_aux.unsqueeze(0).expand(E, n, -1) if start_aux is not None else None
     alive = torch.ones(E, n, device=obs.device)
     total = torch.zeros(E, n, device=obs.device)
     guard = _FiniteGrad.apply
     for t in range(horizon):
         mean = policy(obs)
         action = torch.clamp(mean + torch.exp(policy.log_std) * torch.randn_like(mean), -1.0, 1.0)
-        z_next, reward = ensemble.predict(task.to_model(obs), action)
+        z_next, reward = ensemble.predict(task.to_model(obs, aux), action)
         next_obs = task.fix_known(obs, action, task.from_model(z_next))
+        aux = task.aux_from_model(z_next)
         if reward is None:
-            reward = task.reward(guard(obs), guard(action), guard(next_obs))
+            next_aux = guard(aux) if aux is not None else None
+            reward = task.model_reward(guard(obs), guard(action), guard(next_obs), next_aux)
         total = total + (gamma**t) * alive * reward
         alive = alive * (~torch.as_tensor(task.done(next_obs), device=obs.device)).to(alive.dtype)
         obs = next_obs

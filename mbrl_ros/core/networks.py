@@ -1,9 +1,12 @@
 """The policy player's networks: a Gaussian MLP policy and a value MLP (paper table 1).
 
-The policy normalises observations inside itself with fixed statistics taken from the replay
-buffer at each iteration. Changing those statistics would silently change the policy, so
-:meth:`GaussianMLPPolicy.set_obs_normalization` rewrites the first layer so that the function
-the policy computes is unchanged (a conservative leader must not jump because of bookkeeping).
+Both networks read the task's observation through :class:`ObsFeatures`: wrapped angles (D'Claw's
+target error, D'Kitty's torso Euler angles) become (cos, sin) pairs, so that nothing the
+network computes jumps when an angle crosses +-pi, and the features are normalised with fixed
+statistics taken from the replay buffer at each iteration. Changing those statistics would
+silently change the network, so ``set_obs_normalization`` rewrites the first layer so that the
+function computed is unchanged (a conservative leader must not jump because of bookkeeping,
+and the value baseline must not jump between two NPG steps either).
 """
 
 from __future__ import annotations
@@ -16,6 +19,59 @@ from torch import nn
 
 OBS_CLIP = 10.0  # normalised observations are clipped to +-OBS_CLIP (robust to outliers on hardware)
 STD_FLOOR = 1e-2  # smallest normalisation scale (constant observation slots)
+
+
+class ObsFeatures(nn.Module):
+    """obs [..., obs_dim] -> features [..., obs_dim + len(angle_slots)]: the observation without its
+    wrapped-angle slots, then the cosines and the sines of those slots."""
+
+    def __init__(self, obs_dim: int, angle_slots: Sequence[int] = ()) -> None:
+        super().__init__()
+        slots = sorted({int(i) for i in angle_slots})
+        if any(i < 0 or i >= obs_dim for i in slots):
+            raise ValueError(f"angle slots {slots} outside an observation of {obs_dim} values")
+        self.obs_dim = int(obs_dim)
+        self.angle_slots = tuple(slots)
+        self.other_slots = tuple(i for i in range(self.obs_dim) if i not in slots)
+        self.dim = self.obs_dim + len(slots)
+        self.register_buffer("_angles", torch.tensor(slots, dtype=torch.long), persistent=False)
+        self.register_buffer("_others", torch.tensor(self.other_slots, dtype=torch.long), persistent=False)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.angle_slots:
+            return obs
+        angles = obs.index_select(-1, self._angles)
+        return torch.cat([obs.index_select(-1, self._others), torch.cos(angles), torch.sin(angles)], dim=-1)
+
+    def numpy(self, obs: np.ndarray) -> np.ndarray:
+        """The same features for a numpy batch (normalisation statistics are taken on them)."""
+        obs = np.asarray(obs, dtype=np.float64)
+        if not self.angle_slots:
+            return obs
+        angles = obs[..., list(self.angle_slots)]
+        return np.concatenate([obs[..., list(self.other_slots)], np.cos(angles), np.sin(angles)], axis=-1)
+
+
+def _rescale_first_layer(layer: nn.Linear, old_mean: torch.Tensor, old_std: torch.Tensor,
+                         new_mean: torch.Tensor, new_std: torch.Tensor) -> None:
+    """Rewrite ``layer`` so that ``layer((x - new_mean)/new_std) == layer((x - old_mean)/old_std)``.
+
+    W x_old + b = (W diag(s_new/s_old)) x_new + b + W (m_new - m_old)/s_old
+    (exact as long as neither normalised value hits the clip).
+    """
+    w = layer.weight.clone()
+    layer.bias.add_(w @ ((new_mean - old_mean) / old_std))
+    layer.weight.copy_(w * (new_std / old_std)[None, :])
+
+
+def _checked_stats(mean: np.ndarray, std: np.ndarray, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean_t = torch.as_tensor(np.asarray(mean), dtype=like.dtype, device=like.device)
+    std_t = torch.as_tensor(np.asarray(std), dtype=like.dtype, device=like.device)
+    if mean_t.shape != like.shape or std_t.shape != like.shape:
+        raise ValueError(f"normalisation stats must have shape {tuple(like.shape)}")
+    if not (torch.isfinite(mean_t).all() and torch.isfinite(std_t).all()):
+        raise ValueError("normalisation stats must be finite")
+    return mean_t, torch.clamp(std_t, min=STD_FLOOR)
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Module]) -> nn.Sequential:
@@ -31,8 +87,10 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Mo
 class GaussianMLPPolicy(nn.Module):
     """pi(a|s) = N(mu(s), diag(exp(log_std))^2): tanh MLP mean, state-independent learned log std.
 
-    Actions are not squashed: the world clips them to [-1, 1] (as ROBEL does), and the
-    deterministic action exported to ONNX is ``clip(mu(s), -1, 1)``.
+    ``mu`` reads :class:`ObsFeatures` of the observation (``angle_slots``: wrapped angles as
+    cos/sin), normalised with ``obs_mean``/``obs_std`` (feature statistics). Actions are not
+    squashed: the world clips them to [-1, 1] (as ROBEL does), and the deterministic action
+    exported to ONNX is ``clip(mu(s), -1, 1)``.
     """
 
     def __init__(
@@ -42,44 +100,37 @@ class GaussianMLPPolicy(nn.Module):
         hidden: Sequence[int] = (64, 64),
         init_log_std: float = -1.0,
         min_log_std: float = -2.5,
+        angle_slots: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.hidden = [int(h) for h in hidden]
         self.min_log_std = float(min_log_std)
-        self.mean_net = mlp(self.obs_dim, self.hidden, self.act_dim, nn.Tanh)
+        self.features = ObsFeatures(self.obs_dim, angle_slots)
+        self.mean_net = mlp(self.features.dim, self.hidden, self.act_dim, nn.Tanh)
         # A small last layer starts the policy near the zero action (as the reference code does).
         with torch.no_grad():
             self.mean_net[-1].weight.mul_(0.01)
             self.mean_net[-1].bias.mul_(0.01)
         self.log_std = nn.Parameter(torch.full((self.act_dim,), float(init_log_std)))
-        self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
-        self.register_buffer("obs_std", torch.ones(self.obs_dim))
+        self.register_buffer("obs_mean", torch.zeros(self.features.dim))
+        self.register_buffer("obs_std", torch.ones(self.features.dim))
 
     # -- normalisation ------------------------------------------------------------------
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.clamp((obs - self.obs_mean) / self.obs_std, -OBS_CLIP, OBS_CLIP)
+        return torch.clamp((self.features(obs) - self.obs_mean) / self.obs_std, -OBS_CLIP, OBS_CLIP)
+
+    def feature_stats(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of the features of a batch of observations (for set_obs_normalization)."""
+        f = self.features.numpy(obs)
+        return f.mean(0), f.std(0)
 
     @torch.no_grad()
     def set_obs_normalization(self, mean: np.ndarray, std: np.ndarray, preserve_function: bool = True) -> None:
-        """Set new observation statistics; rewrite the first layer so mu(s) does not change.
-
-        With x_old = (s - m_old)/s_old and x_new = (s - m_new)/s_new:
-        W x_old + b = (W diag(s_new/s_old)) x_new + b + W (m_new - m_old)/s_old.
-        (Exact as long as neither normalised value hits the clip.)
-        """
-        mean_t = torch.as_tensor(np.asarray(mean), dtype=self.obs_mean.dtype, device=self.obs_mean.device)
-        std_t = torch.as_tensor(np.asarray(std), dtype=self.obs_std.dtype, device=self.obs_std.device)
-        if mean_t.shape != (self.obs_dim,) or std_t.shape != (self.obs_dim,):
-            raise ValueError(f"normalisation stats must have shape ({self.obs_dim},)")
-        if not (torch.isfinite(mean_t).all() and torch.isfinite(std_t).all()):
-            raise ValueError("normalisation stats must be finite")
-        std_t = torch.clamp(std_t, min=STD_FLOOR)
+        """Set new feature statistics; rewrite the first layer so mu(s) does not change."""
+        mean_t, std_t = _checked_stats(mean, std, self.obs_mean)
         if preserve_function:
-            first: nn.Linear = self.mean_net[0]
-            w = first.weight.clone()
-            first.bias.add_(w @ ((mean_t - self.obs_mean) / self.obs_std))
-            first.weight.copy_(w * (std_t / self.obs_std)[None, :])
+            _rescale_first_layer(self.mean_net[0], self.obs_mean, self.obs_std, mean_t, std_t)
         self.obs_mean.copy_(mean_t)
         self.obs_std.copy_(std_t)
 
@@ -91,6 +142,10 @@ class GaussianMLPPolicy(nn.Module):
     def clamp_log_std(self) -> None:
         with torch.no_grad():
             self.log_std.clamp_(min=self.min_log_std)
+
+    def entropy(self) -> torch.Tensor:
+        """Differential entropy of the action distribution (the same in every state)."""
+        return self.log_std.sum() + 0.5 * self.act_dim * (1.0 + np.log(2 * np.pi))
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         mean = self(obs)
@@ -123,22 +178,28 @@ def gaussian_kl(mean_old: torch.Tensor, log_std_old: torch.Tensor, mean: torch.T
 
 
 class ValueMLP(nn.Module):
-    """V(s, t): MLP on the normalised observation plus time features (t/H)^1..4, as the
-    reference baseline does for finite-horizon tasks. Targets are standardised internally."""
+    """V(s, t): MLP on the normalised observation features plus time features (t/H)^1..4, as
+    the reference baseline does for finite-horizon tasks. Targets are standardised internally.
+
+    Both normalisations (observation features and returns) preserve the function when they
+    change: the value baseline of the first NPG step of an iteration is the one fitted at the
+    last step of the previous iteration, not a network fed inputs on a new scale.
+    """
 
     N_TIME_FEATURES = 4
 
-    def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128)) -> None:
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128), angle_slots: Sequence[int] = ()) -> None:
         super().__init__()
         self.obs_dim = int(obs_dim)
-        self.net = mlp(self.obs_dim + self.N_TIME_FEATURES, hidden, 1, nn.Tanh)
-        self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
-        self.register_buffer("obs_std", torch.ones(self.obs_dim))
+        self.obs_features = ObsFeatures(self.obs_dim, angle_slots)
+        self.net = mlp(self.obs_features.dim + self.N_TIME_FEATURES, hidden, 1, nn.Tanh)
+        self.register_buffer("obs_mean", torch.zeros(self.obs_features.dim))
+        self.register_buffer("obs_std", torch.ones(self.obs_features.dim))
         self.register_buffer("ret_mean", torch.zeros(()))
         self.register_buffer("ret_std", torch.ones(()))
 
     def features(self, obs: torch.Tensor, t_frac: torch.Tensor) -> torch.Tensor:
-        x = torch.clamp((obs - self.obs_mean) / self.obs_std, -OBS_CLIP, OBS_CLIP)
+        x = torch.clamp((self.obs_features(obs) - self.obs_mean) / self.obs_std, -OBS_CLIP, OBS_CLIP)
         t = t_frac.unsqueeze(-1)
         return torch.cat([x, t, t**2, t**3, t**4], dim=-1)
 
@@ -161,6 +222,18 @@ class ValueMLP(nn.Module):
         self.ret_std.fill_(std)
 
     @torch.no_grad()
-    def set_obs_normalization(self, mean: np.ndarray, std: np.ndarray) -> None:
-        self.obs_mean.copy_(torch.as_tensor(np.asarray(mean), dtype=self.obs_mean.dtype))
-        self.obs_std.copy_(torch.clamp(torch.as_tensor(np.asarray(std), dtype=self.obs_std.dtype), min=STD_FLOOR))
+    def set_obs_normalization(self, mean: np.ndarray, std: np.ndarray, preserve_function: bool = True) -> None:
+        """New feature statistics; the observation columns of the first layer are rewritten so
+        V(s, t) does not change (the time columns are not normalised)."""
+        mean_t, std_t = _checked_stats(mean, std, self.obs_mean)
+        if preserve_function:
+            first: nn.Linear = self.net[0]
+            n = self.obs_features.dim
+            obs_part = nn.Linear(n, first.out_features).to(first.weight.device)
+            obs_part.weight.copy_(first.weight[:, :n])
+            obs_part.bias.copy_(first.bias)
+            _rescale_first_layer(obs_part, self.obs_mean, self.obs_std, mean_t, std_t)
+            first.weight[:, :n] = obs_part.weight
+            first.bias.copy_(obs_part.bias)
+        self.obs_mean.copy_(mean_t)
+        self.obs_std.copy_(std_t)

@@ -108,6 +108,12 @@ def gaussian_fisher_product(
     return fvp
 
 
+def _log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log N(actions; mean, diag(exp(log_std))^2), summed over action dimensions."""
+    z = (actions - mean) / torch.exp(log_std)
+    return -0.5 * (z**2).sum(-1) - log_std.sum() - 0.5 * mean.shape[-1] * np.log(2 * np.pi)
+
+
 def npg_update(
     policy: GaussianMLPPolicy,
     obs: torch.Tensor,
@@ -117,16 +123,24 @@ def npg_update(
     cg_iters: int = 25,
     damping: float = 1e-3,
     fvp_fraction: float = 1.0,
+    entropy_coef: float = 0.0,
 ) -> dict:
-    """One normalised natural-gradient step on (obs, actions, whitened advantages) [N, .]."""
+    """One normalised natural-gradient step on (obs, actions, whitened advantages) [N, .].
+
+    ``entropy_coef``: the surrogate gains ``entropy_coef * H(pi)`` (entropy regularisation, in
+    units of the whitened advantages), which keeps the policy from collapsing its exploration
+    onto the first local optimum its model offers.
+    """
     params = [p for p in policy.parameters() if p.requires_grad]
-    with torch.no_grad():
-        old_mean = policy(obs)
-        old_log_std = policy.log_std.detach().clone()
-        old_logp = policy.log_prob(obs, actions)
+    # one forward pass gives the old distribution and the graph of the surrogate's gradient
+    mean = policy(obs)
+    log_p = _log_prob(mean, policy.log_std, actions)
+    old_mean, old_log_std, old_logp = mean.detach(), policy.log_std.detach().clone(), log_p.detach()
 
     # vanilla gradient of the importance-sampled surrogate at the current parameters
-    surrogate = (torch.exp(policy.log_prob(obs, actions) - old_logp) * advantages).mean()
+    surrogate = (torch.exp(log_p - old_logp) * advantages).mean()
+    if entropy_coef:
+        surrogate = surrogate + entropy_coef * policy.entropy()
     g = flat(torch.autograd.grad(surrogate, params)).detach()
 
     n = obs.shape[0]
@@ -144,9 +158,13 @@ def npg_update(
             p.add_(alpha * x[offset : offset + k].view_as(p))
             offset += k
         policy.clamp_log_std()
-        kl = float(gaussian_kl(old_mean, old_log_std, policy(obs), policy.log_std).mean())
-        new_surrogate = float((torch.exp(policy.log_prob(obs, actions) - old_logp) * advantages).mean())
-    return {"kl": kl, "alpha": alpha, "grad_norm": float(g.norm()), "surrogate_gain": new_surrogate - float(surrogate.detach())}
+        new_mean = policy(obs)
+        kl = float(gaussian_kl(old_mean, old_log_std, new_mean, policy.log_std).mean())
+        new_surrogate = float((torch.exp(_log_prob(new_mean, policy.log_std, actions) - old_logp) * advantages).mean())
+        if entropy_coef:
+            new_surrogate += entropy_coef * float(policy.entropy())
+    return {"kl": kl, "alpha": alpha, "grad_norm": float(g.norm()), "surrogate_gain": new_surrogate - float(surrogate.detach()),
+            "entropy": float(policy.entropy().detach())}
 
 
 def fit_value(

@@ -9,7 +9,8 @@ leader (PAL, GDA) takes a few such steps per iteration; a policy follower (MAL, 
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -30,6 +31,57 @@ def resolve_device(device: Optional[str]) -> torch.device:
     return torch.device(device)
 
 
+@dataclass
+class StartStates:
+    """Real states that model rollouts start from, and the data the networks normalise on.
+
+    ``initial_obs``/``initial_aux``: the first step of real episodes (every episode the learner
+    was ever given, as the paper's code keeps them); ``obs``/``aux``: the real observations now
+    in the buffer (normalisation statistics, and intermediate start states for
+    ``start_state_mix``). ``*_aux`` are the task's model-only measurements (None without any).
+    """
+
+    initial_obs: np.ndarray
+    initial_aux: Optional[np.ndarray] = None
+    obs: Optional[np.ndarray] = None
+    aux: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_buffer(cls, buffer: Any) -> "StartStates":
+        """Every initial state the buffer has seen, and its current observations."""
+        initial_obs, initial_aux = buffer.initial_states()
+        d = buffer.arrays()
+        return cls(initial_obs, initial_aux, d["obs"], d.get("aux"))
+
+    def check(self, task: Any) -> None:
+        """ValueError on shapes that do not fit ``task`` or non-finite values."""
+        obs_dim, aux_dim = task.info.obs_dim, getattr(task, "aux_dim", 0)
+        pairs = [("initial_obs", self.initial_obs, obs_dim), ("obs", self.obs, obs_dim)]
+        if aux_dim:
+            if self.initial_aux is None or (self.obs is not None and self.aux is None):
+                raise ValueError(f"{task.info.task_id} needs the model-only state (aux) of every start state")
+            pairs += [("initial_aux", self.initial_aux, aux_dim), ("aux", self.aux, aux_dim)]
+        for name, x, dim in pairs:
+            if x is None:
+                continue
+            x = np.asarray(x)
+            if x.ndim != 2 or x.shape[1] != dim or len(x) == 0:
+                raise ValueError(f"{name} must be [n>0, {dim}], got {x.shape}")
+            if not np.all(np.isfinite(x)):
+                raise ValueError(f"{name} contain non-finite values")
+        if aux_dim and len(self.initial_aux) != len(self.initial_obs):
+            raise ValueError("initial_obs and initial_aux differ in length")
+        if aux_dim and self.obs is not None and len(self.aux) != len(self.obs):
+            raise ValueError("obs and aux differ in length")
+
+
+def new_policy(task: Any, cfg: GameConfig) -> GaussianMLPPolicy:
+    """The policy network the policy player builds for ``task`` and ``cfg`` (on the CPU)."""
+    info = task.info
+    return GaussianMLPPolicy(info.obs_dim, info.act_dim, cfg.policy_hidden, cfg.policy_init_log_std,
+                             cfg.policy_min_log_std, angle_slots=getattr(task, "angle_slots", ()))
+
+
 class PolicyPlayer:
     """Owns the Gaussian policy, the value MLP and its optimiser."""
 
@@ -37,66 +89,65 @@ class PolicyPlayer:
         self.task, self.cfg = task, cfg
         self.device = resolve_device(device or cfg.device)
         info = task.info
-        self.policy = GaussianMLPPolicy(
-            info.obs_dim, info.act_dim, cfg.policy_hidden, cfg.policy_init_log_std, cfg.policy_min_log_std
-        ).to(self.device)
-        self.value = ValueMLP(info.obs_dim, cfg.value_hidden).to(self.device)
+        self.policy = new_policy(task, cfg).to(self.device)
+        self.value = ValueMLP(info.obs_dim, cfg.value_hidden, getattr(task, "angle_slots", ())).to(self.device)
         self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr)
         self.horizon = cfg.synthetic_horizon(info.horizon)
         self.n_updates = 0  # NPG steps taken so far
 
     # -- data --------------------------------------------------------------------------
     def set_obs_normalization(self, obs: np.ndarray) -> None:
-        """Fixed observation statistics from real data (the policy's function is preserved)."""
+        """Feature statistics from real data; neither the policy's nor the value's function changes."""
         obs = np.asarray(obs, dtype=np.float64)
         if obs.ndim != 2 or obs.shape[1] != self.task.info.obs_dim or obs.shape[0] < 1:
             raise ValueError(f"obs must be [N, {self.task.info.obs_dim}], got {obs.shape}")
-        mean, std = obs.mean(0), obs.std(0)
+        mean, std = self.policy.feature_stats(obs)
         self.policy.set_obs_normalization(mean, std)
         self.value.set_obs_normalization(mean, std)
 
-    def _start_states(self, start_obs: np.ndarray, buffer_obs: Optional[np.ndarray]) -> torch.Tensor:
+    def _start_states(self, starts: StartStates) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """npg_trajectories start states: real initial states, a fraction from intermediate ones."""
         n = self.cfg.npg_trajectories
-        starts = torch.as_tensor(np.asarray(start_obs), dtype=torch.float32, device=self.device)
-        idx = torch.randint(0, starts.shape[0], (n,), device=self.device)
-        out = starts[idx]
-        n_mid = int(round(self.cfg.start_state_mix * n)) if buffer_obs is not None else 0
+        as_t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
+        idx = torch.randint(0, len(starts.initial_obs), (n,), device=self.device)
+        obs = as_t(starts.initial_obs)[idx]
+        aux = as_t(starts.initial_aux)[idx] if starts.initial_aux is not None else None
+        n_mid = int(round(self.cfg.start_state_mix * n)) if starts.obs is not None else 0
         if n_mid > 0:
-            mids = torch.as_tensor(np.asarray(buffer_obs), dtype=torch.float32, device=self.device)
-            out[:n_mid] = mids[torch.randint(0, mids.shape[0], (n_mid,), device=self.device)]
-        return out
+            mid = torch.randint(0, len(starts.obs), (n_mid,), device=self.device)
+            obs[:n_mid] = as_t(starts.obs)[mid]
+            if aux is not None:
+                aux[:n_mid] = as_t(starts.aux)[mid]
+        return obs, aux
 
     # -- the player's move -------------------------------------------------------------
     def improve(
         self,
         ensemble: DynamicsEnsemble,
-        start_obs: np.ndarray,
+        starts: Union[StartStates, np.ndarray],
         n_steps: int,
         buffer_obs: Optional[np.ndarray] = None,
     ) -> dict:
         """``n_steps`` NPG steps in ``ensemble``; returns J_model (after the last step), KL, timings.
 
-        ``start_obs`` [n, obs_dim]: real initial observations. ``buffer_obs`` (optional): all
-        real observations, used for the policy's normalisation statistics and for
-        ``start_state_mix`` intermediate start states.
+        ``starts``: the real start states (:class:`StartStates`; a bare ``[n, obs_dim]`` array
+        of initial observations, with ``buffer_obs`` the real observations, for tasks without
+        model-only state).
         """
-        start_obs = np.asarray(start_obs, dtype=np.float64)
-        if start_obs.ndim != 2 or start_obs.shape[1] != self.task.info.obs_dim or len(start_obs) == 0:
-            raise ValueError(f"start_obs must be [n>0, {self.task.info.obs_dim}], got {start_obs.shape}")
+        if not isinstance(starts, StartStates):
+            starts = StartStates(np.asarray(starts, dtype=np.float64), None, buffer_obs)
+        starts.check(self.task)
         if n_steps < 0:
             raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-        if not np.all(np.isfinite(start_obs)):
-            raise ValueError("start_obs contain non-finite values")
         t0 = time.perf_counter()
-        self.set_obs_normalization(buffer_obs if buffer_obs is not None else start_obs)
+        self.set_obs_normalization(starts.obs if starts.obs is not None else starts.initial_obs)
         ensemble.eval()
         H, task_H = self.horizon, self.task.info.horizon
         t_frac = torch.arange(H + 1, device=self.device, dtype=torch.float32) / task_H
-        kls, j_before, value_losses = [], [], []
+        kls, j_before, value_losses, entropies = [], [], [], []
         for _ in range(n_steps):
-            starts = self._start_states(start_obs, buffer_obs)
-            ro = rollout_policy(ensemble, self.task, self.policy, starts, H)
+            start_obs, start_aux = self._start_states(starts)
+            ro = rollout_policy(ensemble, self.task, self.policy, start_obs, H, start_aux=start_aux)
             j_before.append(float(ro.returns.mean()))
             M = ro.rewards.shape[0]
             tf = t_frac.expand(M, -1)
@@ -110,7 +161,7 @@ class PolicyPlayer:
             a = (a - a.mean()) / (a.std() + 1e-8)
             step = npg_update(
                 self.policy, obs, act, a, self.cfg.npg_step_size, self.cfg.cg_iters, self.cfg.cg_damping,
-                self.cfg.fvp_fraction,
+                self.cfg.fvp_fraction, entropy_coef=self.cfg.entropy_coef,
             )
             kls.append(step["kl"])
             value_losses.append(
@@ -119,7 +170,8 @@ class PolicyPlayer:
             )
             self.n_updates += 1
         # the leader's objective J(pi, M) of the improved policy (fresh rollouts)
-        ro = rollout_policy(ensemble, self.task, self.policy, self._start_states(start_obs, buffer_obs), H)
+        start_obs, start_aux = self._start_states(starts)
+        ro = rollout_policy(ensemble, self.task, self.policy, start_obs, H, start_aux=start_aux)
         success = self.task.success(ro.obs[:, -1])
         return {
             "J_model": float(ro.returns.mean()),

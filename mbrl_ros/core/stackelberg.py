@@ -31,11 +31,11 @@ from mbrl_ros.core.checkpoint import (
 )
 from mbrl_ros.core.config import GameConfig
 from mbrl_ros.core.model_player import ModelPlayer
-from mbrl_ros.core.policy_player import PolicyPlayer
+from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
 from mbrl_ros.core.schedule import ModelObjective, Phase, Player, Referee, game_spec
-from mbrl_ros.core.world import collect_episodes, evaluate, random_policy
+from mbrl_ros.core.world import collect_episodes, evaluate, evaluation_seeds, random_policy
 
-EVAL_SEED_BASE = 1_000_003  # evaluation worlds are disjoint from the training worlds' seed stream
+__all__ = ["StackelbergGame"]
 
 
 class StackelbergGame:
@@ -66,8 +66,9 @@ class StackelbergGame:
         self.samples = 0  # real transitions collected for learning (evaluation not included)
         self.horizon = self.task.info.horizon
         self.n_per_iter = cfg.n_per_iter(self.horizon)
-        self.eval_seeds = [EVAL_SEED_BASE + 1000 * cfg.seed + i for i in range(cfg.eval_episodes)]
+        self.eval_seeds = evaluation_seeds(cfg.eval_episodes)  # the same for every run of the task
         self.wall_s = 0.0  # accumulated over resumed runs
+        self.core_budget: Optional[Any] = None  # a CoreBudget: torch threads re-chosen before every phase
         self._previous_policy: Optional[dict] = None
         self._it: dict[str, Any] = {}
 
@@ -78,17 +79,30 @@ class StackelbergGame:
             return 0
         return int(round(n * (1.0 - self.cfg.alpha) / max(self.cfg.alpha, 1e-6)))
 
-    def can_afford_iteration(self, history: list[dict]) -> bool:
-        """Another iteration fits the sample budget (and max_iterations / stop_success allow it)."""
+    def budget_allows_iteration(self, iteration: int) -> bool:
+        """Iteration ``iteration`` fits the sample budget and max_iterations (samples as now)."""
         whole = lambda k: -(-k // self.horizon) * self.horizon  # episodes are collected whole
         n = whole(self.n_per_iter) + whole(self.random_fraction_samples(self.n_per_iter))
-        if self.cfg.max_iterations and self.referee.iteration > self.cfg.max_iterations:
+        if self.cfg.max_iterations and iteration > self.cfg.max_iterations:
             return False
-        k = self.cfg.stop_success_iters
-        if self.cfg.stop_success > 0 and len(history) >= k:
-            if all(m["eval_success"] >= self.cfg.stop_success for m in history[-k:]):
-                return False
         return self.samples + n <= self.cfg.samples
+
+    def can_afford_iteration(self, history: list[dict]) -> bool:
+        """Another iteration fits the sample budget (and max_iterations / stop_success allow it).
+
+        stop_success counts evaluated iterations only (``eval_every`` may skip some)."""
+        k = self.cfg.stop_success_iters
+        evaluated = [m for m in history if m.get("eval_success") is not None]
+        if self.cfg.stop_success > 0 and len(evaluated) >= k:
+            if all(m["eval_success"] >= self.cfg.stop_success for m in evaluated[-k:]):
+                return False
+        return self.budget_allows_iteration(self.referee.iteration)
+
+    def evaluates(self, iteration: int) -> bool:
+        """Whether ``iteration`` ends with an evaluation: every ``eval_every`` iterations, the
+        initial one, and the last one the budget allows."""
+        return (iteration % self.cfg.eval_every == 0 or iteration == 0
+                or not self.budget_allows_iteration(iteration + 1))
 
     # -- the phases --------------------------------------------------------------------------
     def collect(self) -> None:
@@ -127,10 +141,7 @@ class StackelbergGame:
         k = self.cfg.npg_steps_aggressive if self.spec.policy_aggressive else self.cfg.npg_steps_conservative
         self._previous_policy = copy.deepcopy(self.policy_player.policy.state_dict())
         model_version = self.referee.model_version
-        data = self.buffer.arrays()
-        r = self.policy_player.improve(
-            self.model_player.ensemble, self.buffer.initial_observations(), k, buffer_obs=data["obs"]
-        )
+        r = self.policy_player.improve(self.model_player.ensemble, StartStates.from_buffer(self.buffer), k)
         self.referee.policy_improved(model_version)
         self._it.update(J_model=r["J_model"], model_success=r["model_success"], kl=r["kl"], kl_max=r["kl_max"],
                         policy_std=r["policy_std"], npg_s=self._it.get("npg_s", 0.0) + r["npg_s"])
@@ -165,9 +176,14 @@ class StackelbergGame:
         t0 = time.perf_counter()
         iteration = self.referee.iteration
         self._it = {}
+        threads = []
         while self.referee.iteration == iteration and self.referee.phase is not Phase.DONE:
+            if self.core_budget is not None:
+                threads.append(self.core_budget.choose())
             self.PHASES[self.referee.phase](self)
-        ev = evaluate(self.eval_world, lambda o: self.policy_player.act(o, deterministic=True), self.eval_seeds)
+        ev: dict[str, Any] = {"success": None, "return": None, "final_error": None, "eval_s": 0.0}
+        if self.evaluates(iteration):
+            ev = evaluate(self.eval_world, lambda o: self.policy_player.act(o, deterministic=True), self.eval_seeds)
         self.wall_s += time.perf_counter() - t0
         leader = self.spec.leader
         it = self._it
@@ -182,6 +198,7 @@ class StackelbergGame:
             "samples": self.samples,
             "eval_success": ev["success"],
             "eval_return": ev["return"],
+            "eval_final_error": ev["final_error"],
             "leader": leader.value if leader else None,
             "leader_objective": leader_objective,
             "model_loss": it.get("model_loss"),
@@ -203,6 +220,7 @@ class StackelbergGame:
             "collect_s": it.get("collect_s", 0.0),
             "eval_s": ev["eval_s"],
             "iteration_s": time.perf_counter() - t0,
+            "threads": max(threads) if threads else torch.get_num_threads(),
         }
 
     def run(self, on_iteration: Optional[Callable[[dict], None]] = None, history: Optional[list[dict]] = None,

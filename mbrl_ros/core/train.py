@@ -47,12 +47,36 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+HELD_EVALUATIONS = 3  # "held": this many consecutive evaluations at or above the threshold
+
+
+def evaluated(history: list[dict]) -> list[dict]:
+    """The iterations that ended with an evaluation (``eval_every`` may skip some)."""
+    return [m for m in history if m.get("eval_success") is not None]
+
+
+def success_milestones(history: list[dict], threshold: float = SUCCESS_THRESHOLD,
+                       held: int = HELD_EVALUATIONS) -> dict[str, Optional[int]]:
+    """The protocol's figures of one run (evaluation episodes are not counted as samples).
+
+    ``held``: real samples at the first of ``held`` consecutive evaluations with success >=
+    threshold (None if never); ``first_touch``: samples at the first such evaluation;
+    ``relapses``: evaluations below the threshold after the first touch.
+    """
+    rows = evaluated(history)
+    ok = [m["eval_success"] >= threshold for m in rows]
+    first = next((i for i, x in enumerate(ok) if x), None)
+    held_at = next((i for i in range(len(ok) - held + 1) if all(ok[i:i + held])), None)
+    return {
+        "held": int(rows[held_at]["samples"]) if held_at is not None else None,
+        "first_touch": int(rows[first]["samples"]) if first is not None else None,
+        "relapses": sum(1 for x in ok[first:] if not x) if first is not None else 0,
+    }
+
+
 def samples_to_threshold(history: list[dict], threshold: float = SUCCESS_THRESHOLD) -> Optional[int]:
     """Real samples at the first evaluation with success >= threshold (None if never)."""
-    for m in history:
-        if m["eval_success"] >= threshold:
-            return int(m["samples"])
-    return None
+    return success_milestones(history, threshold)["first_touch"]
 
 
 def plot_curve(history: list[dict], path: Union[str, Path], title: str) -> None:
@@ -65,11 +89,13 @@ def plot_curve(history: list[dict], path: Union[str, Path], title: str) -> None:
     if not history:
         return
     x = [m["samples"] for m in history]
+    ev = evaluated(history)
+    xe = [m["samples"] for m in ev]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(x, [m["eval_success"] for m in history], marker=".")
+    axes[0].plot(xe, [m["eval_success"] for m in ev], marker=".")
     axes[0].set(xlabel="real samples", ylabel="success (final step)", ylim=(-0.05, 1.05))
     axes[0].axhline(SUCCESS_THRESHOLD, color="grey", lw=0.8, ls="--")
-    axes[1].plot(x, [m["eval_return"] for m in history], marker=".", label="world")
+    axes[1].plot(xe, [m["eval_return"] for m in ev], marker=".", label="world")
     jm = [(s, m["J_model"]) for s, m in zip(x, history) if m.get("J_model") is not None]
     if jm:
         axes[1].plot(*zip(*jm), marker=".", alpha=0.7, label="J(pi, M)")
@@ -127,12 +153,15 @@ def train(
     progress: bool = True,
     device: Optional[str] = None,
     on_iteration: Optional[Callable[[dict], None]] = None,
+    cores: Optional[Any] = None,
 ) -> dict:
     """Play the game ``cfg`` in its simulated world; returns the summary dict.
 
     ``resume``: a run directory (or its ``checkpoint/``); the game continues from the last
     checkpoint with the checkpoint's configuration plus ``resume_overrides`` (e.g. a larger
-    ``samples`` budget), and ``cfg`` is ignored except for those overrides.
+    ``samples`` budget), and ``cfg`` is ignored except for those overrides. ``cores``: a
+    :class:`~mbrl_ros.core.threads.CoreBudget` that re-chooses torch's threads before every
+    phase (None: leave torch's setting alone).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,6 +181,7 @@ def train(
         history = _read_metrics(ckpt_dir.parent / "metrics.jsonl", state["completed_iteration"])
     world, eval_world = make_world(cfg.task_id), make_world(cfg.task_id)
     game = StackelbergGame(cfg, world, eval_world, device)
+    game.core_budget = cores
     if ckpt_dir is not None:
         game.load(ckpt_dir)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
@@ -176,7 +206,8 @@ def train(
             game.save(out / "checkpoint")
         if bar is not None:
             bar.update(min(m["samples"], cfg.samples) - bar.n)
-            bar.set_postfix(it=m["iteration"], success=f"{m['eval_success']:.2f}", ret=f"{m['eval_return']:.0f}")
+            if m.get("eval_success") is not None:
+                bar.set_postfix(it=m["iteration"], success=f"{m['eval_success']:.2f}", ret=f"{m['eval_return']:.0f}")
         if on_iteration is not None:
             on_iteration(m)
 
@@ -190,17 +221,23 @@ def train(
             bar.close()
     game.save(out / "checkpoint")
     plot_curve(history, out / "curve.png", f"{cfg.algo} on {cfg.task_id} (seed {cfg.seed})")
-    last = history[-1] if history else {}
+    last_it = history[-1] if history else {}
+    ev = evaluated(history)
+    last = ev[-1] if ev else {}
+    milestones = success_milestones(history)
     summary = {
         "algo": cfg.algo,
         "task": cfg.task_id,
         "seed": cfg.seed,
-        "iterations": last.get("iteration", 0),
+        "iterations": last_it.get("iteration", 0),
         "samples": game.samples,
         "final_success": last.get("eval_success"),
         "final_return": last.get("eval_return"),
-        "best_success": max((m["eval_success"] for m in history), default=None),
-        "samples_to_90": samples_to_threshold(history),
+        "final_error": last.get("eval_final_error"),
+        "best_success": max((m["eval_success"] for m in ev), default=None),
+        "samples_to_90": milestones["held"],
+        "first_touch_90": milestones["first_touch"],
+        "relapses": milestones["relapses"],
         "wall_s": round(game.wall_s, 1),
         "session_wall_s": round(time.perf_counter() - t0, 1),
         "policy": str(out / "policy.onnx"),

@@ -20,8 +20,9 @@ ActFn = Callable[[np.ndarray], np.ndarray]
 
 def run_episode(env: Any, act: ActFn, seed: int, episode_id: str, policy_version: int, robot_id: str = "sim") -> Episode:
     """One episode of ``act`` in ``env`` (reset with ``seed``) until termination or truncation."""
-    obs, _ = env.reset(seed=int(seed))
+    obs, info = env.reset(seed=int(seed))
     observations, actions, rewards = [obs], [], []
+    aux = [info["aux"]] if "aux" in info else None  # model-only measurements (task.aux_names)
     terminated = truncated = aborted = False
     success: Optional[bool] = None
     while not (terminated or truncated):
@@ -30,6 +31,8 @@ def run_episode(env: Any, act: ActFn, seed: int, episode_id: str, policy_version
         observations.append(obs)
         actions.append(np.clip(a, -1.0, 1.0))
         rewards.append(reward)
+        if aux is not None:
+            aux.append(info["aux"])
         success = bool(info.get("success", False))
         if info.get("aborted", False):
             aborted = True
@@ -37,7 +40,7 @@ def run_episode(env: Any, act: ActFn, seed: int, episode_id: str, policy_version
     return Episode(
         obs=np.asarray(observations), actions=np.asarray(actions), rewards=np.asarray(rewards),
         terminated=bool(terminated), episode_id=episode_id, policy_version=policy_version, robot_id=robot_id,
-        aborted=aborted, success=success,
+        aborted=aborted, success=success, aux=None if aux is None else np.asarray(aux),
     )
 
 
@@ -68,22 +71,47 @@ def random_policy(act_dim: int, rng: np.random.Generator) -> ActFn:
     return lambda _obs: rng.uniform(-1.0, 1.0, act_dim)
 
 
+EVAL_SEED_BASE = 1_000_003  # evaluation worlds are disjoint from the training worlds' seed stream
+
+
+def evaluation_seeds(episodes: int) -> list[int]:
+    """The reset seeds of a task's evaluation episodes: fixed by the task, not by the training
+    seed, so every run and every algorithm of a task is evaluated on the same start states and
+    targets."""
+    if episodes <= 0:
+        raise ValueError(f"evaluation needs at least one episode, got {episodes}")
+    return [EVAL_SEED_BASE + i for i in range(int(episodes))]
+
+
 def evaluate(env: Any, act: ActFn, seeds: Sequence[int]) -> dict:
-    """Deterministic evaluation: success at the final step and return, averaged over episodes."""
+    """Deterministic evaluation: success at the final step, return and the task's final goal
+    error (``task.goal_error``), averaged over episodes.
+
+    A world whose resets are all the same (``env.deterministic_reset``, e.g. D'Claw turn fixed)
+    plays one episode for all ``seeds``: a deterministic policy in a deterministic simulator
+    would play the same episode every time (``unique_episodes`` says how many were played).
+    """
     if len(seeds) == 0:
         raise ValueError("evaluation needs at least one episode")
     t0 = time.perf_counter()
-    succ, rets, lengths = [], [], []
-    for i, seed in enumerate(seeds):
+    played = seeds[:1] if getattr(env, "deterministic_reset", False) else seeds
+    succ, rets, lengths, errors = [], [], [], []
+    for i, seed in enumerate(played):
         ep = run_episode(env, act, seed, f"eval-{i}", -2)
         succ.append(bool(ep.success))
         rets.append(ep.ret)
         lengths.append(len(ep))
+        err = env.task.goal_error(ep.obs[-1]) if hasattr(env, "task") else None
+        if err is not None:
+            errors.append(float(err))
     return {
         "success": float(np.mean(succ)),
         "return": float(np.mean(rets)),
         "return_std": float(np.std(rets)),
+        "final_error": float(np.mean(errors)) if errors else None,
+        "successes": [bool(x) for x in succ],
         "episodes": len(seeds),
+        "unique_episodes": len(played),
         "mean_length": float(np.mean(lengths)),
         "eval_s": time.perf_counter() - t0,
     }

@@ -139,6 +139,7 @@ class HardwareEnv(gymnasium.Env):
         self.bus = DynamixelBus(cfg)
         self.safety: Optional[SafetyLayer] = None
         self._obs: Optional[np.ndarray] = None
+        self._aux = np.zeros(self.task.aux_dim)  # model-only measurements of the last observation
         self._last_action = np.zeros(info.act_dim)
         self._target = 0.0
         self._target_pos = np.zeros(2)
@@ -317,8 +318,10 @@ class HardwareEnv(gymnasium.Env):
         self._obs = self._observe(state)
         self._deadline = time.monotonic() + self.period
         self.episodes += 1
-        return self._obs.copy(), {"target": self._target, "success": bool(self.task.success(self._obs)),
-                                  "reset": report}
+        reset_info = {"target": self._target, "success": bool(self.task.success(self._obs)), "reset": report}
+        if self.task.aux_dim:
+            reset_info["aux"] = self._aux.copy()
+        return self._obs.copy(), reset_info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._obs is None:
@@ -359,6 +362,8 @@ class HardwareEnv(gymnasium.Env):
             "loop_jitter_ms": self.jitter_s[-1] * 1e3 if self.jitter_s else 0.0,
             "safety_events": [e.message for e in res.events],
         }
+        if self.task.aux_dim:
+            out_info["aux"] = self._aux.copy()
         reward = math.fsum(reward_terms.values())
         terminated = bool(self.task.done(obs))
         truncated = self._steps >= info.horizon
@@ -367,8 +372,11 @@ class HardwareEnv(gymnasium.Env):
     def _aborted_step(self, reason: str) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self._abort(reason)
         obs = self._obs.copy() if self._obs is not None else np.zeros(self.task.info.obs_dim)
-        return obs, 0.0, False, True, {"success": False, "reward_terms": {}, "aborted": True,
-                                        "abort_reason": self._abort_reason, "target": self._target}
+        info = {"success": False, "reward_terms": {}, "aborted": True, "abort_reason": self._abort_reason,
+                "target": self._target}
+        if self.task.aux_dim:
+            info["aux"] = self._aux.copy()
+        return obs, 0.0, False, True, info
 
     def _abort(self, reason: str) -> None:
         if not self._aborted:
@@ -394,12 +402,13 @@ class HardwareEnv(gymnasium.Env):
 
     def _observe(self, state: BusState) -> np.ndarray:
         if self.task.info.robot == "dclaw":
-            d = {"claw_qpos": state.position, "object_qpos": state.object_position,
+            d = {"claw_qpos": state.position, "claw_qvel": state.velocity, "object_qpos": state.object_position,
                  "last_action": self._last_action, "target": self._target}
         else:
             root, root_vel = self._fresh_pose()
             d = {"root_qpos": root, "root_qvel": root_vel, "kitty_qpos": state.position,
                  "kitty_qvel": state.velocity, "last_action": self._last_action, "target_pos": self._target_pos}
+        self._aux = self.task.aux_observation(d)
         return self.task.observation(d)
 
     # -- diagnostics -----------------------------------------------------------------------------

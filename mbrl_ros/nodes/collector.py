@@ -301,8 +301,9 @@ class CollectorBase:
         behavior, version = ("policy", lp.version) if lp is not None else ("random", -1)
         deterministic = self._deterministic()
         seed = int(self._rng.integers(0, 2**31 - 1))
-        obs, _ = env.reset(seed=seed)
+        obs, info = env.reset(seed=seed)
         observations, actions, rewards = [obs], [], []
+        aux = [info["aux"]] if task.aux_dim else None  # model-only measurements (task.aux_names)
         terminated = truncated = False
         success = False
         clipped = 0
@@ -339,6 +340,8 @@ class CollectorBase:
             observations.append(obs)
             actions.append(applied)
             rewards.append(reward)
+            if aux is not None:
+                aux.append(info["aux"])
             success = bool(info.get("success", False))
             self.diag.inc("steps")
             self._publish_joint_state()
@@ -361,7 +364,7 @@ class CollectorBase:
             sequence=self.sequence, policy_version=version, task_id=self.task_id,
             obs=np.asarray(observations), actions=np.asarray(actions), rewards=np.asarray(rewards),
             terminated=bool(terminated), success=success, stream=self.stream, stamp=time.time(), extra=extra,
-            behavior=behavior,
+            behavior=behavior, aux=None if aux is None else np.asarray(aux),
         )
 
     def _deterministic(self) -> bool:

@@ -49,6 +49,7 @@ from std_srvs.srv import Trigger
 
 from mbrl_ros import wire
 from mbrl_ros.core.schedule import ModelObjective, OrderViolation, Phase, Referee, game_spec
+from mbrl_ros.core.world import evaluation_seeds
 from mbrl_ros.nodes import (
     ESTOP, ESTOP_CLEAR_SERVICE, ESTOP_SERVICE, GAME_STATE, MODEL, POLICY_CANDIDATE, POLICY_DEPLOYED, TRANSITIONS,
     latched_qos, run_node, transitions_qos,
@@ -58,7 +59,6 @@ from mbrl_ros.nodes.episode_intake import EpisodeIntake, purpose
 from mbrl_ros.nodes.model_learner import declare_game
 from mbrl_ros.nodes.parameters import declare
 
-EVAL_SEED_BASE = 1_000_003  # the in-process loop's evaluation seeds (mbrl_ros.core.stackelberg)
 
 
 class GameCoordinator(Node):
@@ -149,7 +149,7 @@ class GameCoordinator(Node):
         self.create_service(Trigger, ESTOP_CLEAR_SERVICE, self._srv_estop_clear)
 
         n_eval = self.cfg.eval_episodes if self.eval_episodes < 0 else int(self.eval_episodes)
-        self.eval_seeds = [EVAL_SEED_BASE + 1000 * self.cfg.seed + i for i in range(n_eval)]
+        self.eval_seeds = evaluation_seeds(n_eval) if n_eval > 0 else []  # the same for every run of the task
         self._evals: "queue.Queue[Optional[tuple[dict, bytes]]]" = queue.Queue()
         self._eval_thread = None
         if self.eval_in_sim and n_eval > 0:
@@ -287,7 +287,8 @@ class GameCoordinator(Node):
         self.diag.set("sequence_gaps", self.intake.gaps)
         with self._lock:
             if len(self._probe_obs) < 64 * self.probe_size:
-                self._probe_obs.append(rec.obs[:: max(1, rec.length // 8)])
+                rows = rec.obs if rec.aux is None else np.concatenate([rec.obs, rec.aux], axis=1)
+                self._probe_obs.append(rows[:: max(1, rec.length // 8)])
             collecting = self._collect and self.referee.phase is Phase.COLLECT
             behavior = self._behavior()
             counted = collecting and rec.behavior == behavior and (
@@ -587,7 +588,7 @@ class GameCoordinator(Node):
             if ls.shape != (info.act_dim,) or not np.all(np.isfinite(ls)) or np.any(ls > float(self.gate_max_log_std)):
                 return False, f"exploration log std {log_std} is not finite or above {self.gate_max_log_std}"
         probes = self._probes()
-        actions = policy.act(probes)
+        actions = policy.act(probes[:, :info.obs_dim])
         if actions.shape != (len(probes), info.act_dim) or not np.all(np.isfinite(actions)):
             return False, "non-finite actions on the probe set"
         if np.any(np.abs(actions) > 1.0 + 1e-6):
@@ -622,13 +623,16 @@ class GameCoordinator(Node):
         return True, "ok"
 
     def _probes(self) -> np.ndarray:
-        """Real observations (plus a noisy copy for off-distribution inputs); Gaussian noise before any data."""
+        """Real observations (plus a noisy copy for off-distribution inputs); Gaussian noise before any data.
+
+        Rows are the observation followed by the task's model-only measurements (aux), which the
+        model-predicted check starts from; the policy sees ``[:, :obs_dim]``."""
         rng = np.random.default_rng(len(self.history))
         with self._lock:
             obs = np.concatenate(self._probe_obs) if self._probe_obs else None
         n = int(self.probe_size)
         if obs is None:
-            return rng.standard_normal((n, self.task.info.obs_dim))
+            return rng.standard_normal((n, self.task.info.obs_dim + self.task.aux_dim))
         real = obs[rng.integers(0, len(obs), n // 2)]
         noisy = real + 0.1 * (obs.std(0) + 1e-3) * rng.standard_normal(real.shape)
         return np.concatenate([real, noisy])
@@ -657,13 +661,14 @@ class GameCoordinator(Node):
         lo = torch.as_tensor(lim.qpos_low - float(self.gate_margin), dtype=torch.float32)
         hi = torch.as_tensor(lim.qpos_high + float(self.gate_margin), dtype=torch.float32)
         starts = torch.as_tensor(probes[: min(64, len(probes) // 2 or len(probes))], dtype=torch.float32)
-        E = mp.ensemble.ensemble_size
-        obs = starts.unsqueeze(0).expand(E, -1, -1).contiguous()
+        E, od = mp.ensemble.ensemble_size, self.task.info.obs_dim
+        rows = starts.unsqueeze(0).expand(E, -1, -1).contiguous()
+        obs, aux = rows[..., :od], (rows[..., od:] if self.task.aux_dim else None)
         bad = total = 0
         with torch.no_grad():
             for _ in range(int(self.gate_horizon)):
                 a = torch.as_tensor(policy.act(obs.reshape(-1, obs.shape[-1]).numpy()), dtype=torch.float32)
-                obs, _r = model_step(mp.ensemble, self.task, obs, a.reshape(E, -1, a.shape[-1]))
+                obs, aux, _r = model_step(mp.ensemble, self.task, obs, a.reshape(E, -1, a.shape[-1]), aux)
                 q = obs[..., idx]
                 bad += int(((q < lo) | (q > hi)).any(-1).sum())
                 total += q.shape[0] * q.shape[1]
@@ -703,7 +708,8 @@ class GameCoordinator(Node):
                 policy = load_onnx_policy(onnx, expect_task=self.task.info.task_id)
                 ev = evaluate(env, policy.act, self.eval_seeds)
                 with self._lock:
-                    it.update(eval_success=ev["success"], eval_return=ev["return"], eval_s=ev["eval_s"])
+                    it.update(eval_success=ev["success"], eval_return=ev["return"], eval_final_error=ev["final_error"],
+                              eval_s=ev["eval_s"])
                 self.metrics.publish("eval_success", ev["success"])
                 self.metrics.publish("eval_return", ev["return"])
                 self.get_logger().info(f"iteration {it['iteration']}: eval success {ev['success']:.2f}, return {ev['return']:.1f}")

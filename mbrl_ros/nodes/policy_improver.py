@@ -28,7 +28,7 @@ from std_msgs.msg import String, UInt8MultiArray
 from mbrl_ros import wire
 from mbrl_ros.core.buffers import EpisodeBuffer
 from mbrl_ros.core.model_player import ModelPlayer
-from mbrl_ros.core.policy_player import PolicyPlayer
+from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
 from mbrl_ros.core.schedule import game_spec
 from mbrl_ros.nodes import (
     GAME_STATE, MODEL, POLICY_CANDIDATE, POLICY_WEIGHTS, TRANSITIONS, latched_qos, run_node, transitions_qos, weights_qos,
@@ -148,8 +148,7 @@ class PolicyImprover(Node):
                 self.player.policy.load_state_dict(self._snapshots[base])
                 self.get_logger().info(f"candidate v{self.policy_version} was not deployed: continuing from v{base}")
             buffer = self.intake.buffer_snapshot()
-            start_obs, buffer_obs = buffer.initial_observations(), buffer.arrays()["obs"]
-            stats = self.player.improve(self.model_player.ensemble, start_obs, int(req["n_steps"]), buffer_obs=buffer_obs)
+            stats = self.player.improve(self.model_player.ensemble, StartStates.from_buffer(buffer), int(req["n_steps"]))
             if not self.player.parameters_finite():
                 raise ValueError("NPG produced non-finite policy parameters")
             version = int(req["policy_version"])

@@ -25,9 +25,9 @@ PREFIX = "policy"
 
 def new_policy(task: Any, cfg: Any, device: Any = "cpu") -> GaussianMLPPolicy:
     """A policy with the architecture the policy player builds for ``task`` and ``cfg``."""
-    info = task.info
-    return GaussianMLPPolicy(info.obs_dim, info.act_dim, cfg.policy_hidden, cfg.policy_init_log_std,
-                             cfg.policy_min_log_std).to(device)
+    from mbrl_ros.core.policy_player import new_policy as core_new_policy
+
+    return core_new_policy(task, cfg).to(device)
 
 
 def policy_to_bytes(policy: GaussianMLPPolicy) -> bytes:

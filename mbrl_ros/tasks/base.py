@@ -109,19 +109,57 @@ class TaskSpec(abc.ABC):
     def success(self, next_obs: Array) -> Array:
         """Batched success flags (bool)."""
 
+    def reset_is_deterministic(self, initial_range: Any, target_range: Any) -> bool:
+        """True when every reset with these initial/target ranges gives the same state (e.g.
+        D'Claw turn fixed): one deterministic episode then stands for any number of them."""
+        return False
+
+    def goal_error(self, next_obs: Array) -> Any:
+        """The task's distance to its goal at ``next_obs`` (D'Claw: |valve angle error| in rad;
+        D'Kitty orient: facing error in rad; stand: mean joint pose error); None if undefined."""
+        return None
+
+    # -- policy features --------------------------------------------------------------------
+    #: observation slots holding wrapped angles: the policy and value networks read them as
+    #: (cos, sin) inside the network (the ONNX input stays the task observation)
+    angle_slots: tuple[int, ...] = ()
+
+    # -- model-only state -------------------------------------------------------------------
+    #: measured quantities that are not in the observation but that the reward depends on
+    #: (D'Claw: the claw's joint velocities). They travel with every transition, the dynamics
+    #: model predicts them, and model rollouts compute the reward from the predicted values.
+    aux_names: tuple[str, ...] = ()
+
+    @property
+    def aux_dim(self) -> int:
+        return len(self.aux_names)
+
+    def aux_observation(self, state: Mapping[str, Any]) -> np.ndarray:
+        """The model-only measurements (shape (aux_dim,)) from the same robot state dict."""
+        return np.zeros(0)
+
     # -- model space ----------------------------------------------------------------------
     @property
     def model_dim(self) -> int:
         """Size of the wrap-free state the dynamics model predicts."""
         return self.info.obs_dim
 
-    def to_model(self, obs: Array) -> Array:
-        """Observation -> wrap-free model state (identity unless a task has wrapping angles)."""
+    def to_model(self, obs: Array, aux: Any = None) -> Array:
+        """Observation (and model-only measurements) -> wrap-free model state (identity unless a
+        task has wrapping angles or model-only state)."""
         return obs
 
     def from_model(self, z: Array) -> Array:
         """Model state -> task observation."""
         return z
+
+    def aux_from_model(self, z: Array) -> Any:
+        """Model state -> the model-only measurements (None for a task without any)."""
+        return None
+
+    def model_reward(self, obs: Array, action: Array, next_obs: Array, next_aux: Any = None) -> Array:
+        """The reward of a model transition; tasks with model-only state use the predicted values."""
+        return self.reward(obs, action, next_obs)
 
     def fix_known(self, obs: Array, action: Array, next_obs: Array) -> Array:
         """Overwrite the parts of a predicted observation that are known exactly (default: none)."""

@@ -53,8 +53,11 @@ OBS_NAMES = (
     + ("target_error",)
 )
 _CLAW_COLS = slice(0, 9)
-# Model space: target_error replaced by (cos, sin) of it, appended at the end (22 values).
-MODEL_DIM = 22
+# Model space: target_error replaced by (cos, sin) of it (slots 20, 21), then the measured claw
+# joint velocities (slots 22..30): 31 values.
+MODEL_DIM = 31
+MODEL_QVEL = slice(22, 31)
+AUX_NAMES = tuple(f"claw_qvel[{i}]" for i in range(9))
 
 # Reward constants (ROBEL get_reward_dict).
 VEL_COST_THRESHOLD = 0.5  # only |qdot| >= 0.5 rad/s is penalised
@@ -97,6 +100,8 @@ class DClawTurn(FastActionPipeline, TaskSpec):
     scene = "dclaw-valve3"
     nq = NQ
     RESET_POSE = RESET_POSE
+    angle_slots = (OBS_TARGET_ERROR,)
+    aux_names = AUX_NAMES
 
     def __init__(self, random: bool, success_threshold: float = SUCCESS_THRESHOLD) -> None:
         if not (math.isfinite(success_threshold) and success_threshold > 0):
@@ -159,6 +164,18 @@ class DClawTurn(FastActionPipeline, TaskSpec):
         obs[OBS_TARGET_ERROR] = _wrap_scalar(float(state["target"]) - theta)
         return obs
 
+    def reset_is_deterministic(self, initial_range: Any, target_range: Any) -> bool:
+        return initial_range[0] == initial_range[1] and target_range[0] == target_range[1]
+
+    def goal_error(self, next_obs: Array) -> Array:
+        """|valve angle - target| in rad (success: below the success threshold)."""
+        xp = array_namespace(next_obs)
+        return xp.abs(wrap_angle(next_obs[..., OBS_TARGET_ERROR], xp))
+
+    def aux_observation(self, state: Mapping[str, Any]) -> np.ndarray:
+        """The claw's measured joint velocities (sim: qvel; hardware: present velocity)."""
+        return np.array(state["claw_qvel"], dtype=np.float64).reshape(9)
+
     # -- batched reward / done / success -------------------------------------------------
     def reward_terms(
         self, obs: Array, action: Array, next_obs: Array, next_qvel: Optional[Array] = None
@@ -216,20 +233,35 @@ class DClawTurn(FastActionPipeline, TaskSpec):
     def model_dim(self) -> int:
         return MODEL_DIM
 
-    def to_model(self, obs: Array) -> Array:
-        """``[claw_qpos, object_x, object_y, last_action, cos(err), sin(err)]`` (22)."""
+    def to_model(self, obs: Array, aux: Any = None) -> Array:
+        """``[claw_qpos, object_x, object_y, last_action, cos(err), sin(err), claw_qvel]`` (31)."""
+        if aux is None:
+            raise ValueError(f"{self.info.task_id}: the model state needs the measured claw joint velocities (aux)")
         xp = array_namespace(obs)
         err = obs[..., OBS_TARGET_ERROR : OBS_TARGET_ERROR + 1]
-        return xp.concat([obs[..., :OBS_TARGET_ERROR], xp.cos(err), xp.sin(err)], -1)
+        return xp.concat([obs[..., :OBS_TARGET_ERROR], xp.cos(err), xp.sin(err), aux], -1)
 
     def from_model(self, z: Array) -> Array:
-        """Inverse of :meth:`to_model`; (object_x, object_y) renormalised, err = atan2(sin, cos)."""
+        """Inverse of :meth:`to_model` (observation part); (object_x, object_y) renormalised,
+        err = atan2(sin, cos)."""
         xp = array_namespace(z)
         ox, oy = z[..., OBS_OBJECT_X : OBS_OBJECT_X + 1], z[..., OBS_OBJECT_Y : OBS_OBJECT_Y + 1]
         # A model predicts a point near, not on, the unit circle; project it back.
         norm = xp.clip(xp.sqrt(ox * ox + oy * oy), 1e-8, None)
         err = xp.atan2(z[..., 21:22], z[..., 20:21])
         return xp.concat([z[..., :OBS_OBJECT_X], ox / norm, oy / norm, z[..., OBS_LAST_ACTION], err], -1)
+
+    def aux_from_model(self, z: Array) -> Array:
+        """The predicted claw joint velocities."""
+        return z[..., MODEL_QVEL]
+
+    def model_reward(self, obs: Array, action: Array, next_obs: Array, next_aux: Any = None) -> Array:
+        """ROBEL's reward with the joint-velocity cost computed from ``next_aux`` (the model's
+        predicted velocities), not from a finite difference of positions."""
+        t = self.reward_terms(obs, action, next_obs, next_qvel=next_aux)
+        return (
+            t["target_dist_cost"] + t["pose_diff_cost"] + t["joint_vel_cost"] + t["bonus_small"] + t["bonus_big"]
+        )
 
     def fix_known(self, obs: Array, action: Array, next_obs: Array) -> Array:
         """``last_action`` of the next observation is the clipped action, exactly."""

@@ -135,6 +135,7 @@ class _DKittyTask(FastActionPipeline, TaskSpec):
 
     robot = "dkitty"
     nq = NQ
+    angle_slots = (3, 4, 5)  # the torso's Euler angles
     upright_threshold: float
     upright_reward: float
     falling_reward: float
@@ -175,7 +176,7 @@ class _DKittyTask(FastActionPipeline, TaskSpec):
     def model_dim(self) -> int:
         return self.info.obs_dim + 3
 
-    def to_model(self, obs: Array) -> Array:
+    def to_model(self, obs: Array, aux: Any = None) -> Array:
         """``[root_pos, cos/sin(rx), cos/sin(ry), cos/sin(rz), obs[6:]]`` (obs_dim + 3)."""
         xp = array_namespace(obs)
         parts = [obs[..., OBS_ROOT_POS]]
@@ -223,6 +224,13 @@ class DKittyOrient(_DKittyTask):
         self.random = random
         self.initial_range = (-PI / 3, PI / 3) if random else (0.0, 0.0)
         self.target_range = (2 * PI / 3, 4 * PI / 3) if random else (PI, PI)
+
+    def reset_is_deterministic(self, initial_range: Any, target_range: Any) -> bool:
+        return initial_range[0] == initial_range[1] and target_range[0] == target_range[1]
+
+    def goal_error(self, next_obs: Array) -> Array:
+        """Facing error in rad (success: below 0.087 while upright)."""
+        return self.angle_error(next_obs)
 
     @staticmethod
     def target_position(target_yaw: float) -> np.ndarray:
@@ -343,6 +351,14 @@ class DKittyStand(_DKittyTask):
 
     def canonical_target(self, target: float) -> float:
         return 0.0
+
+    def reset_is_deterministic(self, initial_range: Any, target_range: Any) -> bool:
+        return not self.random
+
+    def goal_error(self, next_obs: Array) -> Array:
+        """Mean absolute joint pose error in rad (success: below pi/12 while upright)."""
+        xp = array_namespace(next_obs)
+        return xp.rowsum(xp.abs(xp.columns(next_obs, OBS_POSE_ERROR))) * (1.0 / 12)
 
     def initial_state(
         self,

@@ -274,6 +274,7 @@ class RobelEnv(gymnasium.Env):
         self._target_pos = np.zeros(2)
         self._last_action = np.zeros(info.act_dim)
         self._qvel_reading = np.zeros(info.act_dim)  # actuated qvel as observed (noise included)
+        self._aux = np.zeros(self.task.aux_dim)  # model-only measurements of the last observation
         self._obs: Optional[np.ndarray] = None
         self._steps = 0
 
@@ -304,6 +305,8 @@ class RobelEnv(gymnasium.Env):
         obs = self._observe()
         self._obs = obs
         info: dict[str, Any] = {"target": self._target, "success": bool(self.task.success(obs)), "sim_warning": None}
+        if self.task.aux_dim:
+            info["aux"] = self._aux.copy()
         if sim_warnings:
             info["sim_warning"] = self._report(sim_warnings, "reset")
             info["aborted"] = True
@@ -369,6 +372,8 @@ class RobelEnv(gymnasium.Env):
         terms, done, success = task.evaluate(prev, a, obs, next_qvel=self._qvel_reading)
         info["reward_terms"] = terms = {k: float(v) for k, v in terms.items()}
         info["success"] = bool(success)
+        if task.aux_dim:
+            info["aux"] = self._aux.copy()
         reward = math.fsum(terms.values())
         terminated = bool(done)
         return obs.copy(), reward, terminated, truncated, info
@@ -390,7 +395,8 @@ class RobelEnv(gymnasium.Env):
             theta = float(d.qpos[18])
             if self._noise_amp is not None:
                 theta += obj_amp * float(self.np_random.uniform(-0.5, 0.5))
-            state = {"claw_qpos": qpos, "object_qpos": theta, "last_action": self._last_action, "target": self._target}
+            state = {"claw_qpos": qpos, "claw_qvel": qvel, "object_qpos": theta, "last_action": self._last_action,
+                     "target": self._target}
         else:
             state = {
                 "root_qpos": d.qpos[0:6],
@@ -400,7 +406,15 @@ class RobelEnv(gymnasium.Env):
                 "last_action": self._last_action,
                 "target_pos": self._target_pos,
             }
+        self._aux = self.task.aux_observation(state)
         return self.task.observation(state)
+
+    @property
+    def deterministic_reset(self) -> bool:
+        """Every reset gives the same start state (a fixed task, no dynamics randomisation, no
+        observation noise): a deterministic policy then plays the same episode every time."""
+        return (self.task.reset_is_deterministic(self._initial_range, self._target_range)
+                and not self.randomize_dynamics and self._noise_amp is None)
 
     # -- state, goals and physics for experiments -----------------------------------------
     def get_state(self) -> dict[str, Any]:

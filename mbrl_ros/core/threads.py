@@ -1,0 +1,105 @@
+"""How many cores the learner may use: torch's intra-op threads from the cores actually free.
+
+A learner shares its computer with collectors, ROS and whatever else runs there. With torch's
+threads fixed at the core count, one other CPU-bound process made an iteration 15-30x slower
+(OpenMP threads spin-waiting for a core that is busy). Two measures:
+
+- ``OMP_WAIT_POLICY=PASSIVE`` (set in ``mbrl_ros/__init__.py`` before torch loads OpenMP):
+  a thread that waits sleeps instead of spinning, so an oversubscribed core is not burnt.
+- :class:`CoreBudget` re-chooses the thread count before every phase of the game from the CPU
+  time the *other* processes used since the last choice (``/proc/stat`` minus this process's
+  own CPU time): ``threads = free cores``, at least 1, at most ``max_threads``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _system_busy_s() -> Optional[float]:
+    """CPU seconds all cores spent busy since boot (``/proc/stat``); None where unavailable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(x) for x in fields[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    steal = ticks[7] if len(ticks) > 7 else 0  # another VM had the core: not free for us either
+    busy = sum(ticks[:8]) - idle - steal if len(ticks) >= 8 else sum(ticks) - idle
+    return (busy + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class CoreBudget:
+    """Picks torch's thread count from the cores other processes leave free.
+
+    ``choose()`` measures the other processes' CPU use since the previous call (the first call
+    samples for ``probe_s``), sets ``torch.set_num_threads`` and returns the count. ``fixed``
+    pins the count (``--threads N``).
+    """
+
+    def __init__(self, max_threads: Optional[int] = None, fixed: Optional[int] = None, probe_s: float = 0.2) -> None:
+        if fixed is not None and fixed <= 0:
+            raise ValueError(f"threads must be positive, got {fixed}")
+        self.cores = cpu_count()
+        self.max_threads = max(1, min(max_threads or self.cores, self.cores))
+        self.fixed = fixed
+        self.probe_s = float(probe_s)
+        self.threads = fixed or self.max_threads
+        self.others_cores = 0.0  # cores the other processes used over the last interval
+        self._last: Optional[tuple[float, float, float]] = None  # (wall, system busy, own cpu)
+
+    def _sample(self) -> Optional[tuple[float, float, float]]:
+        busy = _system_busy_s()
+        return None if busy is None else (time.monotonic(), busy, _own_cpu_s())
+
+    def others(self) -> Optional[float]:
+        """Cores used by other processes since the last call (None where /proc/stat is missing)."""
+        if self._last is None:
+            self._last = self._sample()
+            if self._last is None:
+                return None
+            time.sleep(self.probe_s)
+        now = self._sample()
+        if now is None or self._last is None:
+            return None
+        wall = now[0] - self._last[0]
+        if wall < 0.05:  # too short to measure: keep the last figure
+            return self.others_cores
+        used = (now[1] - self._last[1]) - (now[2] - self._last[2])
+        self._last = now
+        self.others_cores = min(float(self.cores), max(0.0, used / wall))
+        return self.others_cores
+
+    def choose(self) -> int:
+        """Set and return torch's thread count for the next stretch of work."""
+        import torch
+
+        if self.fixed is not None:
+            n = self.fixed
+        else:
+            others = self.others()
+            free = self.cores - (others if others is not None else 0.0)
+            # a core counts as free when less than ~70% of it is used by others
+            n = max(1, min(self.max_threads, int(free + 0.3)))
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        self.threads = n
+        return n
