@@ -41,7 +41,7 @@ test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(VENV)/bin/mbrl-ros launch pal_dclaw config:=demo $(DEMO_ARGS)
+	$(VENV)/bin/mbrl-ros launch pal_dclaw config:=demo video:=true $(DEMO_ARGS)
 
 bench: setup
 	$(PY) bench/bench_env.py --quick

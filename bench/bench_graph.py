@@ -13,6 +13,16 @@
 
 Run: ``.venv/bin/python bench/bench_graph.py`` (about 5 minutes on 2 cores; ``--quick`` for a
 smaller game). Every figure printed is measured in this run.
+
+``--duty-cycle`` (the "duty_cycle" section instead): the robot's duty cycle through the graph.
+``mbrl-ros launch pal_dclaw realtime:=true`` (``--algo mal``: ``mal_dclaw``) with one collector at
+the task's 10 Hz, the game of ``config/<algo>.yaml`` (``n_init`` 400 unless ``--n-init``; more
+``--set key=value`` go to the graph's ``set:=``), for ``--iterations`` iterations (or
+``--samples``). From the run's MCAP record: the fraction of wall time, from the end of the
+initial collection to the end of the run, during which the collector was running an episode
+(each recorded episode spans ``[stamp - T dt, stamp]``; the intervals are merged), and the
+per-iteration split seen from the graph (the coordinator's game-state phases: collect, fit,
+NPG, gate; hand-off = the policy deployed -> the first episode of it starts).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "test"))
 
-from _report import update_section  # noqa: E402
+from _report import command_line, publish, update_section  # noqa: E402
 
 # A game that finishes in about a minute per run on 2 cores (small models, the paper's N).
 BENCH_GAME = [
@@ -190,21 +200,221 @@ def realtime_jitter(tmp: Path, seconds: float, priority: int = 0) -> dict:
         g.close()
 
 
+# ---------------------------------------------------------------------------------------
+# Robot duty cycle at real-time rate
+# ---------------------------------------------------------------------------------------
+def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _covered(intervals: list[tuple[float, float]], t0: float, t1: float) -> float:
+    """Seconds of ``[t0, t1]`` covered by the (merged) intervals."""
+    return sum(max(0.0, min(b, t1) - max(a, t0)) for a, b in intervals)
+
+
+def read_record(mcap: Path) -> tuple[list[dict], list[tuple[float, dict]]]:
+    """The episodes (headers: ``stamp``, ``T``, ``policy_version``, ...) and the game states
+    ``(wall time s, state)`` the coordinator recorded."""
+    from std_msgs.msg import String, UInt8MultiArray
+
+    from mbrl_ros import wire
+    from mbrl_ros.nodes import GAME_STATE, TRANSITIONS
+    from mbrl_ros.nodes.recording import read_ros_messages
+
+    episodes = [wire.peek_header(wire.from_msg(m)) for m, _t in read_ros_messages(mcap, TRANSITIONS, UInt8MultiArray)]
+    states = [(t_ns * 1e-9, wire.unpack_game_state(m.data)) for m, t_ns in read_ros_messages(mcap, GAME_STATE, String)]
+    states.sort(key=lambda x: x[0])
+    return episodes, states
+
+
+def duty_cycle_of(episodes: list[dict], states: list[tuple[float, dict]], dt: float) -> dict:
+    """Duty cycle and per-iteration split from a run's record (see the module docstring)."""
+    train = [e for e in episodes if (e.get("extra") or {}).get("purpose", "train") == "train"]
+    busy = _merge([(float(e["stamp"]) - int(e["T"]) * dt, float(e["stamp"])) for e in train])
+    t_init_end = next(t for t, s in states if s["iteration"] > 0 or s["phase"] != "collect")
+    t_end = next((t for t, s in states if s["done"]), states[-1][0])
+    window = t_end - t_init_end
+    covered = _covered(busy, t_init_end, t_end)
+
+    # phase segments (iteration, phase, start, end) from the recorded state changes
+    segments: list[list] = []
+    for t, s in states:
+        key = (s["iteration"], s["phase"])
+        if not segments or (segments[-1][0], segments[-1][1]) != key:
+            if segments:
+                segments[-1][3] = t
+            segments.append([key[0], key[1], t, t, s["deployed_policy_version"]])
+    rows = []
+    for it in sorted({seg[0] for seg in segments if seg[0] >= 1}):
+        segs = [seg for seg in segments if seg[0] == it]
+        if not segs or any(seg[1] == "done" for seg in segs):
+            continue  # the budget ended the game as this iteration began
+        dur = {ph: sum(seg[3] - seg[2] for seg in segs if seg[1] == ph)
+               for ph in ("collect", "fit_model", "improve_policy", "gate", "deploy")}
+        collect = [seg for seg in segs if seg[1] == "collect"]
+        handoff = None
+        if collect:
+            version, start = collect[0][4], collect[0][2]
+            starts = [float(e["stamp"]) - int(e["T"]) * dt for e in train if e["policy_version"] == version
+                      and float(e["stamp"]) - int(e["T"]) * dt >= start - 0.5]
+            if starts:
+                handoff = max(0.0, min(starts) - start)
+        t0, t1 = min(seg[2] for seg in segs), max(seg[3] for seg in segs)
+        rows.append({
+            "iteration": it, "collect": dur["collect"] - (handoff or 0.0), "fit": dur["fit_model"],
+            "npg": dur["improve_policy"], "gate": dur["gate"] + dur["deploy"], "handoff": handoff,
+            "wall": t1 - t0, "duty": _covered(busy, t0, t1) / max(t1 - t0, 1e-9),
+        })
+    return {"duty": covered / max(window, 1e-9), "busy_s": covered, "window_s": window, "episodes": len(train),
+            "rows": rows}
+
+
+def run_duty_cycle(tmp: Path, algo: str, game: list[str], samples: int, seed: int, threads: int) -> dict:
+    """One real-time graph run; returns the record's analysis plus the run's files."""
+    from mbrl_ros.tasks import get_task
+
+    domain = _domain()
+    log_dir = tmp / "duty"
+    base = yaml.safe_load((ROOT / "config" / "ros_graph.yaml").read_text())
+    base["/**"]["ros__parameters"]["torch_threads"] = int(threads)
+    config = tmp / "duty_cycle.yaml"
+    config.write_text(yaml.safe_dump(base))
+    argv = [sys.executable, "-m", "mbrl_ros.cli", "launch", f"{algo}_dclaw", "realtime:=true", f"samples:={samples}",
+            f"seed:={seed}", f"log_dir:={log_dir}", f"config:={config}", f"domain_id:={domain}", "--no-progress"]
+    if game:
+        argv.append("set:=" + ",".join(game))
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(domain))
+    last = None
+    while proc.poll() is None:
+        time.sleep(1.0)
+        try:
+            st = json.loads((log_dir / "game_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        now = (st["iteration"], st["phase"])
+        if now != last:
+            print(f"  {time.monotonic() - t0:6.0f} s  iteration {st['iteration']} {st['phase']}, "
+                  f"{st['samples']}/{st['sample_budget']} samples", flush=True)
+            last = now
+    out = proc.stdout.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"graph run failed ({proc.returncode}):\n{out[-3000:]}")
+    episodes, states = read_record(log_dir / "record" / "transitions.mcap")
+    r = duty_cycle_of(episodes, states, get_task("dclaw-turn-fixed").info.dt)
+    r["history"] = [json.loads(x) for x in (log_dir / "metrics.jsonl").read_text().splitlines()]
+    r["summary"] = json.loads((log_dir / "summary.json").read_text())
+    r["dropped"] = sum(p.read_text(errors="replace").count("episode dropped")
+                       for p in (log_dir / "logs").glob("collector_*.log"))
+    r["wall"] = time.monotonic() - t0
+    return r
+
+
+def duty_cycle_main(args) -> int:
+    from mbrl_ros.core.config import load_config
+    from mbrl_ros.tasks import get_task
+
+    game = ([f"n_init={args.n_init}"] if args.n_init else []) + list(args.set or [])
+    cfg = load_config(args.algo, "dclaw-turn-fixed", game)
+    n = cfg.n_per_iter(get_task("dclaw-turn-fixed").info.horizon)
+    samples = args.samples or cfg.n_init + args.iterations * n
+    threads = 0 if args.threads is None else args.threads
+    print(f"duty cycle: {args.algo}_dclaw at 10 Hz real time, {samples} samples (N_init {cfg.n_init}, N {n}), "
+          f"torch_threads {threads or 'auto'}, set {' '.join(game) or '-'}", flush=True)
+    import rclpy  # noqa: F401 - fail early without ROS
+
+    with tempfile.TemporaryDirectory(prefix="bench_duty_") as d:
+        r = run_duty_cycle(Path(d), args.algo, game, samples, args.seed, threads)
+    rows = r["rows"]
+    hist = {h["iteration"]: h for h in r["history"]}
+
+    def f(x, nd=1):
+        return "-" if x is None else f"{x:.{nd}f}"
+
+    def thr(h, key):
+        return "-" if h.get(key) is None else str(h[key])
+
+    table = [
+        "| iteration | collect (s) | fit (s) | NPG (s) | gate (s) | hand-off (s) | iteration wall (s) | duty | "
+        "fit / NPG threads |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        h = hist.get(row["iteration"], {})
+        table.append(f"| {row['iteration']} | {f(row['collect'])} | {f(row['fit'])} | {f(row['npg'])} | "
+                     f"{f(row['gate'], 2)} | {f(row['handoff'], 2)} | {f(row['wall'])} | {100 * row['duty']:.0f}% | "
+                     f"{thr(h, 'fit_threads')} / {thr(h, 'npg_threads')} |")
+    if rows:
+        def mean(key):
+            vals = [row[key] for row in rows if row[key] is not None]
+            return sum(vals) / len(vals) if vals else None
+
+        table.append(f"| mean | {f(mean('collect'))} | {f(mean('fit'))} | {f(mean('npg'))} | {f(mean('gate'), 2)} | "
+                     f"{f(mean('handoff'), 2)} | {f(mean('wall'))} | {100 * mean('duty'):.0f}% | |")
+    s = r["summary"]
+    md = "\n".join([
+        "## Robot duty cycle through the graph (bench/bench_graph.py --duty-cycle)",
+        "",
+        f"Game: {s['algo'].upper()} on `dclaw-turn-fixed` through `mbrl-ros launch {args.algo}_dclaw realtime:=true` "
+        f"(one simulated collector at the task's 10 Hz), `config/{args.algo}.yaml` with "
+        f"{'`' + ' '.join(game) + '`' if game else 'no overrides'}, seed {args.seed}, torch_threads "
+        f"{threads or '0 (auto)'}; {s['samples']} real samples ({cfg.n_init} initial, then {len(rows)} iterations of "
+        f"{n}), wall time {r['wall']:.0f} s including start-up.",
+        "",
+        f"**Robot duty cycle {100 * r['duty']:.1f}%**: the collector ran episodes {r['busy_s']:.1f} s of the "
+        f"{r['window_s']:.1f} s from the end of the initial collection to the end of the run "
+        f"({r['episodes']} episodes recorded, {r['dropped']} dropped unfinished; an episode spans "
+        f"[end stamp - T x 0.1 s, end stamp]).",
+        "",
+        "Per iteration, from the coordinator's recorded game-state phases (hand-off: the policy deployed -> the "
+        "collector starts its first episode; collect excludes it):",
+        "",
+        *table,
+        "",
+        f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end.",
+        "",
+        f"Command: `{command_line()}`",
+    ])
+    publish("duty_cycle", md, write=not args.no_write)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=None, help="real samples of each run (default 3000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of every learner (both runs)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of every learner (both runs; default 1; --duty-cycle: default 0 = auto)")
     ap.add_argument("--burst", type=int, default=2000)
     ap.add_argument("--jitter-s", type=float, default=30.0)
     ap.add_argument("--quick", action="store_true", help="a smaller game and shorter timing runs")
     ap.add_argument("--paper", action="store_true",
                     help="the real game (config/pal.yaml for dclaw-turn-fixed, no overrides; default 12000 samples): "
                          "compares samples to 90%% success, about 20 minutes on 2 cores")
-    ap.add_argument("--no-write", action="store_true", help="print only; do not update BENCHMARKS.md")
+    ap.add_argument("--no-write", "--no-report", dest="no_write", action="store_true",
+                    help="print only; do not update BENCHMARKS.md")
     ap.add_argument("--only", choices=["burst", "jitter"], default=None, help="run one part only (implies --no-write)")
+    ap.add_argument("--duty-cycle", action="store_true",
+                    help="measure the robot duty cycle through the graph at 10 Hz real time (section duty_cycle)")
+    ap.add_argument("--algo", choices=["pal", "mal"], default="pal", help="--duty-cycle: pal_dclaw or mal_dclaw")
+    ap.add_argument("--iterations", type=int, default=5,
+                    help="--duty-cycle: iterations after the initial collection (when --samples is not given)")
+    ap.add_argument("--n-init", type=int, default=400,
+                    help="--duty-cycle: initial samples (default 400; 0 = the game config's)")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                    help="--duty-cycle: game override passed to the graph's set:= (repeatable)")
     ap.set_defaults(samples=None)
     args = ap.parse_args()
+    if args.duty_cycle:
+        return duty_cycle_main(args)
+    if args.threads is None:
+        args.threads = 1
     game = [] if args.paper else BENCH_GAME
     if args.samples is None:
         args.samples = 12000 if args.paper else 3000

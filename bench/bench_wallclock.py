@@ -1,126 +1,137 @@
-"""Where the time of a PAL iteration goes, and what batching the ensemble buys.
+"""Where the time of an iteration goes: the per-iteration split of the in-process games, alone
+and beside a competing CPU-bound process.
 
-Measures on D'Claw turn fixed with the paper's model (4 x MLP(512, 512), minibatch 200):
-- one ensemble gradient step, all members batched (``torch.baddbmm``) vs a Python loop over
-  four separate ``nn.Sequential`` members (the reference code's layout);
-- one synthetic rollout (200 start states x 4 members x 40 steps) and one NPG step (rollout,
-  GAE, CG natural gradient, value refit);
-- the simulator's speed (env steps per second with the policy in the loop).
+For each game (``--games algo:task,...``) the configuration of ``config/<algo>.yaml`` plays
+``--iterations`` iterations after its initial collection (and, for MAL, the initial model M_0),
+and the mean of each iteration's split is reported: model fit, NPG, collection, evaluation
+(amortised over ``eval_every``), the rest (gate, deploy, bookkeeping), and the torch threads the
+core budget chose (``--threads auto``). With ``--load`` every game is played again while another
+process spins on one core (``python -c 'while True: pass'``), the situation of a learner
+sharing its computer with a collector or ROS. With ``--paper`` the paper's hyper-parameters
+(the defaults before the speed work: 4 x MLP(512, 512), 400 gradient steps per PAL fit, 200
+start states per NPG step, 10 CG iterations) are measured as well, on the same code.
 
-    .venv/bin/python bench/bench_wallclock.py [--threads 1] [--repeats 30]
+    .venv/bin/python bench/bench_wallclock.py [--games pal:dclaw-turn-fixed,mal:dclaw-turn-fixed,pal:dkitty-orient-random]
+        [--iterations 6] [--load] [--paper] [--no-report]
 
-Writes the BENCHMARKS.md section "wallclock".
+Writes the BENCHMARKS.md section "wallclock". The in-process loop only: the graph's robot duty
+cycle is measured by ``bench/bench_graph.py --duty-cycle``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch import nn
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench._report import command_line, publish  # noqa: E402
 
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls (after one warm-up call)."""
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+DEFAULT_GAMES = "pal:dclaw-turn-fixed,mal:dclaw-turn-fixed,pal:dkitty-orient-random"
+# The defaults before the speed work (the paper's sizes): measured on the same code for comparison.
+PAPER = ["model_hidden=[512,512]", "npg_trajectories=200", "cg_iters=10"]
+PAPER_PAL_DCLAW = ["model_max_steps=400"]
+TARGETS = {"pal:dclaw-turn-fixed": 5.0, "mal:dclaw-turn-fixed": 15.0, "pal:dkitty-orient-random": 12.0}
 
 
-def main() -> int:
+def play(algo: str, task: str, iterations: int, overrides: list[str], threads: str, seed: int) -> dict:
+    """Play ``iterations`` iterations in a subprocess (fresh torch/OpenMP state); the metrics rows."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "mbrl_ros.cli", "train", "--algo", algo, "--task", task, "--seed", str(seed),
+               "--out", tmp, "--no-progress", "--threads", threads, "--set", f"max_iterations={iterations}",
+               "--set", "samples=10000000"]
+        for o in overrides:
+            cmd += ["--set", o]
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        rows = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+        cfg = json.loads((Path(tmp) / "config.json").read_text())
+    return {"rows": rows, "config": cfg}
+
+
+def split(rows: list[dict]) -> dict:
+    """Mean per-iteration seconds over the iterations after the initial one (iteration 0)."""
+    its = [r for r in rows if r["iteration"] >= 1]
+    mean = lambda k: statistics.mean(float(r.get(k) or 0.0) for r in its)
+    out = {k: mean(k) for k in ("iteration_s", "fit_s", "npg_s", "collect_s", "eval_s")}
+    out["other_s"] = out["iteration_s"] - sum(out[k] for k in ("fit_s", "npg_s", "collect_s", "eval_s"))
+    out["threads"] = sorted({int(r.get("threads") or 0) for r in its})
+    out["n"] = len(its)
+    return out
+
+
+class Hog:
+    """Another CPU-bound process on one core while the block runs."""
+
+    def __enter__(self) -> "Hog":
+        self.p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.p.kill()
+        self.p.wait()
+
+
+def describe(cfg: dict) -> str:
+    return (f"4 x MLP({', '.join(map(str, cfg['model_hidden']))})" .replace("4 x", f"{cfg['ensemble_size']} x")
+            + f", fit <= {cfg['model_max_steps']} steps, {cfg['npg_trajectories']} starts x K="
+            + f"{cfg['npg_steps_aggressive'] if cfg['algo'] in ('mal', 'br') else cfg['npg_steps_conservative']}"
+            + f", CG {cfg['cg_iters']}, eval every {cfg['eval_every']} of {cfg['eval_episodes']}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--games", default=DEFAULT_GAMES, help="algo:task pairs, comma separated")
+    ap.add_argument("--iterations", type=int, default=6, help="iterations measured after the initial one")
+    ap.add_argument("--threads", default="auto", help="--threads of mbrl-ros train (default auto)")
+    ap.add_argument("--load", action="store_true", help="also measure beside a CPU-bound process")
+    ap.add_argument("--paper", action="store_true", help="also measure the paper's hyper-parameters")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-report", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    from mbrl_ros.core.buffers import EpisodeBuffer
-    from mbrl_ros.core.config import load_config
-    from mbrl_ros.core.model_player import ModelPlayer
-    from mbrl_ros.core.model_rollout import rollout_policy
-    from mbrl_ros.core.policy_player import PolicyPlayer
-    from mbrl_ros.core.world import collect_episodes
-    from mbrl_ros.tasks import make_env
-
-    env = make_env("dclaw-turn-fixed")
-    task = env.task
-    cfg = load_config("pal", "dclaw-turn-fixed")
-    policy_player = PolicyPlayer(task, cfg)
-    model_player = ModelPlayer(task, cfg)
-    rng = np.random.default_rng(0)
-
-    t0 = time.perf_counter()
-    episodes = collect_episodes(env, lambda o: policy_player.act(o, deterministic=False), 2000, rng, 0, "bench")
-    env_rate = sum(len(e) for e in episodes) / (time.perf_counter() - t0)
-    buf = EpisodeBuffer("fifo", 2500)
-    for e in episodes:
-        buf.add_episode(e)
-    x, y, states = model_player.transitions(buf)
-    ens = model_player.ensemble
-    ens.set_normalization(x, y, states)
-    y_norm = ens.normalized_targets(y)
-    opt = model_player.optimizer
-    E, bs = ens.ensemble_size, cfg.model_batch_size
-
-    def batched_step() -> None:
-        idx = torch.randint(0, x.shape[0], (E, bs))
-        loss = ens.loss(x[idx], y_norm[idx]).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    members = [nn.Sequential(nn.Linear(x.shape[1], 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                             nn.Linear(512, y.shape[1])) for _ in range(E)]
-    loop_opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in members]
-
-    def loop_step() -> None:
-        for m, o in zip(members, loop_opts):
-            idx = torch.randint(0, x.shape[0], (bs,))
-            loss = ((m((x[idx] - ens.in_shift) / ens.in_scale) - y_norm[idx]) ** 2).mean()
-            o.zero_grad()
-            loss.backward()
-            o.step()
-
-    t_batched = timed(batched_step, args.repeats)
-    t_loop = timed(loop_step, args.repeats)
-    starts = torch.as_tensor(buf.initial_observations()[rng.integers(0, len(buf.episodes), 200)], dtype=torch.float32)
-    t_rollout = timed(lambda: rollout_policy(ens, task, policy_player.policy, starts, 40), max(3, args.repeats // 4))
-    obs0 = buf.initial_observations()
-    all_obs = buf.arrays()["obs"]
-    t_npg = timed(lambda: policy_player.improve(ens, obs0, 1, buffer_obs=all_obs), max(3, args.repeats // 4))
-
-    steps_pal = int(np.ceil(cfg.model_epochs_aggressive * cfg.buffer_size / cfg.model_batch_size))
+    args = ap.parse_args(argv)
+    games = [g.split(":", 1) for g in args.games.split(",") if g]
     lines = [
-        f"D'Claw turn fixed, paper model (4 x MLP(512, 512), minibatch 200), {args.threads} torch thread(s); medians.",
-        "",
-        "| measurement | value |",
-        "|---|---|",
-        f"| ensemble gradient step, 4 members batched (baddbmm) | {t_batched * 1e3:.1f} ms |",
-        f"| same step, Python loop over 4 nn.Sequential members | {t_loop * 1e3:.1f} ms |",
-        f"| batching speed-up | {t_loop / t_batched:.2f}x |",
-        f"| paper PAL fit: 100 epochs x 2500 / 200 = {steps_pal} steps, batched | {steps_pal * t_batched:.1f} s |",
-        f"| synthetic rollout: 200 starts x 4 members x 40 steps | {t_rollout:.2f} s |",
-        f"| one NPG step (rollout, GAE, CG natural gradient, value refit) | {t_npg:.2f} s |",
-        f"| simulator with the policy in the loop | {env_rate:.0f} env steps/s |",
-        "",
-        f"Command: `{command_line()}`. "
-        "The machine may have been shared with other jobs while this ran.",
+        f"Per-iteration wall time of the in-process games (`mbrl-ros train --threads {args.threads}`), mean of "
+        f"{args.iterations} iterations after the initial collection, seed {args.seed}. *Loaded*: the same run "
+        "while another process spins on one core. Evaluation is amortised over `eval_every`; *other* = gate, "
+        "deploy, checkpoint, ONNX export. Evaluation episodes are not real samples.", "",
+        "| game | configuration | load | iteration s | fit | NPG | collect | eval | other | threads | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    results = {}
+    for algo, task in games:
+        key = f"{algo}:{task}"
+        variants = [("project", [])]
+        if args.paper:
+            variants.append(("paper", PAPER + (PAPER_PAL_DCLAW if algo == "pal" and task.startswith("dclaw") else [])))
+        for name, overrides in variants:
+            for loaded in ([False, True] if args.load else [False]):
+                print(f"{key} {name} {'loaded' if loaded else 'alone'} ...", flush=True)
+                if loaded:
+                    with Hog():
+                        r = play(algo, task, args.iterations, overrides, args.threads, args.seed)
+                else:
+                    r = play(algo, task, args.iterations, overrides, args.threads, args.seed)
+                s = split(r["rows"])
+                results[(key, name, loaded)] = s
+                target = TARGETS.get(key)
+                lines.append(
+                    f"| {algo.upper()} `{task}` | {name}: {describe(r['config'])} | {'loaded' if loaded else 'alone'} "
+                    f"| **{s['iteration_s']:.1f}** | {s['fit_s']:.1f} | {s['npg_s']:.1f} | {s['collect_s']:.2f} "
+                    f"| {s['eval_s']:.2f} | {s['other_s']:.2f} | {','.join(map(str, s['threads']))} "
+                    f"| {'<= %.0f' % target if target and name == 'project' else ''} |")
+    if args.load:
+        lines += ["", "Loaded / alone (target <= 2x):"]
+        for (key, name, loaded), s in results.items():
+            if loaded:
+                alone = results[(key, name, False)]["iteration_s"]
+                lines.append(f"- {key} ({name}): {s['iteration_s'] / alone:.2f}x")
+    lines += ["", f"Command: `{command_line()}`."]
     publish("wallclock", "\n".join(lines), write=not args.no_report)
     return 0
 

@@ -68,8 +68,8 @@ def launch_arguments(graph: str) -> list[LaunchArgument]:
     return [
         LaunchArgument("use_sim", "true", "true: MuJoCo sim collectors; false: one hardware collector on device_path"),
         LaunchArgument("device_path", "/dev/ttyUSB0", "serial port of the Dynamixel bus (use_sim:=false)"),
-        LaunchArgument("config", "", "ROS parameter file for all nodes: a path, or a name (demo = config/ros_demo.yaml); "
-                                     "'' = config/ros_graph.yaml"),
+        LaunchArgument("config", "", "ROS parameter file for all nodes: a path, or a name (demo = config/ros_demo.yaml, "
+                                     "smoke = config/ros_smoke.yaml); '' = config/ros_graph.yaml"),
         LaunchArgument("set", "", "game hyper-parameter overrides 'key=value,key=value' (see config/<algo>.yaml)"),
         LaunchArgument("num_collectors", "1", f"sim collectors, one process each (1..{MAX_COLLECTORS})"),
         LaunchArgument("samples", "0", "budget of real samples (0 = the game config's budget)"),
@@ -81,6 +81,8 @@ def launch_arguments(graph: str) -> list[LaunchArgument]:
                                           "mal-agent-reward and mal-noise are MAL with the poster's fixes)"),
         LaunchArgument("realtime", "false", "collectors run at the task's 10 Hz (true) or as fast as possible"),
         LaunchArgument("device", "cpu", "torch device of the learners: cpu | cuda | auto"),
+        LaunchArgument("video", "false", "true: after the game, render one episode of the final policy offscreen to "
+                                         "<log_dir>/policy.gif (mbrl-ros launch; needs OSMesa)"),
     ]
 
 
@@ -145,10 +147,16 @@ class ResolvedGraph:
     task_id: str
     realtime: bool
     device: str
+    video: bool = False
 
     @property
     def mcap_path(self) -> Path:
         return self.log_dir / "record" / "transitions.mcap"
+
+    @property
+    def video_path(self) -> Path:
+        """Where ``video:=true`` writes the final policy's episode."""
+        return self.log_dir / "policy.gif"
 
 
 def split_overrides(text: str) -> list[str]:
@@ -230,6 +238,7 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         num_collectors=num, samples=_as_int("samples", a["samples"], 0, 10**9),
         seed=_as_int("seed", a["seed"], 0, 2**31 - 1), log_dir=log_dir.resolve(), domain_id=domain,
         task_id=task_id, realtime=_as_bool("realtime", a["realtime"]), device=a["device"],
+        video=_as_bool("video", a["video"]),
     )
 
 

@@ -201,3 +201,41 @@ def test_agent_reward_gradients_stay_finite_on_dclaw() -> None:
     player = ModelPlayer(env.task, cfg)
     result = player.fit(buf, aggressive=True, policy=policy)
     assert np.isfinite(result["loss"]) and all(bool(torch.isfinite(p).all()) for p in player.ensemble.parameters())
+
+
+def test_early_stopping_stops_where_the_held_out_loss_stops_improving() -> None:
+    """A large model on few noisy samples overfits: the held-out loss falls, then rises. The
+    early-stopped fit ends ``patience`` evaluations after the best one and keeps its weights."""
+    import copy
+
+    x, y, states = linear_data(120, 3)
+    y = y + 0.05 * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))  # noise to overfit
+    hold = torch.zeros(120, dtype=torch.bool)
+    hold[::3] = True  # a third held out
+    torch.manual_seed(0)
+    ens = DynamicsEnsemble(5, 2, ensemble_size=2, hidden=[256, 256])
+    ens.set_normalization(x, y, states)
+    twin = copy.deepcopy(ens)
+    opt = torch.optim.Adam(ens.parameters(), lr=3e-3)
+    torch.manual_seed(1)
+    full = fit_ensemble(ens, opt, x, y, 1500, 40, holdout_mask=hold, eval_every=25, patience=10**6, min_steps=1)
+    curve = full["holdout_curve"]
+    best_step = min(curve, key=lambda c: c[1])[0]
+    assert curve[-1][1] > 1.2 * min(c[1] for c in curve)  # it does overfit: the held-out loss rises again
+    assert best_step < 1500 - 4 * 25
+    opt2 = torch.optim.Adam(twin.parameters(), lr=3e-3)
+    torch.manual_seed(1)  # the same minibatches as the full fit
+    stopped = fit_ensemble(twin, opt2, x, y, 1500, 40, holdout_mask=hold, eval_every=25, patience=4, min_steps=1)
+    assert stopped["holdout_curve"] == curve[: len(stopped["holdout_curve"])]
+    # it stops at the first point where 4 evaluations in a row did not improve on the best so far
+    expect, best, bad = None, float("inf"), 0
+    for step, loss in curve:
+        if loss < best - 1e-6:
+            best, bad = loss, 0
+        else:
+            bad += 1
+            if bad >= 4:
+                expect = step
+                break
+    assert stopped["steps"] == expect < 1500
+    assert stopped["holdout_loss"] == pytest.approx(min(c[1] for c in stopped["holdout_curve"]), rel=1e-6)

@@ -181,3 +181,31 @@ def test_cli_dry_run_prints_one_command_per_node(tmp_path: Path, capsys) -> None
         "game_coordinator", "model_learner", "policy_improver", "collector_0", "collector_1"]
     assert "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST" in out
     assert cli.main(["launch", "pal_dclaw", "num_collectors:=99", "--dry-run"]) == 2
+
+
+@pytest.mark.parametrize("name", ["demo", "smoke"])
+def test_demo_and_smoke_configurations_are_valid(name: str, tmp_path: Path) -> None:
+    """``config:=demo`` (what ``make demo`` runs, with ``video:=true``) and ``config:=smoke`` (the
+    tests' quick graph): the ROS parameter file parses, its game_overrides apply to PAL's game
+    configuration for D'Claw turn fixed, and the graph resolves with them."""
+    rclpy_parameter = pytest.importorskip("rclpy.parameter")
+    from mbrl_ros.core.config import load_config
+
+    path = graph.config_dir() / f"ros_{name}.yaml"
+    for node in ("game_coordinator", "model_learner", "policy_improver", "collector_0"):
+        params = rclpy_parameter.parameter_dict_from_yaml_file(str(path), use_wildcard=True, target_nodes=[node])
+        assert params["torch_threads"].value.integer_value >= 0
+        overrides = list(params["game_overrides"].value.string_array_value)
+    assert overrides and all("=" in o for o in overrides)
+    cfg = load_config("pal", "dclaw-turn-fixed", overrides)
+    assert cfg.samples > cfg.n_init > 0
+
+    tokens = [f"config:={name}", "video:=true", f"log_dir:={tmp_path}"]
+    g = graph.resolve("pal_dclaw", graph.parse_launch_tokens(tokens, "pal_dclaw"))
+    assert g.config == path.resolve() and g.video and g.video_path == tmp_path.resolve() / "policy.gif"
+    assert all(n.parameters[0] == str(path.resolve()) for n in graph.build_nodes(g))
+    if name == "smoke":  # the quick one: a small budget and small models
+        assert cfg.samples <= 1000 and cfg.ensemble_size <= 2 and max(cfg.model_hidden) <= 64
+    assert not graph.resolve("pal_dclaw", {}).video  # video is off by default
+    with pytest.raises(ValueError, match="boolean"):
+        graph.resolve("pal_dclaw", {"video": "sometimes"})

@@ -173,3 +173,21 @@ def test_model_learner_restart_ends_with_exactly_the_published_episodes(tmp_path
     summary = json.loads((run / "summary.json").read_text())
     assert summary["episodes"] == len(published) and summary["refused_out_of_order"] == 0
     assert s["samples"] > killed_at
+
+
+def test_smoke_configuration_completes(tmp_path: Path) -> None:
+    """``mbrl-ros launch pal_dclaw config:=smoke`` (the quick plumbing configuration, with the
+    learners' ``torch_threads`` on auto) plays its whole game and exits with status 0."""
+    log_dir = tmp_path / "smoke"
+    argv = [sys.executable, "-m", "mbrl_ros.cli", "launch", "pal_dclaw", "config:=smoke", f"log_dir:={log_dir}",
+            f"domain_id:={free_domain_id()}", "--no-progress", "--timeout", "300"]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=360,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    text = proc.stdout.decode(errors="replace")
+    assert proc.returncode == 0 and "game over" in text, text[-3000:]
+    summary = json.loads((log_dir / "summary.json").read_text())
+    assert summary["samples"] == summary["sample_budget"] == 800 and summary["iterations"] == 2
+    assert Path(summary["policy"]).is_file() and "  video" not in text  # video:=false by default
+    history = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
+    for h in history[1:]:  # torch_threads:=0 (auto): each fit and improvement ran with a chosen count
+        assert h["fit_threads"] >= 1 and h["npg_threads"] >= 1

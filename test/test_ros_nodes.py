@@ -292,3 +292,48 @@ def test_estop_stops_every_collector(graph: Graph, probe: Probe, tmp_path: Path)
     assert probe.call(Trigger, ESTOP_CLEAR_SERVICE).success
     t_clear = time.monotonic()
     probe.spin_until(lambda: robots_since(t_clear) == {"sim0", "sim1"}, 60, "collection resumed on both")
+
+
+def test_torch_threads_zero_means_auto_and_a_negative_value_is_refused() -> None:
+    """The learners' ``torch_threads`` parameter, declared on an in-process node (no DDS peers):
+    0 = auto (a CoreBudget of up to min(4, cores) threads, re-chosen before each fit / improvement),
+    N > 0 pins N threads as before, and ROS refuses a negative value at declaration."""
+    import rclpy
+    import torch
+    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.parameter import Parameter
+
+    from mbrl_ros.core.threads import cpu_count
+    from mbrl_ros.nodes.model_learner import declare_torch_threads, torch_thread_budget
+    from ros_harness import free_domain_id
+
+    before = torch.get_num_threads()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=free_domain_id())
+    nodes = []
+
+    def node_with(value: int):
+        nodes.append(rclpy.create_node(f"threads_test_{len(nodes)}", context=context,
+                                       parameter_overrides=[Parameter("torch_threads", value=value)]))
+        return nodes[-1]
+
+    try:
+        auto = declare_torch_threads(node_with(0))
+        assert auto.fixed is None and auto.max_threads == min(4, cpu_count())
+        assert torch.get_num_threads() == 1  # auto starts at one thread until the first choice
+        assert 1 <= auto.choose() <= min(4, cpu_count()) and torch.get_num_threads() == auto.threads
+        desc = nodes[-1].describe_parameter("torch_threads")
+        assert desc.read_only and desc.integer_range[0].from_value == 0 and "auto" in desc.description
+
+        pinned = declare_torch_threads(node_with(2))
+        assert pinned.fixed == 2 and torch.get_num_threads() == 2 and pinned.choose() == 2
+
+        with pytest.raises(InvalidParameterValueException, match="out of range"):
+            declare_torch_threads(node_with(-1))
+        with pytest.raises(ValueError, match="0 \\(auto\\) or positive"):
+            torch_thread_budget(-3)
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        rclpy.shutdown(context=context)
+        torch.set_num_threads(before)

@@ -88,3 +88,54 @@ def test_render_writes_a_non_blank_gif(tmp_path):
     for f in frames:
         assert f.std() > 10 and len(np.unique(f.reshape(-1, 3), axis=0)) > 50  # a scene, not a blank
     assert np.abs(frames[0].astype(int) - frames[2].astype(int)).max() > 0  # the claw moved
+
+
+@pytest.mark.skipif(ctypes.util.find_library("OSMesa") is None, reason="OSMesa missing (apt-get install libosmesa6)")
+def test_launch_video_writer_produces_a_readable_gif_of_the_right_size(tmp_path, monkeypatch):
+    """``mbrl-ros launch ... video:=true`` writes its GIF with ``launch.render_video``: 3 steps of a
+    random policy at 64x48 read back with imageio (frame count = reset + steps, frame size)."""
+    import imageio.v3 as iio
+
+    from mbrl_ros.commands.launch import render_video
+
+    # (importing the render module sets these defaults; monkeypatch restores the environment after)
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "osmesa")
+    out = tmp_path / "policy.gif"
+    ok, message = render_video("dclaw-turn-fixed", "random", out, width=64, height=48, steps=3, timeout_s=240)
+    assert ok and message == str(out), message
+    frames = iio.imread(out, index=None)
+    assert frames.shape == (4, 48, 64, 3)  # the reset frame + 3 steps, height x width x RGB
+    assert all(f.std() > 10 for f in frames)  # a scene, not a blank
+    ok, message = render_video("dclaw-turn-fixed", str(tmp_path / "missing.onnx"), tmp_path / "no.gif", width=64,
+                               height=48, steps=3, timeout_s=240)
+    assert not ok and "rendering failed" in message and not (tmp_path / "no.gif").exists()
+
+
+def test_launch_video_without_osmesa_prints_a_reason_and_the_summary_line(tmp_path, monkeypatch, capsys):
+    """``video:=true`` without OSMesa: no render is attempted, the summary's ``video`` line says why."""
+    import json
+
+    from mbrl_ros import graph
+    from mbrl_ros.commands import launch, render
+
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "osmesa")
+    monkeypatch.setattr(render, "osmesa_available", lambda: False)
+    ok, message = launch.render_video("dclaw-turn-fixed", "zero", tmp_path / "policy.gif")
+    assert not ok and "OSMesa" in message and not (tmp_path / "policy.gif").exists()
+
+    g = graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), "video": "true"})
+    assert launch.write_video(g) == "not written: the run has no final policy"  # no summary.json yet
+    (tmp_path / "policy_final.onnx").write_bytes(b"onnx")
+    summary = {"algo": "pal", "task": "dclaw-turn-fixed", "iterations": 1, "samples": 10, "sample_budget": 10,
+               "episodes": 1, "final_eval_success": 0.0, "best_eval_success": 0.0, "wall_s": 1.0,
+               "policy": str(tmp_path / "policy_final.onnx")}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    line = launch.write_video(g)
+    assert line.startswith("not written: offscreen rendering needs OSMesa")
+    launch.print_summary(tmp_path, video=line)
+    out = capsys.readouterr().out
+    assert f"  video          {line}\n" in out
+    launch.print_summary(tmp_path)  # without video:=true there is no video line
+    assert "  video " not in capsys.readouterr().out

@@ -7,6 +7,11 @@ finishes (exit 0, a summary is printed), on Ctrl-C (every node is stopped cleanl
 when a learner or the coordinator dies (every node is stopped, exit 1), or after ``--timeout``
 seconds (exit 124). A dead collector is reported; the run goes on while another collector is
 alive, and the exit status is then 1.
+
+``video:=true``: once the game is over and every node has stopped, one episode of the final
+deployed policy (``policy`` in ``summary.json``) is rendered offscreen to ``<log_dir>/policy.gif``
+by ``mbrl-ros render`` in a subprocess (OSMesa; without it a one-line reason is printed
+instead). The video never changes the exit status.
 """
 
 from __future__ import annotations
@@ -146,7 +151,51 @@ def _read_json(path: Path) -> Optional[dict]:
         return None
 
 
-def print_summary(log_dir: Path) -> None:
+VIDEO_SIZE = (320, 320)  # width, height of the launch video's frames
+VIDEO_STEPS = 40  # one D'Claw episode (4 s at 10 Hz; the GIF plays in real time)
+VIDEO_TIMEOUT_S = 600.0
+
+
+def render_video(task_id: str, policy: str, out: Path, width: int = VIDEO_SIZE[0], height: int = VIDEO_SIZE[1],
+                 steps: int = VIDEO_STEPS, seed: int = 0, timeout_s: float = VIDEO_TIMEOUT_S) -> tuple[bool, str]:
+    """One episode of ``policy`` (an ONNX path, ``zero`` or ``random``) rendered offscreen to the GIF
+    ``out`` by ``mbrl-ros render`` in a subprocess (MuJoCo's GL backend is chosen before MuJoCo
+    loads there, and nothing of it touches this process). Returns ``(ok, message)``: the path
+    written, or a one-line reason why not (no OSMesa, a render error, the timeout)."""
+    from mbrl_ros.commands.render import osmesa_available  # sets MUJOCO_GL=osmesa unless chosen
+
+    if os.environ.get("MUJOCO_GL") == "osmesa" and not osmesa_available():
+        return False, "offscreen rendering needs OSMesa (apt-get install libosmesa6)"
+    argv = [sys.executable, "-m", "mbrl_ros.cli", "render", "--task", task_id, "--policy", str(policy),
+            "--out", str(out), "--episodes", "1", "--width", str(width), "--height", str(height),
+            "--max-steps", str(steps), "--seed", str(seed)]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False, f"rendering did not finish in {timeout_s:.0f} s"
+    if proc.returncode != 0 or not Path(out).is_file():
+        lines = [x for x in proc.stdout.decode(errors="replace").splitlines() if x.strip()]
+        return False, f"rendering failed ({proc.returncode}): {lines[-1] if lines else 'no output'}"
+    return True, str(out)
+
+
+def write_video(g: graph.ResolvedGraph) -> str:
+    """``video:=true`` at the end of a run: the final policy's episode as ``<log_dir>/policy.gif``.
+    Returns the summary's video line (the path, or why there is none)."""
+    s = _read_json(g.log_dir / "summary.json")
+    policy = (s or {}).get("policy")
+    if not policy or not Path(policy).is_file():
+        return "not written: the run has no final policy"
+    print(f"rendering the final policy to {g.video_path} ...", flush=True)
+    try:
+        ok, message = render_video(g.task_id, policy, g.video_path, seed=g.seed)
+    except KeyboardInterrupt:
+        return "not written: interrupted"
+    return message if ok else f"not written: {message}"
+
+
+def print_summary(log_dir: Path, video: Optional[str] = None) -> None:
     s = _read_json(log_dir / "summary.json")
     if s is None:
         print(f"no summary (the coordinator did not finish); logs in {log_dir / 'logs'}")
@@ -162,6 +211,8 @@ def print_summary(log_dir: Path) -> None:
     print(f"  metrics        {s.get('metrics')}")
     print(f"  MCAP record    {s.get('mcap')}")
     print(f"  plots          {s.get('plot')}")
+    if video is not None:
+        print(f"  video          {video}")
     print(f"  logs           {log_dir / 'logs'}")
 
 
@@ -176,8 +227,9 @@ def run(args) -> int:
         return 0
     print(f"mbrl-ros launch {args.name}: {len(launcher.nodes)} nodes, ROS_DOMAIN_ID={g.domain_id}, log dir {g.log_dir}")
     launcher.start()
-    status = _watch(launcher, args)
-    print_summary(g.log_dir)
+    status = _watch(launcher, args)  # every node has stopped when it returns
+    video = write_video(g) if g.video else None
+    print_summary(g.log_dir, video=video)
     return status
 
 

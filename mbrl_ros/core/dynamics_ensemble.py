@@ -169,6 +169,7 @@ def fit_ensemble(
             return float(ensemble.loss(x, y_all[hold_idx].expand(E, -1, -1)).mean())
 
     best, best_state, bad_evals, steps = math.inf, None, 0, 0
+    curve: list[tuple[int, float]] = []  # (step, held-out loss) at every evaluation
     t0 = time.perf_counter()
     train_loss = torch.zeros(E)
     for steps in range(1, n_steps + 1):
@@ -186,6 +187,7 @@ def fit_ensemble(
         train_loss = per_member.detach()
         if hold_idx is not None and steps % eval_every == 0:
             h = holdout_loss()
+            curve.append((steps, h))
             if h < best - 1e-6:
                 best, bad_evals = h, 0
                 best_state = copy.deepcopy(ensemble.state_dict())
@@ -204,4 +206,6 @@ def fit_ensemble(
     }
     if hold_idx is not None:
         result["holdout_loss"] = holdout_loss()
+        result["holdout_curve"] = curve
+        result["best_step"] = min(curve, key=lambda c: c[1])[0] if curve else steps
     return result

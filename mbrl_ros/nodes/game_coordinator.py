@@ -335,7 +335,7 @@ class GameCoordinator(Node):
             self._model = blob
             self._request = {}
             self._it.update(model_loss=blob.header.get("loss"), model_steps=blob.header.get("steps"),
-                            fit_s=blob.header.get("fit_s"))
+                            fit_s=blob.header.get("fit_s"), fit_threads=_int_or_none(blob.header.get("torch_threads")))
         self.get_logger().info(f"model v{version} accepted (loss {blob.header.get('loss')})")
         self._start_gate_reference()
         self._tick()  # the next move now (publishes the state)
@@ -370,7 +370,7 @@ class GameCoordinator(Node):
             stats = blob.header.get("stats") or {}
             self._it.update(J_model=stats.get("J_model"), kl=stats.get("kl"), kl_max=stats.get("kl_max"),
                             model_success=stats.get("model_success"), policy_std=stats.get("policy_std"),
-                            npg_s=stats.get("npg_s"))
+                            npg_s=stats.get("npg_s"), npg_threads=_int_or_none(stats.get("torch_threads")))
         self.get_logger().info(f"candidate policy v{version} accepted for the gate (J(pi, M) {stats.get('J_model')})")
         self._publish_state()
 
@@ -766,6 +766,14 @@ class GameCoordinator(Node):
         self._evals.put(None)
         if self.recorder is not None:
             self.recorder.close()
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    """A player's reported count (e.g. torch threads) for the metrics; None when absent or not a number."""
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _joint_slots(task: Any) -> Optional[list[int]]:

@@ -42,6 +42,7 @@ from mbrl_ros.core.buffers import EpisodeBuffer
 from mbrl_ros.core.config import load_config
 from mbrl_ros.core.model_player import ModelPlayer
 from mbrl_ros.core.schedule import ModelObjective, game_spec
+from mbrl_ros.core.threads import CoreBudget, cpu_count
 from mbrl_ros.nodes import (
     GAME_STATE, MODEL, POLICY_WEIGHTS, TRANSITIONS, latched_qos, run_node, transitions_qos, weights_qos,
 )
@@ -52,8 +53,44 @@ from mbrl_ros.nodes.policy_weights import load_policy_bytes, new_policy
 from mbrl_ros.tasks import get_task
 
 
+AUTO_MAX_THREADS = 4  # torch_threads:=0 (auto) uses at most this many threads (and at most the cores)
+
+
+def torch_thread_budget(threads: int) -> CoreBudget:
+    """The thread policy of ``torch_threads``: N > 0 pins N threads; 0 = auto, a
+    :class:`~mbrl_ros.core.threads.CoreBudget` of up to ``min(4, cores)`` threads whose ``choose()``
+    (called before each model fit and each policy improvement) follows the cores other processes
+    leave free. A negative value raises ``ValueError``."""
+    threads = int(threads)
+    if threads < 0:
+        raise ValueError(f"torch_threads must be 0 (auto) or positive, got {threads}")
+    if threads == 0:
+        return CoreBudget(max_threads=min(AUTO_MAX_THREADS, cpu_count()))
+    return CoreBudget(fixed=threads)
+
+
+def declare_torch_threads(node: Node) -> CoreBudget:
+    """Declare ``torch_threads`` (read-only; ROS refuses a value outside [0, 256]) and set torch's
+    thread count for the start: N when pinned, 1 in auto mode until the first ``choose()``."""
+    threads = declare(node, "torch_threads", 1,
+                      "torch intra-op threads of this node: N > 0 = N threads; 0 = auto (up to min(4, cores), "
+                      "re-chosen before each model fit / policy improvement from the cores other processes "
+                      "leave free)", read_only=True, lo=0, hi=256)
+    budget = torch_thread_budget(threads)
+    if budget.fixed is not None:
+        budget.choose()
+    else:
+        torch.set_num_threads(1)
+    return budget
+
+
 def declare_game(node: Node) -> tuple[Any, Any]:
-    """The parameters every learning node shares; returns ``(task, GameConfig)``."""
+    """The parameters every learning node shares; returns ``(task, GameConfig)``.
+
+    Also sets ``node.core_budget`` (:func:`declare_torch_threads`): the learners call its
+    ``choose()`` before each fit / improvement; the coordinator (gate rollouts, evaluation) keeps
+    the start-up count.
+    """
     algo = declare(node, "algo", "pal", "game: pal | mal | gda | br | mal-agent-reward | mal-noise", read_only=True)
     task_id = declare(node, "task", "dclaw-turn-fixed", "task id", read_only=True)
     seed = declare(node, "seed", 0, "seed of torch/numpy in this node", read_only=True, lo=0)
@@ -61,8 +98,7 @@ def declare_game(node: Node) -> tuple[Any, Any]:
     extra = declare(node, "game_set", [], "more 'key=value' overrides, applied after game_overrides (launch set:=)", read_only=True)
     device = declare(node, "device", "cpu", "torch device: cpu | cuda | auto", read_only=True)
     declare(node, "log_dir", "", "run directory", read_only=True)
-    threads = declare(node, "torch_threads", 1, "torch intra-op threads of this node", read_only=True, lo=1, hi=256)
-    torch.set_num_threads(int(threads))
+    node.core_budget = declare_torch_threads(node)
     cfg = load_config(algo, task_id, list(overrides) + list(extra) + [f"seed={seed}", f"device={device}"])
     torch.manual_seed(cfg.seed)
     return get_task(task_id), cfg
@@ -243,7 +279,9 @@ class ModelLearner(Node):
 
     def _fit(self, req: dict) -> None:
         try:
-            self.diag.status_message(f"fitting (request {req['id']})")
+            threads = self.core_budget.choose()  # torch_threads:=0: from the cores free right now
+            self.diag.set("torch_threads", threads)
+            self.diag.status_message(f"fitting (request {req['id']}, {threads} torch threads)")
             buffer = self.intake.buffer_snapshot()  # the fit sees one consistent buffer
             policy, policy_version = None, None
             if self._fit_policy is not None:  # MAL + agent reward: the deployed policy's return in the model
@@ -263,6 +301,7 @@ class ModelLearner(Node):
                 "episodes_total": len(self.intake.ids), "aggressive": bool(req.get("aggressive", True)),
                 "objective": self.spec.model_objective.value, "fit_policy_version": policy_version,
                 "random_fraction": round(n_random / max(len(buffer), 1), 6), "published_at": time.time(),
+                "torch_threads": threads,
             }
             with self._lock:
                 self.served.add(req["id"])
@@ -278,7 +317,7 @@ class ModelLearner(Node):
                 objective += f", {100 * header['random_fraction']:.1f}% random-policy data"
             self.get_logger().info(
                 f"model v{self.model_version} ({objective}): loss {result.get('loss', float('nan')):.4g}, "
-                f"{header['steps']} steps, {len(buffer)} transitions, {header['fit_s']:.2f} s")
+                f"{header['steps']} steps, {len(buffer)} transitions, {header['fit_s']:.2f} s, {threads} torch threads")
             self.diag.status_message(f"model v{self.model_version} published")
         except Exception as exc:  # noqa: BLE001 - report, keep serving
             self.diag.fault(f"fit failed: {exc}")

@@ -141,7 +141,9 @@ class PolicyImprover(Node):
 
     def _improve(self, req: dict, model: wire.ModelBlob) -> None:
         try:
-            self.diag.status_message(f"NPG in model v{model.model_version} (request {req['id']})")
+            threads = self.core_budget.choose()  # torch_threads:=0: from the cores free right now
+            self.diag.set("torch_threads", threads)
+            self.diag.status_message(f"NPG in model v{model.model_version} (request {req['id']}, {threads} torch threads)")
             self.model_player.load_bytes(model.weights)
             base = int(req.get("base_policy_version", self.policy_version))
             if base != self.policy_version and base in self._snapshots:
@@ -151,6 +153,7 @@ class PolicyImprover(Node):
             stats = self.player.improve(self.model_player.ensemble, StartStates.from_buffer(buffer), int(req["n_steps"]))
             if not self.player.parameters_finite():
                 raise ValueError("NPG produced non-finite policy parameters")
+            stats["torch_threads"] = threads
             version = int(req["policy_version"])
             self._publish_policy(int(req["iteration"]), model.model_version, version, req["id"], stats)
             with self._lock:
@@ -160,7 +163,7 @@ class PolicyImprover(Node):
                     self.metrics.publish(key, stats[key])
             self.get_logger().info(
                 f"policy v{version} on model v{model.model_version}: J(pi, M) {stats.get('J_model', float('nan')):.4g}, "
-                f"KL {stats.get('kl', float('nan')):.3g}, {stats.get('npg_s', 0.0):.2f} s")
+                f"KL {stats.get('kl', float('nan')):.3g}, {stats.get('npg_s', 0.0):.2f} s, {threads} torch threads")
         except Exception as exc:  # noqa: BLE001 - report and keep serving
             self.diag.fault(f"policy step failed: {exc}")
             self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}")
