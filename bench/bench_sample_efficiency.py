@@ -1,19 +1,28 @@
-"""Samples to 90% success: the six Stackelberg games vs Stable-Baselines3 SAC.
+"""Samples to 90% success (held): the six Stackelberg games vs Stable-Baselines3 SAC.
 
-Each (algorithm, seed) is one ``mbrl-ros train`` run (a subprocess, ``--jobs`` at a time);
-"samples to 90%" is the number of real samples at the first iteration whose deterministic
-evaluation (>= 20 episodes, success at the final step) reaches 90%. SAC (SB3 defaults) is
-evaluated the same way (same evaluation episodes) every ``--sac-eval-every`` samples and stops
-at the first evaluation that reaches 90%; when it never does within its budget, the SAC/PAL
-ratio is reported as a lower bound. Finished runs (games and SAC) are reused. The per-iteration time split
-(model fit / NPG / collection / evaluation) comes from the runs' metrics.
+Each (algorithm, seed) is one ``mbrl-ros train`` run (a subprocess, ``--jobs`` at a time). The
+protocol (issue "Learning that holds"):
+
+- every run of a task is evaluated on the same evaluation episodes (start states and targets
+  fixed by the task, ``mbrl_ros.core.world.evaluation_seeds``; 50 of them), with the
+  deterministic policy, success at the final step. A task whose resets are deterministic (D'Claw
+  turn fixed) has one evaluation episode, played once; its final valve-angle error is reported
+  beside success;
+- "samples to 90%" = real samples at the first of 3 consecutive evaluations at >= 90% (held);
+  the first touch of 90% and the relapses after it are reported too;
+- evaluation episodes are not real samples (as in the paper's code).
+
+SAC (SB3 defaults) is evaluated the same way every ``--sac-eval-every`` samples and stops once
+90% held; when it never does within its budget, the SAC/PAL ratio is a lower bound. Finished
+runs (games and SAC) are reused. The per-iteration time split (model fit / NPG / collection /
+evaluation) comes from the runs' metrics.
 
     .venv/bin/python bench/bench_sample_efficiency.py --quick            # pipeline check (point mass)
-    .venv/bin/python bench/bench_sample_efficiency.py --algos pal --seeds 3 --budget 20000
-    .venv/bin/python bench/bench_sample_efficiency.py --seeds 3 --jobs 6 --sac-budget 200000
-    .venv/bin/python bench/bench_sample_efficiency.py --algos pal,mal,gda --seeds 3,gda=1 --budget 20000,mal=30000
+    .venv/bin/python bench/bench_sample_efficiency.py --algos pal,mal --seeds 5 --budget 15000 --jobs 2
+    .venv/bin/python bench/bench_sample_efficiency.py --algos pal,mal,gda --seeds 5,gda=1 --budget 20000,mal=30000
 
-Writes the BENCHMARKS.md section "sample_efficiency" (and ``<out>/results.json``).
+Writes the BENCHMARKS.md section "sample_efficiency" (other tasks: "sample_efficiency_<task>")
+and ``<out>/results.json``; ``--figure`` plots success vs samples, mean and min..max over seeds.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ QUICK_SET = ["model_hidden=[64,64]", "npg_trajectories=50", "eval_episodes=10", 
              "buffer_size=800", "model_epochs_aggressive=50"]
 
 
-def run_game(algo: str, task: str, seed: int, budget: int, out: Path, overrides: list[str], threads: int,
+def run_game(algo: str, task: str, seed: int, budget: int, out: Path, overrides: list[str], threads: str,
              run: bool = True) -> Optional[dict]:
     """One training run in a subprocess; returns its metrics and summary (None: not run, ``run=False``)."""
     run_dir = out / f"{algo}-{task}-s{seed}"
@@ -62,13 +71,14 @@ def run_game(algo: str, task: str, seed: int, budget: int, out: Path, overrides:
     return {"algo": algo, "seed": seed, "summary": summary, "metrics": rows}
 
 
-def run_sac(task: str, seed: int, budget: int, eval_every: int, eval_episodes: int, threads: int, out: Path,
+def run_sac(task: str, seed: int, budget: int, eval_every: int, eval_episodes: int, threads: str, out: Path,
             quick: bool, run: bool = True) -> Optional[dict]:
     """SB3 SAC (default settings) in a worker subprocess (experiments/common.run_sac): evaluated
-    every ``eval_every`` samples on the same episodes as a game of that seed, ended at the first
-    evaluation that reaches 90%. A finished run with the same settings is reused."""
+    every ``eval_every`` samples on the games' evaluation episodes, ended once 90% held. A
+    finished run with the same settings is reused."""
     params = {"task": task, "seed": seed, "samples": budget, "eval_every": eval_every,
-              "eval_episodes": eval_episodes, "stop_success": THRESHOLD, "threads": threads}
+              "eval_episodes": eval_episodes, "stop_success": THRESHOLD,
+              "threads": 1 if str(threads) == "auto" else int(threads)}
     if quick:
         params["sac_kwargs"] = {"learning_starts": min(1000, budget // 10)}
     job = common.Job(f"sac-{task}-s{seed}", "sac", params, total=budget)
@@ -78,53 +88,67 @@ def run_sac(task: str, seed: int, budget: int, eval_every: int, eval_episodes: i
     if "error" in r:
         return {"seed": seed, "error": r["error"]}
     return {"seed": seed, "curve": [(h["samples"], h["eval_success"], h["eval_return"]) for h in r["history"]],
-            "samples_to_90": r["summary"]["samples_to_90"], "budget": budget, "wall_s": r["summary"]["wall_s"],
-            "wall_to_90": wall_to(r["history"]),
+            "samples_to_90": r["summary"]["samples_to_90"], "first_touch_90": r["summary"].get("first_touch_90"),
+            "budget": budget, "wall_s": r["summary"]["wall_s"], "wall_to_90": wall_to(r["history"]),
             "final_success": r["summary"]["final_success"], "final_return": r["summary"]["final_return"]}
 
 
 def samples_to(rows: list[dict], threshold: float = THRESHOLD) -> Optional[int]:
-    return next((r["samples"] for r in rows if r["eval_success"] >= threshold), None)
+    """Real samples at the first of 3 consecutive evaluations >= threshold (held)."""
+    from mbrl_ros.core.train import success_milestones
+
+    return success_milestones(rows, threshold)["held"]
 
 
 def wall_to(rows: list[dict], threshold: float = THRESHOLD) -> Optional[float]:
-    """Training wall-clock seconds (the run's own ``wall_s``) at the first iteration reaching ``threshold``."""
-    return next((r["wall_s"] for r in rows if r["eval_success"] >= threshold), None)
+    """Training wall-clock seconds (the run's own ``wall_s``) where 90% was first held."""
+    held = samples_to(rows, threshold)
+    return next((r["wall_s"] for r in rows if r["samples"] == held), None) if held is not None else None
+
+
+def curve_on_grid(rows: list[dict], grid: list[int]) -> list[float]:
+    """Evaluation success at each grid point: the last evaluation at or before it (NaN before the
+    first). A run that stopped once 90% held keeps its last value."""
+    ev = [(r["samples"], r["eval_success"]) for r in rows if r.get("eval_success") is not None]
+    out, j, last = [], 0, math.nan
+    for x in grid:
+        while j < len(ev) and ev[j][0] <= x:
+            last = ev[j][1]
+            j += 1
+        out.append(last)
+    return out
 
 
 def plot_curves(results: list[dict], sac: list[dict], task: str, path: Path) -> None:
-    """Evaluation success and return vs real samples, one line per (algorithm, seed)."""
+    """Evaluation success vs real samples: mean (line) and min..max (band) over seeds, per algorithm."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
-    colors: dict[str, str] = {}
+    groups: dict[str, list[list[dict]]] = {}
     for r in results:
-        if "error" in r:
-            continue
-        first = r["algo"] not in colors  # one legend entry per algorithm
-        c = colors.setdefault(r["algo"], f"C{len(colors)}")
-        xs = [m["samples"] for m in r["metrics"]]
-        label = r["algo"].upper() if first else None
-        ax_s.plot(xs, [m["eval_success"] for m in r["metrics"]], color=c, alpha=0.8, label=label)
-        ax_r.plot(xs, [m["eval_return"] for m in r["metrics"]], color=c, alpha=0.8, label=label)
-        ax_r.annotate(f"seed {r['seed']}", (xs[-1], r["metrics"][-1]["eval_return"]), fontsize=7, color=c)
-    for i, r in enumerate(sac):
-        xs = [x for x, _s, _r in r["curve"]]
-        ax_s.plot(xs, [s for _x, s, _r in r["curve"]], color="k", alpha=0.6, label="SAC" if i == 0 else None)
-        ax_r.plot(xs, [ret for _x, _s, ret in r["curve"]], color="k", alpha=0.6, label="SAC" if i == 0 else None)
-    ax_s.axhline(THRESHOLD, color="grey", ls=":", lw=1)
-    ax_s.set_ylim(-0.05, 1.05)
-    ax_s.set_ylabel("eval success (final step)")
-    ax_r.set_ylabel("eval return (deterministic policy)")
-    for ax in (ax_s, ax_r):
-        ax.set_xlabel("real samples" + (" (log scale)" if sac else ""))
-        if sac:  # SAC's budget is 10x the games': on a linear axis the games would be a sliver
-            ax.set_xscale("log")
-        ax.legend(loc="best")
-    fig.suptitle(f"{task}: one line per seed")
+        if "error" not in r:
+            groups.setdefault(r["algo"].upper(), []).append(r["metrics"])
+    for r in sac:
+        groups.setdefault("SAC", []).append([{"samples": x, "eval_success": s} for x, s, _r in r["curve"]])
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    top = max((rows[-1]["samples"] for runs in groups.values() for rows in runs), default=1)
+    for i, (name, runs) in enumerate(groups.items()):
+        last = max(rows[-1]["samples"] for rows in runs)
+        grid = list(np.linspace(min(rows[0]["samples"] for rows in runs), last, 200).astype(int))
+        ys = np.array([curve_on_grid(rows, grid) for rows in runs])
+        ok = ~np.all(np.isnan(ys), axis=0)
+        g, ys = np.asarray(grid)[ok], ys[:, ok]
+        ax.plot(g, np.nanmean(ys, 0), color=f"C{i}", label=f"{name} ({len(runs)} seeds)")
+        ax.fill_between(g, np.nanmin(ys, 0), np.nanmax(ys, 0), color=f"C{i}", alpha=0.2, lw=0)
+    ax.axhline(THRESHOLD, color="grey", ls=":", lw=1)
+    ax.set(ylim=(-0.05, 1.05), xlabel="real samples" + (" (log scale)" if "SAC" in groups else ""),
+           ylabel="eval success (final step)", title=f"{task}: mean and min..max over seeds")
+    if "SAC" in groups and top > 10 * min(r[-1]["samples"] for k, v in groups.items() if k != "SAC" for r in v):
+        ax.set_xscale("log")
+    ax.legend(loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -187,7 +211,7 @@ def time_split(rows: list[dict]) -> dict:
         return {}
     keys = ["fit_s", "npg_s", "collect_s", "eval_s"]
     total = statistics.mean(r["iteration_s"] for r in it)
-    return {"iteration_s": total, **{k: statistics.mean(r[k] for r in it) for k in keys}}
+    return {"iteration_s": total, **{k: statistics.mean(r.get(k) or 0.0 for r in it) for k in keys}}
 
 
 def main() -> int:
@@ -205,7 +229,7 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs")
     ap.add_argument("--figure", default=None, metavar="PNG", help="also plot success vs samples to this file")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--threads", default="1", help="torch threads per run: N or auto (default 1: one run per core)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_sample_efficiency"))
     ap.add_argument("--quick", action="store_true", help="point mass, 1 seed, small budgets: checks the pipeline")
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
@@ -218,7 +242,7 @@ def main() -> int:
     algos = [a for a in args.algos.split(",") if a and a != "sac"]
     with_sac = (not args.no_sac) and ("sac" in args.algos.split(",") or args.sac or args.algos == ",".join(ALGOS))
     overrides = list(args.overrides)
-    eval_episodes = 20
+    eval_episodes = 50
     if args.quick:
         args.task, args.seeds, args.budget = "pointmass", "1", "2000"
         args.sac_budget, args.sac_eval_every = 4000, 1000
@@ -266,41 +290,58 @@ def main() -> int:
                   f"wall={r['wall_s']:.0f}s", flush=True)
 
     # -- table -----------------------------------------------------------------------------
+    from mbrl_ros.core.train import evaluated, success_milestones
+
+    cfg0 = next((json.loads((out / f"{r['algo']}-{args.task}-s{r['seed']}" / "config.json").read_text())
+                 for r in results if "error" not in r), {})
+    n_eval = cfg0.get("eval_episodes", eval_episodes)
+    deterministic = args.task == "dclaw-turn-fixed"
     lines = [
         f"Task `{args.task}`, real-sample budget and seeds per game as in the table"
         f"{' (QUICK pipeline check on the point mass, not a result)' if args.quick else ''}. "
-        "Success = deterministic policy, success at the final step, "
-        f"{eval_episodes} evaluation episodes after every iteration. Overrides: `{' '.join(overrides) or 'none'}`.",
+        + (f"Evaluation: the deterministic policy on the task's fixed evaluation episodes ({n_eval}, the same "
+           "for every run and algorithm), success at the final step"
+           + ("; this task resets deterministically, so its evaluation episodes are all one episode, played "
+              "once, and the final valve-angle error is reported beside success" if deterministic else "")
+           + f", every {cfg0.get('eval_every', 1)} iteration(s). ")
+        + "Samples to 90% = the real samples at the first of 3 consecutive evaluations at >= 90% (held); "
+        "per seed: held (first touch, relapses after it). Evaluation episodes are not counted as real samples "
+        f"(as in the paper's code). Overrides: `{' '.join(overrides) or 'none'}`.",
         "",
-        "| algorithm | budget | samples to 90% (median) | per seed | training wall s to 90% per seed "
-        "| final success (median) | iteration s | fit / NPG / collect / eval s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| algorithm | budget | samples to 90% held (median) | per seed: held (first touch, relapses) "
+        "| wall s to 90% per seed | final success (median) | final goal error per seed | iteration s "
+        "| fit / NPG / collect / eval s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     medians: dict[str, tuple[float, bool]] = {}
     for algo in algos:
         runs = [r for r in results if r["algo"] == algo and "error" not in r]
         if not runs:
             tried = any(r["algo"] == algo for r in results)
-            lines.append(f"| {algo} | {budgets[algo]} | {'failed' if tried else 'not run'} | | | | | |")
+            lines.append(f"| {algo} | {budgets[algo]} | {'failed' if tried else 'not run'} | | | | | | |")
             continue
-        per_seed = [samples_to(r["metrics"]) for r in runs]
+        miles = [success_milestones(r["metrics"]) for r in runs]
+        per_seed = [m["held"] for m in miles]
         # a run stopped by hand (SIGTERM) before its budget is only known to need more than it played
-        stopped = ["stopped_by" in r["summary"] for r in runs]
+        stopped = ["stopped_by" in r["summary"] and r["summary"].get("samples_to_90") is None for r in runs]
         limits = [int(r["summary"]["samples"]) if st else budgets[algo] for r, st in zip(runs, stopped)]
         med, bound, med_txt = median_or_bound(per_seed, limits)
         medians[algo] = (med, bound)
-        finals = statistics.median(r["summary"]["final_success"] for r in runs)
+        finals = statistics.median(evaluated(r["metrics"])[-1]["eval_success"] for r in runs)
+        errors = [evaluated(r["metrics"])[-1].get("eval_final_error") for r in runs]
         split = [time_split(r["metrics"]) for r in runs]
         split = [s for s in split if s]
         ts = {k: statistics.mean(s[k] for s in split) for k in split[0]} if split else {}
-        seeds_txt = ", ".join(seed_text(v, lim, st) for v, lim, st in zip(per_seed, limits, stopped))
+        seeds_txt = ", ".join(
+            f"{seed_text(v, lim, st)} ({m['first_touch'] if m['first_touch'] is not None else '-'}, {m['relapses']})"
+            for v, lim, st, m in zip(per_seed, limits, stopped, miles))
         split_txt = (f"{ts['fit_s']:.1f} / {ts['npg_s']:.1f} / {ts['collect_s']:.1f} / {ts['eval_s']:.1f}"
                      if ts else "")
         walls = [wall_to(r["metrics"]) for r in runs]
         walls_txt = ", ".join(f"{w:.0f}" if w is not None else "-" for w in walls)
-        lines.append(f"| {algo} | {budgets[algo]} | {med_txt} | {seeds_txt} | {walls_txt} | {finals:.2f} "
-                     f"| {ts.get('iteration_s', 0):.1f} "
-                     f"| {split_txt} |")
+        err_txt = ", ".join(f"{e:.3f}" if e is not None else "-" for e in errors)
+        lines.append(f"| {algo} | {budgets[algo]} | {med_txt} | {seeds_txt} | {walls_txt} | {finals:.2f} | {err_txt} "
+                     f"| {ts.get('iteration_s', 0):.1f} | {split_txt} |")
     if sac:
         per_seed = [r["samples_to_90"] for r in sac]
         sac_med, sac_bound, _txt = median_or_bound(per_seed, args.sac_budget)
@@ -309,7 +350,7 @@ def main() -> int:
         walls_txt = ", ".join(f"{r['wall_to_90']:.0f}" if r["wall_to_90"] is not None else "-" for r in sac)
         lines.append(f"| SAC (SB3 defaults, {len(sac)} seed(s)) | {args.sac_budget} "
                      f"| {'>' + str(args.sac_budget) if sac_bound else f'{sac_med:.0f}'} | {seeds_txt} "
-                     f"| {walls_txt} | {finals:.2f} | | |")
+                     f"| {walls_txt} | {finals:.2f} | | | |")
     # the ratios follow the table (a line between its rows would end the Markdown table)
     if "pal" in medians and not medians["pal"][1]:  # the others against PAL ("MAL within 2x of PAL")
         pal_med = medians["pal"][0]

@@ -206,6 +206,9 @@ def print_summary(log_dir: Path, video: Optional[str] = None) -> None:
     print(f"  real samples   {s['samples']} of {s['sample_budget']} ({s['episodes']} episodes)")
     print(f"  success        {('%.2f' % success) if success is not None else 'n/a'} (deterministic eval, final policy); "
           f"best {s.get('best_eval_success')}")
+    if s.get("samples_to_90") is not None:
+        print(f"  90% held at    {s['samples_to_90']} real samples (3 evaluations in a row; first reached at "
+              f"{s.get('first_touch_90')})")
     print(f"  wall time      {s['wall_s']:.1f} s")
     print(f"  policy         {s.get('policy')}")
     print(f"  metrics        {s.get('metrics')}")

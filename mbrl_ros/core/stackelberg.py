@@ -35,7 +35,17 @@ from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
 from mbrl_ros.core.schedule import ModelObjective, Phase, Player, Referee, game_spec
 from mbrl_ros.core.world import collect_episodes, evaluate, evaluation_seeds, random_policy
 
-__all__ = ["StackelbergGame"]
+__all__ = ["StackelbergGame", "success_held"]
+
+
+def success_held(history: list[dict], cfg: GameConfig) -> bool:
+    """The stop_success rule (the in-process loop and the ROS coordinator both apply it): the
+    last ``stop_success_iters`` evaluations (iterations without one are skipped) all reached
+    ``stop_success``. Off when ``stop_success`` is 0."""
+    k = cfg.stop_success_iters
+    evaluated = [m for m in history if m.get("eval_success") is not None]
+    return cfg.stop_success > 0 and len(evaluated) >= k and all(
+        m["eval_success"] >= cfg.stop_success for m in evaluated[-k:])
 
 
 class StackelbergGame:
@@ -88,14 +98,9 @@ class StackelbergGame:
         return self.samples + n <= self.cfg.samples
 
     def can_afford_iteration(self, history: list[dict]) -> bool:
-        """Another iteration fits the sample budget (and max_iterations / stop_success allow it).
-
-        stop_success counts evaluated iterations only (``eval_every`` may skip some)."""
-        k = self.cfg.stop_success_iters
-        evaluated = [m for m in history if m.get("eval_success") is not None]
-        if self.cfg.stop_success > 0 and len(evaluated) >= k:
-            if all(m["eval_success"] >= self.cfg.stop_success for m in evaluated[-k:]):
-                return False
+        """Another iteration fits the sample budget (and max_iterations / stop_success allow it)."""
+        if success_held(history, self.cfg):
+            return False
         return self.budget_allows_iteration(self.referee.iteration)
 
     def evaluates(self, iteration: int) -> bool:

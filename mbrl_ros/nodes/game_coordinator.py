@@ -414,9 +414,19 @@ class GameCoordinator(Node):
                 self._refuse("step", str(exc), "internal_order_errors")
 
     def _can_afford_iteration(self) -> bool:
-        """The in-process loop's rule: a new iteration only if its N samples (and, MAL + random
-        noise, its random-policy samples) fit the budget."""
+        """The in-process loop's rules: a new iteration only if its N samples (and, MAL + random
+        noise, its random-policy samples) fit the budget, and not once ``stop_success`` held
+        (:func:`mbrl_ros.core.stackelberg.success_held`; the evaluations run beside the game, so
+        the rule sees those finished by the end of an iteration)."""
+        from mbrl_ros.core.stackelberg import success_held
+
         if self.cfg.max_iterations and self.referee.iteration > self.cfg.max_iterations:
+            return False
+        with self._lock:
+            history = [dict(h) for h in self.history]
+        if success_held(history, self.cfg):
+            self.get_logger().info(f"success >= {self.cfg.stop_success} held for {self.cfg.stop_success_iters} "
+                                   "evaluations: the game ends (stop_success)")
             return False
         return self.intake.samples + self.n_per_iter + self._random_target(self.n_per_iter) <= self.cfg.samples
 
@@ -742,6 +752,9 @@ class GameCoordinator(Node):
             policy_path.write_bytes(self._deployed.onnx)
         self._write_metrics()
         plot = _plot(self.history, self.log_dir / "learning_curve.png")
+        from mbrl_ros.core.train import success_milestones
+
+        milestones = success_milestones(self.history)
         final = self.history[-1] if self.history else {}
         summary = {
             "algo": self.cfg.algo, "task": self.task.info.task_id, "iterations": max(0, len(self.history) - 1),
@@ -749,6 +762,7 @@ class GameCoordinator(Node):
             "final_eval_success": final.get("eval_success"), "final_eval_return": final.get("eval_return"),
             "final_collect_success": final.get("collect_success"),
             "best_eval_success": max((h.get("eval_success") or 0.0 for h in self.history), default=None),
+            "samples_to_90": milestones["held"], "first_touch_90": milestones["first_touch"],
             "deployed_policy_version": self.referee.deployed_policy_version, "model_version": self.referee.model_version,
             "wall_s": round(time.monotonic() - self.t0, 3), "refused_out_of_order": self.diag.count("refused_out_of_order"),
             "gate_failed": self.diag.count("gate_failed"), "sequence_gaps": self.intake.gaps,
