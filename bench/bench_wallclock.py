@@ -78,10 +78,13 @@ class Hog:
 
 
 def describe(cfg: dict) -> str:
-    return (f"4 x MLP({', '.join(map(str, cfg['model_hidden']))})" .replace("4 x", f"{cfg['ensemble_size']} x")
-            + f", fit <= {cfg['model_max_steps']} steps, {cfg['npg_trajectories']} starts x K="
-            + f"{cfg['npg_steps_aggressive'] if cfg['algo'] in ('mal', 'br') else cfg['npg_steps_conservative']}"
-            + f", CG {cfg['cg_iters']}, eval every {cfg['eval_every']} of {cfg['eval_episodes']}")
+    """The hyper-parameters that set the cost of an iteration, in one line."""
+    k = cfg["npg_steps_aggressive"] if cfg["algo"] in ("mal", "br", "mal-agent-reward", "mal-noise") \
+        else cfg["npg_steps_conservative"]
+    hidden = ", ".join(map(str, cfg["model_hidden"]))
+    return (f"{cfg['ensemble_size']} x MLP({hidden}), fit <= {cfg['model_max_steps']} steps, "
+            f"K = {k} x {cfg['npg_trajectories']} starts, CG {cfg['cg_iters']}, "
+            f"eval every {cfg['eval_every']}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -90,7 +93,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--iterations", type=int, default=6, help="iterations measured after the initial one")
     ap.add_argument("--threads", default="auto", help="--threads of mbrl-ros train (default auto)")
     ap.add_argument("--load", action="store_true", help="also measure beside a CPU-bound process")
-    ap.add_argument("--paper", action="store_true", help="also measure the paper's hyper-parameters")
+    ap.add_argument("--paper", nargs="?", const="pal:dclaw-turn-fixed", default="",
+                    help="also measure the paper's hyper-parameters on these games (default pal:dclaw-turn-fixed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-report", action="store_true")
     args = ap.parse_args(argv)
@@ -107,7 +111,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for algo, task in games:
         key = f"{algo}:{task}"
         variants = [("project", [])]
-        if args.paper:
+        if key in args.paper.split(","):
             variants.append(("paper", PAPER + (PAPER_PAL_DCLAW if algo == "pal" and task.startswith("dclaw") else [])))
         for name, overrides in variants:
             for loaded in ([False, True] if args.load else [False]):

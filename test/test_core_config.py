@@ -13,7 +13,8 @@ from mbrl_ros.core.schedule import GAMES
 def test_every_algorithm_has_a_valid_config(algo: str) -> None:
     cfg = load_config(algo, "dkitty-orient-random")
     assert cfg.algo == algo and cfg.task_id == "dkitty-orient-random"
-    assert cfg.ensemble_size == 4 and cfg.model_hidden == [512, 512] and cfg.policy_hidden == [64, 64]
+    assert cfg.ensemble_size == 4 and cfg.model_hidden == [256, 256] and cfg.policy_hidden == [64, 64]
+    assert (cfg.npg_trajectories, cfg.cg_iters, cfg.entropy_coef) == (50, 25, 0.01)  # one setting for every game
     assert cfg.gamma == 0.995 and cfg.gae_lambda == 0.97 and cfg.npg_step_size == 0.05
 
 
@@ -30,7 +31,8 @@ def test_paper_horizon_rules() -> None:
 def test_per_task_values_and_overrides() -> None:
     assert load_config("pal", "dclaw-turn-random").samples == 60000  # per-task section of pal.yaml
     tuned = load_config("pal", "dclaw-turn-fixed")
-    assert (tuned.npg_step_size, tuned.npg_steps_conservative, tuned.model_max_steps) == (0.1, 6, 400)
+    assert (tuned.npg_step_size, tuned.npg_steps_conservative, tuned.model_max_steps, tuned.n_init) == (0.1, 6, 300, 1000)
+    assert load_config("mal", "dclaw-turn-fixed").start_state_mix == tuned.start_state_mix == 0.5  # the same mix
     assert load_config("pal", "dclaw-turn-fixed", ["npg_step_size=0.05"]).npg_step_size == 0.05  # --set wins
     cfg = load_config("pal", "dclaw-turn-fixed", ["samples_per_iter=400", "model_hidden=[64, 64]", "alpha=0.5"])
     assert cfg.n_per_iter(40) == 400 and cfg.model_hidden == [64, 64] and cfg.alpha == 0.5

@@ -29,7 +29,7 @@ from mbrl_ros.core.buffers import EpisodeBuffer
 from mbrl_ros.core.config import GameConfig
 from mbrl_ros.core.dynamics_ensemble import DynamicsEnsemble, fit_ensemble
 from mbrl_ros.core.model_rollout import differentiable_return
-from mbrl_ros.core.networks import GaussianMLPPolicy
+from mbrl_ros.core.networks import GaussianMLPPolicy, adam
 from mbrl_ros.core.policy_player import resolve_device
 from mbrl_ros.core.schedule import ModelObjective, game_spec
 
@@ -57,7 +57,7 @@ class ModelPlayer:
         ).to(self.device)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.ensemble.parameters(), lr=self.cfg.model_lr, weight_decay=self.cfg.model_weight_decay)
+        return adam(self.ensemble.parameters(), lr=self.cfg.model_lr, weight_decay=self.cfg.model_weight_decay)
 
     # -- data --------------------------------------------------------------------------
     def transitions(self, buffer: EpisodeBuffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

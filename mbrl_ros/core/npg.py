@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from mbrl_ros.core.networks import GaussianMLPPolicy, ValueMLP, gaussian_kl
 
@@ -88,18 +89,48 @@ def gaussian_fisher_product(
     params = list(net.parameters())
     x = policy.normalize(obs).detach()
     inv_var = torch.exp(-2.0 * policy.log_std.detach())
-    mean = net(x)  # graph kept for every J^T u of the CG loop
+    # The forward pass is kept for every J^T u of the CG loop; for a plain tanh MLP the inputs of
+    # each linear layer and the tanh outputs are kept too, so J v is computed by hand (two small
+    # matmuls per layer, about 2x faster than torch.func.jvp's dual tensors).
+    plain = all(isinstance(m, (nn.Linear, nn.Tanh)) for m in net)
+    inputs, tanh_out, h = [], [], x
+    for m in net:
+        if isinstance(m, nn.Linear):
+            inputs.append(h.detach())
+        h = m(h)
+        if isinstance(m, nn.Tanh):
+            tanh_out.append(h.detach())
+    mean = h
     scale = 1.0 / obs.shape[0]
     # layout of the flat vector: policy.parameters() order (log_std and the mean net's weights)
     layout = [(name, p.numel(), p.shape) for name, p in policy.named_parameters() if p.requires_grad]
+    linears = [(i, m) for i, m in enumerate(net) if isinstance(m, nn.Linear)]
+
+    def manual_jvp(parts: dict) -> torch.Tensor:
+        dh: Optional[torch.Tensor] = None
+        li = ti = 0
+        for i, m in enumerate(net):
+            if isinstance(m, nn.Linear):
+                dw, db = parts[f"mean_net.{i}.weight"], parts[f"mean_net.{i}.bias"]
+                out = inputs[li] @ dw.T + db
+                if dh is not None:
+                    out = out + dh @ m.weight.detach().T
+                dh, li = out, li + 1
+            else:
+                dh = dh * (1.0 - tanh_out[ti] ** 2)
+                ti += 1
+        return dh
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
         parts, offset = {}, 0
         for name, k, shape in layout:
             parts[name] = v[offset : offset + k].view(shape)
             offset += k
-        tangents = tuple(parts[f"mean_net.{n}"] for n in names)
-        _, jv = jvp(lambda *p: functional_call(net, dict(zip(names, p)), (x,)), values, tangents)
+        if plain and linears:
+            jv = manual_jvp(parts)
+        else:
+            tangents = tuple(parts[f"mean_net.{n}"] for n in names)
+            _, jv = jvp(lambda *p: functional_call(net, dict(zip(names, p)), (x,)), values, tangents)
         jtu = torch.autograd.grad(mean, params, grad_outputs=jv * inv_var * scale, retain_graph=True)
         out = dict(zip((f"mean_net.{n}" for n in names), jtu))
         out["log_std"] = 2.0 * parts["log_std"]

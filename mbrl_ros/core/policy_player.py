@@ -18,7 +18,7 @@ import torch
 from mbrl_ros.core.config import GameConfig
 from mbrl_ros.core.dynamics_ensemble import DynamicsEnsemble
 from mbrl_ros.core.model_rollout import rollout_policy
-from mbrl_ros.core.networks import GaussianMLPPolicy, ValueMLP
+from mbrl_ros.core.networks import GaussianMLPPolicy, ValueMLP, adam
 from mbrl_ros.core.npg import fit_value, gae, npg_update
 
 
@@ -91,7 +91,7 @@ class PolicyPlayer:
         info = task.info
         self.policy = new_policy(task, cfg).to(self.device)
         self.value = ValueMLP(info.obs_dim, cfg.value_hidden, getattr(task, "angle_slots", ())).to(self.device)
-        self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr)
+        self.value_optimizer = adam(self.value.parameters(), lr=cfg.value_lr)
         self.horizon = cfg.synthetic_horizon(info.horizon)
         self.n_updates = 0  # NPG steps taken so far
 
