@@ -195,3 +195,30 @@ def test_core_budget_counts_the_cores_other_processes_use() -> None:
         hog.kill()
         hog.wait()
         torch.set_num_threads(1)
+
+
+def test_core_budget_fresh_probe_ignores_load_that_has_ended() -> None:
+    """In the graph the nodes take turns: load from another node's finished phase must not
+    cost this node's phase its threads (choose(fresh=True) probes the present)."""
+    import subprocess
+    import sys
+    import time
+
+    from mbrl_ros.core.threads import CoreBudget, cpu_count
+
+    if cpu_count() < 2:
+        pytest.skip("needs two cores to see another process's load")
+    stale, fresh = CoreBudget(max_threads=cpu_count()), CoreBudget(max_threads=cpu_count(), probe_s=0.3)
+    stale.others()  # start the windows
+    fresh.others()
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(1.0)
+    hog.kill()
+    hog.wait()
+    try:
+        stale_others = stale.others()  # the window holds the hog's second
+        fresh.choose(fresh=True)
+        assert stale_others > 0.6
+        assert fresh.others_cores < stale_others - 0.5  # the probe after the hog ended does not see it
+    finally:
+        torch.set_num_threads(1)

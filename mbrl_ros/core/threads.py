@@ -9,6 +9,9 @@ threads fixed at the core count, one other CPU-bound process made an iteration 1
 - :class:`CoreBudget` re-chooses the thread count before every phase of the game from the CPU
   time the *other* processes used since the last choice (``/proc/stat`` minus this process's
   own CPU time): ``threads = free cores``, at least 1, at most ``max_threads``.
+  ``choose(fresh=True)`` measures only a short probe right before the phase: in the ROS graph
+  the nodes take turns (the collector, then the fit, then NPG), so the interval since this
+  node's last phase is mostly the other nodes' phases, which are over when this one starts.
 """
 
 from __future__ import annotations
@@ -88,13 +91,19 @@ class CoreBudget:
         self.others_cores = min(float(self.cores), max(0.0, used / wall))
         return self.others_cores
 
-    def choose(self) -> int:
-        """Set and return torch's thread count for the next stretch of work."""
+    def choose(self, fresh: bool = False) -> int:
+        """Set and return torch's thread count for the next stretch of work.
+
+        ``fresh``: measure the other processes over a new ``probe_s`` window instead of the
+        interval since the previous call.
+        """
         import torch
 
         if self.fixed is not None:
             n = self.fixed
         else:
+            if fresh:
+                self._last = None  # others() samples a new window of probe_s
             others = self.others()
             free = self.cores - (others if others is not None else 0.0)
             # a core counts as free when less than ~70% of it is used by others

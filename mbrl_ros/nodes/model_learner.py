@@ -279,7 +279,9 @@ class ModelLearner(Node):
 
     def _fit(self, req: dict) -> None:
         try:
-            threads = self.core_budget.choose()  # torch_threads:=0: from the cores free right now
+            # torch_threads:=0: from the cores free right now (a fresh probe: the other nodes'
+            # phases since this node's last one are over)
+            threads = self.core_budget.choose(fresh=True)
             self.diag.set("torch_threads", threads)
             self.diag.status_message(f"fitting (request {req['id']}, {threads} torch threads)")
             buffer = self.intake.buffer_snapshot()  # the fit sees one consistent buffer

@@ -141,7 +141,9 @@ class PolicyImprover(Node):
 
     def _improve(self, req: dict, model: wire.ModelBlob) -> None:
         try:
-            threads = self.core_budget.choose()  # torch_threads:=0: from the cores free right now
+            # torch_threads:=0: from the cores free right now (a fresh probe: the other nodes'
+            # phases since this node's last one are over)
+            threads = self.core_budget.choose(fresh=True)
             self.diag.set("torch_threads", threads)
             self.diag.status_message(f"NPG in model v{model.model_version} (request {req['id']}, {threads} torch threads)")
             self.model_player.load_bytes(model.weights)
