@@ -87,6 +87,17 @@ def describe(cfg: dict) -> str:
             f"eval every {cfg['eval_every']}")
 
 
+# Where the time went before the speed work (issue 13's measurements, 2026-11-30, same machine),
+# kept beside the table so that before and after are read together.
+BEFORE = (
+    "Before (2026-11-30, the configuration of that day: 4 x MLP(512, 512), fit <= 400 steps, 200 start "
+    "states x 4 members, CG 10, 20 evaluation episodes, torch threads min(4, cores)): PAL `dclaw-turn-fixed` "
+    "15.3 s per iteration (fit 8.7, NPG 5.5, collect 0.2, eval 0.9); MAL 57.9 s (fit 25.8, NPG 29.7); "
+    "PAL `dkitty-orient-random` about 40 s (estimated); the paper's own code 48.5 s (86% fitting). "
+    "With one other CPU-bound process: 300 s for the first PAL iteration at 2 threads (15-30x)."
+)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--games", default=DEFAULT_GAMES, help="algo:task pairs, comma separated")
@@ -135,7 +146,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             if loaded:
                 alone = results[(key, name, False)]["iteration_s"]
                 lines.append(f"- {key} ({name}): {s['iteration_s'] / alone:.2f}x")
-    lines += ["", f"Command: `{command_line()}`."]
+    lines += ["", BEFORE, "", f"Command: `{command_line()}`."]
     publish("wallclock", "\n".join(lines), write=not args.no_report)
     return 0
 
