@@ -106,8 +106,10 @@ class CoreBudget:
                 self._last = None  # others() samples a new window of probe_s
             others = self.others()
             free = self.cores - (others if others is not None else 0.0)
-            # a core counts as free when less than ~70% of it is used by others
-            n = max(1, min(self.max_threads, int(free + 0.3)))
+            # a core counts as free when others use less than 70% of it (the code said +0.3, i.e.
+            # 30%, so a 0.2 s burst of the coordinator's bookkeeping at 0.55 cores cost the graph's
+            # model fit its second thread; a spinning process, about 1.0 core, still takes one)
+            n = max(1, min(self.max_threads, int(free + 0.7)))
         if n != torch.get_num_threads():
             torch.set_num_threads(n)
         self.threads = n

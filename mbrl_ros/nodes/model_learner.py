@@ -283,6 +283,8 @@ class ModelLearner(Node):
             # phases since this node's last one are over)
             threads = self.core_budget.choose(fresh=True)
             self.diag.set("torch_threads", threads)
+            self.get_logger().info(f"fit: {threads} torch thread(s); other processes used "
+                                   f"{self.core_budget.others_cores:.2f} core(s) just before")
             self.diag.status_message(f"fitting (request {req['id']}, {threads} torch threads)")
             buffer = self.intake.buffer_snapshot()  # the fit sees one consistent buffer
             policy, policy_version = None, None

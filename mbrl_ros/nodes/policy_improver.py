@@ -145,6 +145,8 @@ class PolicyImprover(Node):
             # phases since this node's last one are over)
             threads = self.core_budget.choose(fresh=True)
             self.diag.set("torch_threads", threads)
+            self.get_logger().info(f"improvement: {threads} torch thread(s); other processes used "
+                                   f"{self.core_budget.others_cores:.2f} core(s) just before")
             self.diag.status_message(f"NPG in model v{model.model_version} (request {req['id']}, {threads} torch threads)")
             self.model_player.load_bytes(model.weights)
             base = int(req.get("base_policy_version", self.policy_version))
