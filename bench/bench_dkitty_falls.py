@@ -35,7 +35,6 @@ from bench._report import command_line, publish  # noqa: E402
 def measure(run_dir: Path, world_episodes: int, batches: int) -> dict:
     from mbrl_ros.core.config import GameConfig
     from mbrl_ros.core.model_rollout import rollout_policy
-    from mbrl_ros.core.npg import gae
     from mbrl_ros.core.policy_player import StartStates
     from mbrl_ros.core.stackelberg import StackelbergGame
     from mbrl_ros.core.train import make_world
@@ -56,7 +55,7 @@ def measure(run_dir: Path, world_episodes: int, batches: int) -> dict:
         if ep.terminated:
             falls += 1
             fall_steps.append(len(ep))
-    H, task_H = pp.horizon, game.task.info.horizon
+    H = pp.horizon
     m_fall, m_steps, share, spread, n_traj = 0, [], [], [], 0
     torch.manual_seed(0)
     for _ in range(batches):
@@ -66,16 +65,7 @@ def measure(run_dir: Path, world_episodes: int, batches: int) -> dict:
         m_fall += int(fell.sum())
         n_traj += int(fell.numel())
         m_steps += (ro.terminal.argmax(1)[fell] + 1).tolist()
-        M = ro.rewards.shape[0]
-        tf = (torch.arange(H + 1, dtype=torch.float32) / task_H).expand(M, -1)
-        with torch.no_grad():
-            values = pp.value(ro.obs, tf)
-            if H >= task_H:
-                values[:, H] = 0.0
-        adv, _ = gae(ro.rewards, values, ro.terminal, cfg.gamma, cfg.gae_lambda)
-        mask = ro.alive > 0
-        a = adv[mask]
-        w = (a - a.mean()) / (a.std() + 1e-8)
+        w, _, mask, _ = pp.advantages(ro)  # the policy player's own whitened advantages
         on_fall = fell.unsqueeze(1).expand_as(mask)[mask]
         share.append(float((w[on_fall] ** 2).sum() / (w ** 2).sum()))
         spread.append(float(w[~on_fall].std()) if (~on_fall).any() else float("nan"))

@@ -46,7 +46,7 @@ def j_model(game, policy, starts, seed: int) -> float:
 def measure(run_dir: Path, repeats: int) -> dict:
     from mbrl_ros.core.config import GameConfig
     from mbrl_ros.core.model_rollout import rollout_policy
-    from mbrl_ros.core.npg import flat, gae, gaussian_fisher_product, npg_update
+    from mbrl_ros.core.npg import flat, gaussian_fisher_product, npg_update
     from mbrl_ros.core.policy_player import StartStates
     from mbrl_ros.core.stackelberg import StackelbergGame
     from mbrl_ros.core.train import make_world
@@ -58,7 +58,7 @@ def measure(run_dir: Path, repeats: int) -> dict:
     pp = game.policy_player
     starts = StartStates.from_buffer(game.buffer)
     pp.set_obs_normalization(starts.obs)
-    H, task_H = pp.horizon, game.task.info.horizon
+    H = pp.horizon
     eval_cfg = copy.copy(cfg)
     eval_cfg.npg_trajectories = 1000
     pp.cfg = eval_cfg
@@ -70,16 +70,8 @@ def measure(run_dir: Path, repeats: int) -> dict:
         torch.manual_seed(1000 + r)
         s_obs, s_aux = pp._start_states(starts)
         ro = rollout_policy(game.model_player.ensemble, game.task, pp.policy, s_obs, H, start_aux=s_aux)
-        M = ro.rewards.shape[0]
-        tf = (torch.arange(H + 1, dtype=torch.float32) / task_H).expand(M, -1)
-        with torch.no_grad():
-            values = pp.value(ro.obs, tf)
-            if H >= task_H:
-                values[:, H] = 0.0
-        adv, _ = gae(ro.rewards, values, ro.terminal, cfg.gamma, cfg.gae_lambda)
-        mask = ro.alive > 0
-        obs, act, a = ro.obs[:, :H][mask], ro.actions[mask], adv[mask]
-        a = (a - a.mean()) / (a.std() + 1e-8)
+        a, _, mask, _ = pp.advantages(ro)  # the policy player's own whitened advantages
+        obs, act = ro.obs[:, :H][mask], ro.actions[mask]
         j0 = j_model(game, pp.policy, eval_starts, 777 + r)
         for cg_iters, frac in SETTINGS:
             policy = copy.deepcopy(pp.policy)

@@ -17,7 +17,7 @@ import torch
 
 from mbrl_ros.core.config import GameConfig
 from mbrl_ros.core.dynamics_ensemble import DynamicsEnsemble
-from mbrl_ros.core.model_rollout import rollout_policy
+from mbrl_ros.core.model_rollout import SyntheticRollouts, rollout_policy
 from mbrl_ros.core.networks import GaussianMLPPolicy, ValueMLP, adam
 from mbrl_ros.core.npg import fit_value, gae, npg_update
 
@@ -121,6 +121,23 @@ class PolicyPlayer:
         return obs, aux
 
     # -- the player's move -------------------------------------------------------------
+    def advantages(
+        self, ro: SyntheticRollouts
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """GAE of synthetic rollouts with the value baseline: (whitened advantages of the live
+        steps, returns [M, H], live-step mask [M, H], time features [M, H + 1])."""
+        M, H = ro.rewards.shape
+        task_H = self.task.info.horizon
+        tf = (torch.arange(H + 1, device=self.device, dtype=torch.float32) / task_H).expand(M, -1)
+        with torch.no_grad():
+            values = self.value(ro.obs, tf)
+            if H >= task_H:
+                values[:, H] = 0.0  # the episode ends at the horizon: nothing to bootstrap
+        adv, ret = gae(ro.rewards, values, ro.terminal, self.cfg.gamma, self.cfg.gae_lambda)
+        mask = ro.alive > 0
+        a = adv[mask]
+        return (a - a.mean()) / (a.std() + 1e-8), ret, mask, tf
+
     def improve(
         self,
         ensemble: DynamicsEnsemble,
@@ -142,23 +159,14 @@ class PolicyPlayer:
         t0 = time.perf_counter()
         self.set_obs_normalization(starts.obs if starts.obs is not None else starts.initial_obs)
         ensemble.eval()
-        H, task_H = self.horizon, self.task.info.horizon
-        t_frac = torch.arange(H + 1, device=self.device, dtype=torch.float32) / task_H
+        H = self.horizon
         kls, j_before, value_losses, entropies = [], [], [], []
         for _ in range(n_steps):
             start_obs, start_aux = self._start_states(starts)
             ro = rollout_policy(ensemble, self.task, self.policy, start_obs, H, start_aux=start_aux)
             j_before.append(float(ro.returns.mean()))
-            M = ro.rewards.shape[0]
-            tf = t_frac.expand(M, -1)
-            with torch.no_grad():
-                values = self.value(ro.obs, tf)
-                if H >= task_H:
-                    values[:, H] = 0.0  # the episode ends at the horizon: nothing to bootstrap
-            adv, ret = gae(ro.rewards, values, ro.terminal, self.cfg.gamma, self.cfg.gae_lambda)
-            mask = ro.alive > 0
-            obs, act, a = ro.obs[:, :H][mask], ro.actions[mask], adv[mask]
-            a = (a - a.mean()) / (a.std() + 1e-8)
+            a, ret, mask, tf = self.advantages(ro)
+            obs, act = ro.obs[:, :H][mask], ro.actions[mask]
             step = npg_update(
                 self.policy, obs, act, a, self.cfg.npg_step_size, self.cfg.cg_iters, self.cfg.cg_damping,
                 self.cfg.fvp_fraction, entropy_coef=self.cfg.entropy_coef,
