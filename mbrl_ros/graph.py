@@ -11,7 +11,9 @@ A graph is a game (PAL or MAL) on a robot (D'Claw or D'Kitty) played by four kin
 This module holds no ROS import: it turns launch arguments (``name:=value`` strings, exactly
 what ``ros2 launch`` passes) into validated values, a list of :class:`NodeDescription` (the
 executable, the node name, its parameter files and parameter dict) and the environment
-(``ROS_DOMAIN_ID``, localhost-only discovery for sim runs). The launch files wrap each
+(``ROS_DOMAIN_ID``, the discovery range and peers). ``role:=learner`` / ``role:=collectors``
+split a run across machines (the coordinator and the players on one, collectors on others),
+``peers:=HOST[,HOST]`` makes discovery unicast. The launch files wrap each
 description in a ``launch_ros.actions.Node``; :mod:`mbrl_ros.commands.launch` starts one
 process per description.
 """
@@ -19,7 +21,10 @@ process per description.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +56,14 @@ TASKS_OF_ROBOT = {
     "dkitty": ("dkitty-orient-random", "dkitty-stand-random"),
 }
 MAX_COLLECTORS = 32
+ROLES = ("all", "learner", "collectors")
+MAX_PEERS = 32
+MAX_FIRST_COLLECTOR = 999  # collector i seeds its resets with seed + 1000 i
+# Domains a run picks for itself when neither domain_id:= nor ROS_DOMAIN_ID says: 1..101 (not 0,
+# every unconfigured ROS 2 program's domain; and Fast DDS's ports for domains above 101 fall
+# into Linux's ephemeral port range).
+RUN_DOMAINS = (1, 101)
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,13 @@ def launch_arguments(graph: str) -> list[LaunchArgument]:
         LaunchArgument("device", "cpu", "torch device of the learners: cpu | cuda | auto"),
         LaunchArgument("video", "false", "true: after the game, render one episode of the final policy offscreen to "
                                          "<log_dir>/policy.gif (mbrl-ros launch; needs OSMesa)"),
+        LaunchArgument("role", "all", "which nodes this machine starts: all | learner (coordinator, model learner, "
+                                      "policy improver) | collectors (num_collectors collectors that join the game "
+                                      "they find and end when it is over)"),
+        LaunchArgument("peers", "", "unicast discovery peers HOST[,HOST] (ROS_STATIC_PEERS; multicast discovery is "
+                                    "then off); '' = localhost-only discovery in sim, the subnet on a robot"),
+        LaunchArgument("first_collector", "0", "index of this machine's first collector (names, robot ids and reset "
+                                               "seeds); give every collectors machine of a run its own range"),
     ]
 
 
@@ -148,6 +168,9 @@ class ResolvedGraph:
     realtime: bool
     device: str
     video: bool = False
+    role: str = "all"
+    peers: tuple[str, ...] = ()
+    first_collector: int = 0
 
     @property
     def mcap_path(self) -> Path:
@@ -174,6 +197,40 @@ def split_overrides(text: str) -> list[str]:
             cur.append(ch)
     items.append("".join(cur))
     return [i.strip() for i in items if i.strip()]
+
+
+def parse_peers(text: str) -> tuple[str, ...]:
+    """``"10.0.0.2,robot-1.lab"`` -> ``("10.0.0.2", "robot-1.lab")``: IPv4 addresses or host names.
+
+    Fast DDS takes the first IPv4 address a peer resolves to, so IPv6 literals are refused here
+    rather than silently ignored there; a name is checked for its form only (it may resolve on
+    the lab network and nowhere else)."""
+    peers: list[str] = []
+    for item in re.split(r"[,;\s]+", text.strip()):
+        if not item:
+            continue
+        try:
+            addr = ipaddress.ip_address(item)
+        except ValueError:
+            addr = None
+        if addr is not None and addr.version != 4:
+            raise ValueError(f"peers:= {item} is an IPv6 address; Fast DDS discovery peers must be IPv4 or host names")
+        if addr is None:
+            labels = item.rstrip(".").split(".")
+            if len(item) > 253 or not all(_HOST_LABEL.match(lb) for lb in labels) or labels[-1].isdigit():
+                raise ValueError(f"peers:= {item!r} is neither an IPv4 address nor a host name")
+        if item not in peers:
+            peers.append(item)
+    if len(peers) > MAX_PEERS:
+        raise ValueError(f"peers:= names {len(peers)} hosts; at most {MAX_PEERS}")
+    return tuple(peers)
+
+
+def run_domain(log_dir: Path) -> int:
+    """The ROS domain a run picks for itself (stable for one run directory): 1..101."""
+    lo, hi = RUN_DOMAINS
+    digest = hashlib.sha256(str(log_dir).encode("utf-8")).digest()
+    return lo + int.from_bytes(digest[:4], "big") % (hi - lo + 1)
 
 
 def config_dir() -> Path:
@@ -222,23 +279,36 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
     num = _as_int("num_collectors", a["num_collectors"], 1, MAX_COLLECTORS)
     if not use_sim and num != 1:
         raise ValueError("use_sim:=false drives one robot: num_collectors must be 1 (start more graphs for more robots)")
-    if a["domain_id"].strip():
-        domain = _as_int("domain_id", a["domain_id"], 0, 232)
-    else:
-        domain = _as_int("ROS_DOMAIN_ID", os.environ.get("ROS_DOMAIN_ID", "0") or "0", 0, 232)
+    role = a["role"].strip().lower()
+    if role not in ROLES:
+        raise ValueError(f"role:={a['role']} must be one of {', '.join(ROLES)}")
+    peers = parse_peers(a["peers"])
+    first = _as_int("first_collector", a["first_collector"], 0, MAX_FIRST_COLLECTOR)
+    if first + num - 1 > MAX_FIRST_COLLECTOR:
+        raise ValueError(f"first_collector:={first} with num_collectors:={num} goes past collector {MAX_FIRST_COLLECTOR}")
     if a["device"] not in ("cpu", "cuda", "auto"):
         raise ValueError(f"device:={a['device']} must be cpu, cuda or auto")
     if a["log_dir"].strip():
         log_dir = Path(a["log_dir"]).expanduser()
     else:
         stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
-        log_dir = Path("runs") / f"{graph}-{stamp}"
+        log_dir = Path("runs") / f"{graph}-{stamp}" if role == "all" else Path("runs") / f"{graph}-{role}-{stamp}"
+    if a["domain_id"].strip():
+        domain = _as_int("domain_id", a["domain_id"], 0, 232)
+    elif os.environ.get("ROS_DOMAIN_ID", "").strip():
+        domain = _as_int("ROS_DOMAIN_ID", os.environ["ROS_DOMAIN_ID"], 0, 232)
+    elif role != "all":
+        # the machines of a split run must meet in one domain, which no machine can pick alone
+        raise ValueError(f"role:={role} needs the run's domain on every machine: pass domain_id:=N (the same N on "
+                         "the learner and every collectors machine) or set ROS_DOMAIN_ID")
+    else:
+        domain = run_domain(log_dir.resolve())
     return ResolvedGraph(
         info=info, algo=algo, use_sim=use_sim, device_path=a["device_path"], config=config.resolve(), overrides=overrides,
         num_collectors=num, samples=_as_int("samples", a["samples"], 0, 10**9),
         seed=_as_int("seed", a["seed"], 0, 2**31 - 1), log_dir=log_dir.resolve(), domain_id=domain,
         task_id=task_id, realtime=_as_bool("realtime", a["realtime"]), device=a["device"],
-        video=_as_bool("video", a["video"]),
+        video=_as_bool("video", a["video"]), role=role, peers=peers, first_collector=first,
     )
 
 
@@ -261,7 +331,19 @@ class NodeDescription:
 
 
 def build_nodes(g: ResolvedGraph) -> list[NodeDescription]:
-    """The nodes of a resolved graph, in start order (coordinator, learners, collectors)."""
+    """The nodes of a resolved graph, in start order (coordinator, learners, collectors).
+
+    ``role`` picks a part: ``learner`` the coordinator and the two players, ``collectors`` the
+    collectors only, which then leave when the game they joined is over (``exit_when_done``)."""
+    nodes: list[NodeDescription] = []
+    if g.role in ("all", "learner"):
+        nodes += _learner_nodes(g)
+    if g.role in ("all", "collectors"):
+        nodes += _collector_nodes(g)
+    return nodes
+
+
+def _learner_nodes(g: ResolvedGraph) -> list[NodeDescription]:
     common: dict[str, Any] = {
         "algo": g.algo, "task": g.task_id, "seed": g.seed, "log_dir": str(g.log_dir), "device": g.device,
     }
@@ -278,25 +360,47 @@ def build_nodes(g: ResolvedGraph) -> list[NodeDescription]:
         }]),
         NodeDescription("policy_improver", "policy_improver", files + [dict(common)]),
     ]
+    return nodes
+
+
+def _collector_nodes(g: ResolvedGraph) -> list[NodeDescription]:
+    files = [str(g.config)]
+    alone = g.role == "collectors"  # no coordinator here: a collector ends with the game it joined
+    extra: dict[str, Any] = {"exit_when_done": True} if alone else {}
+    nodes = []
     if g.use_sim:
-        for i in range(g.num_collectors):
+        for i in range(g.first_collector, g.first_collector + g.num_collectors):
             nodes.append(NodeDescription(f"collector_{i}", "collector", files + [{
                 "task": g.task_id, "robot_id": f"sim{i}", "seed": g.seed + 1000 * i,
-                "realtime": g.realtime, "log_dir": str(g.log_dir),
+                "realtime": g.realtime, "log_dir": str(g.log_dir), **extra,
             }], required=False))
     else:
-        nodes.append(NodeDescription("hardware_collector", "hardware_collector", files + [{
-            "task": g.task_id, "robot_id": g.info.robot, "seed": g.seed, "device_path": g.device_path,
-            "log_dir": str(g.log_dir),
-        }]))
+        k = g.first_collector  # 0: the one robot of a graph, named as before
+        nodes.append(NodeDescription("hardware_collector" if k == 0 else f"hardware_collector_{k}", "hardware_collector",
+                                     files + [{
+            "task": g.task_id, "robot_id": g.info.robot if k == 0 else f"{g.info.robot}{k}", "seed": g.seed + 1000 * k,
+            "device_path": g.device_path, "log_dir": str(g.log_dir), **extra,
+        }], ends_run=alone))
     return nodes
 
 
 def environment(g: ResolvedGraph) -> dict[str, str]:
-    """Environment of every node: the domain, localhost-only discovery in sim, per-run ROS logs."""
-    env = {"ROS_DOMAIN_ID": str(g.domain_id), "ROS_LOG_DIR": str(g.log_dir / "ros_logs")}
-    if g.use_sim:
+    """Environment of every node: the domain, the discovery range and peers, per-run ROS logs.
+
+    - ``peers`` given: ``ROS_STATIC_PEERS`` and the LOCALHOST range. Fast DDS (rmw_fastrtps) then
+      listens for discovery on unicast only and announces itself to the peers and to this host,
+      so the run needs no multicast on the network (and sees no one it was not told about).
+    - no peers, sim: LOCALHOST, nothing leaves the machine.
+    - no peers, robot: the environment's range, else SUBNET (multicast discovery on the lab's
+      network: collectors on other machines of the same domain find the game).
+    ``ROS_STATIC_PEERS`` is always set (empty without peers) so a shell's leftover value does not
+    pull strangers into the run."""
+    env = {"ROS_DOMAIN_ID": str(g.domain_id), "ROS_LOG_DIR": str(g.log_dir / "ros_logs"),
+           "ROS_STATIC_PEERS": ";".join(g.peers)}
+    if g.peers or g.use_sim:
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    else:
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").strip() or "SUBNET"
     return env
 
 

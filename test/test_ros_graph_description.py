@@ -8,6 +8,7 @@ compares it with what the CLI launcher would start. No ROS middleware is involve
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
@@ -137,7 +138,9 @@ def test_graph_parameters_follow_the_launch_arguments(tmp_path: Path) -> None:
     hw = graph.build_nodes(graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), "use_sim": "false",
                                                        "device_path": "/dev/ttyACM3"}))
     assert hw[-1].executable == "hardware_collector" and hw[-1].parameters[-1]["device_path"] == "/dev/ttyACM3"
-    assert "ROS_AUTOMATIC_DISCOVERY_RANGE" not in graph.environment(graph.resolve("pal_dclaw", {"use_sim": "false"}))
+    # a robot's graph discovers on the subnet unless the environment says otherwise (see the roles test)
+    assert graph.environment(graph.resolve("pal_dclaw", {"use_sim": "false"}))["ROS_AUTOMATIC_DISCOVERY_RANGE"] in (
+        os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") or "SUBNET",)
     noise = graph.build_nodes(graph.resolve("mal_dclaw", {"log_dir": str(tmp_path), "algo": "mal-noise"}))
     assert {n.parameters[-1]["algo"] for n in noise if n.executable != "collector"} == {"mal-noise"}
 
@@ -209,3 +212,103 @@ def test_demo_and_smoke_configurations_are_valid(name: str, tmp_path: Path) -> N
     assert not graph.resolve("pal_dclaw", {}).video  # video is off by default
     with pytest.raises(ValueError, match="boolean"):
         graph.resolve("pal_dclaw", {"video": "sometimes"})
+
+
+# ---------------------------------------------------------------------------------------
+# Roles, peers and the run's domain (issue 16)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(graph.GRAPHS))
+def test_roles_split_the_graph_and_the_launch_file_agrees(name: str, tmp_path: Path, monkeypatch) -> None:
+    base = {"log_dir": str(tmp_path), "num_collectors": "2", "domain_id": "42", "peers": "10.77.0.1,learner-box.lab"}
+    everything = [n.name for n in graph.build_nodes(graph.resolve(name, base))]
+    learner = graph.resolve(name, {**base, "role": "learner"})
+    collectors = graph.resolve(name, {**base, "role": "collectors", "first_collector": "4"})
+    ln, cn = graph.build_nodes(learner), graph.build_nodes(collectors)
+    assert [n.name for n in ln] == ["game_coordinator", "model_learner", "policy_improver"] == everything[:3]
+    assert [n.name for n in cn] == ["collector_4", "collector_5"]
+    assert [n.parameters[-1]["robot_id"] for n in cn] == ["sim4", "sim5"]
+    assert [n.parameters[-1]["seed"] for n in cn] == [4000, 5000]  # other machines' collectors draw other resets
+    assert all(n.parameters[-1]["exit_when_done"] is True and not n.required and not n.ends_run for n in cn)
+    # with a coordinator in the same graph the launcher ends the collectors, they do not leave on their own
+    assert all("exit_when_done" not in n.parameters[-1] for n in graph.build_nodes(graph.resolve(name, base)))
+    for g in (learner, collectors):
+        env = graph.environment(g)
+        assert env["ROS_STATIC_PEERS"] == "10.77.0.1;learner-box.lab"
+        assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"  # unicast to the peers, no multicast
+        assert env["ROS_DOMAIN_ID"] == "42"
+    for values, g in (({**base, "role": "learner"}, learner), ({**base, "role": "collectors", "first_collector": "4"}, collectors)):
+        rec = _run_launch_file(name, values, monkeypatch)
+        assert rec.declared["role"] == "all" and rec.declared["peers"] == "" and rec.declared["first_collector"] == "0"
+        assert [n["name"] for n in rec.nodes] == [n.name for n in graph.build_nodes(g)]
+        assert [n["parameters"] for n in rec.nodes] == [n.parameters for n in graph.build_nodes(g)]
+        assert rec.env == graph.environment(g)
+
+
+def test_discovery_defaults_keep_a_run_to_itself(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ROS_DOMAIN_ID", raising=False)
+    monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
+    monkeypatch.setenv("ROS_STATIC_PEERS", "192.0.2.99")  # a shell's leftover: not inherited
+    sim = graph.resolve("pal_dclaw", {"log_dir": str(tmp_path / "a")})
+    env = graph.environment(sim)
+    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and env["ROS_STATIC_PEERS"] == ""
+    hw = graph.environment(graph.resolve("pal_dclaw", {"log_dir": str(tmp_path / "a"), "use_sim": "false"}))
+    assert hw["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "SUBNET"
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "OFF")  # an explicit choice for a robot is kept
+    assert graph.environment(graph.resolve("pal_dclaw", {"use_sim": "false"}))["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "OFF"
+    # each run its own domain (stable for its run directory, 1..101), unless told
+    lo, hi = graph.RUN_DOMAINS
+    domains = {graph.resolve("pal_dclaw", {"log_dir": str(tmp_path / f"run{i}")}).domain_id for i in range(40)}
+    assert len(domains) > 20 and all(lo <= d <= hi for d in domains)
+    assert sim.domain_id == graph.resolve("pal_dclaw", {"log_dir": str(tmp_path / "a")}).domain_id
+    assert graph.resolve("pal_dclaw", {"domain_id": "7"}).domain_id == 7
+    monkeypatch.setenv("ROS_DOMAIN_ID", "9")
+    assert graph.resolve("pal_dclaw", {}).domain_id == 9
+    assert graph.resolve("pal_dclaw", {"role": "collectors"}).domain_id == 9
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"role": "observer"}, "role:=observer must be one of"),
+    ({"role": "learner"}, "needs the run's domain"),  # (no domain_id and no ROS_DOMAIN_ID)
+    ({"role": "collectors"}, "needs the run's domain"),
+    ({"peers": "fe80::1", "domain_id": "3"}, "IPv6"),
+    ({"peers": "bad_host!", "domain_id": "3"}, "neither an IPv4 address nor a host name"),
+    ({"peers": "10.0.0.300", "domain_id": "3"}, "neither an IPv4 address nor a host name"),
+    ({"peers": ",".join(f"10.0.0.{i}" for i in range(40)), "domain_id": "3"}, "at most 32"),
+    ({"first_collector": "-1"}, "out of range"),
+    ({"first_collector": "998", "num_collectors": "4"}, "goes past collector"),
+])
+def test_bad_role_and_peer_arguments(args: dict, message: str, monkeypatch) -> None:
+    monkeypatch.delenv("ROS_DOMAIN_ID", raising=False)
+    with pytest.raises(ValueError, match=message):
+        graph.resolve("pal_dclaw", args)
+
+
+def test_peers_parse_and_hardware_collectors_role(tmp_path: Path) -> None:
+    assert graph.parse_peers(" 10.0.0.2, robot-1.lab ;10.0.0.2 ") == ("10.0.0.2", "robot-1.lab")
+    assert graph.parse_peers("") == ()
+    g = graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), "use_sim": "false", "role": "collectors",
+                                    "domain_id": "5", "first_collector": "2", "peers": "10.0.0.1"})
+    (hw,) = graph.build_nodes(g)
+    assert (hw.name, hw.executable, hw.ends_run) == ("hardware_collector_2", "hardware_collector", True)
+    p = hw.parameters[-1]
+    assert (p["robot_id"], p["seed"], p["exit_when_done"]) == ("dclaw2", 2000, True)
+    (hw0,) = graph.build_nodes(graph.resolve("pal_dclaw", {"use_sim": "false", "role": "collectors", "domain_id": "5"}))
+    assert hw0.name == "hardware_collector" and hw0.parameters[-1]["robot_id"] == "dclaw"
+
+
+def test_cli_dry_run_of_the_two_halves(tmp_path: Path, capsys, monkeypatch) -> None:
+    from mbrl_ros import cli
+
+    monkeypatch.delenv("ROS_DOMAIN_ID", raising=False)
+
+    assert cli.main(["launch", "mal_dclaw", "role:=learner", "domain_id:=12", "peers:=10.1.0.2",
+                     f"log_dir:={tmp_path / 'l'}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines()[:3]] == ["game_coordinator", "model_learner", "policy_improver"]
+    assert "collector_0" not in out and "ROS_STATIC_PEERS=10.1.0.2" in out and "ROS_DOMAIN_ID=12" in out
+    assert cli.main(["launch", "mal_dclaw", "role:=collectors", "num_collectors:=3", "domain_id:=12",
+                     "peers:=10.1.0.1", f"log_dir:={tmp_path / 'c'}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines()[:3]] == ["collector_0", "collector_1", "collector_2"]
+    assert "game_coordinator" not in out
+    assert cli.main(["launch", "mal_dclaw", "role:=collectors", "peers:=10.1.0.1", "--dry-run"]) == 2  # no domain

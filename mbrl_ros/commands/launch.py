@@ -8,6 +8,9 @@ when a learner or the coordinator dies (every node is stopped, exit 1), or after
 seconds (exit 124). A dead collector is reported; the run goes on while another collector is
 alive, and the exit status is then 1.
 
+``role:=collectors`` starts collectors only: each leaves when the game it joined is over, and the
+run ends (exit 0) when all have left; the summary and records are on the learner's machine.
+
 ``video:=true``: once the game is over and every node has stopped, one episode of the final
 deployed policy (``policy`` in ``summary.json``) is rendered offscreen to ``<log_dir>/policy.gif``
 by ``mbrl-ros render`` in a subprocess (OSMesa; without it a one-line reason is printed
@@ -228,9 +231,19 @@ def run(args) -> int:
             print(f"{name}: {' '.join(argv)}")
         print("environment: " + " ".join(f"{k}={v}" for k, v in graph.environment(g).items()))
         return 0
-    print(f"mbrl-ros launch {args.name}: {len(launcher.nodes)} nodes, ROS_DOMAIN_ID={g.domain_id}, log dir {g.log_dir}")
+    env = graph.environment(g)
+    where = f"peers {env['ROS_STATIC_PEERS']}" if g.peers else f"discovery {env['ROS_AUTOMATIC_DISCOVERY_RANGE'].lower()}"
+    print(f"mbrl-ros launch {args.name}: {len(launcher.nodes)} nodes (role {g.role}), ROS_DOMAIN_ID={g.domain_id}, "
+          f"{where}, log dir {g.log_dir}")
+    print(f"  watch it with: mbrl-ros monitor --domain-id {g.domain_id}")
+    if g.role == "learner":
+        print(f"  collectors join with: mbrl-ros launch {args.name} role:=collectors domain_id:={g.domain_id} "
+              f"peers:=<this machine> [num_collectors:=N first_collector:=K]")
     launcher.start()
     status = _watch(launcher, args)  # every node has stopped when it returns
+    if g.role == "collectors":  # the game's records are on the learner's machine
+        print(f"  the game's summary, records and policy are in the learner's log_dir; collector logs in {g.log_dir / 'logs'}")
+        return status
     video = write_video(g) if g.video else None
     print_summary(g.log_dir, video=video)
     return status
@@ -238,10 +251,12 @@ def run(args) -> int:
 
 def _watch(launcher: Launcher, args) -> int:
     g = launcher.g
+    if g.role == "collectors" and not any(n.ends_run for n in launcher.nodes):
+        return _watch_collectors(launcher, args)
     collectors = [n.name for n in launcher.nodes if not n.required]
     ender = next(n.name for n in launcher.nodes if n.ends_run)
     bar = None
-    if not args.no_progress:
+    if not args.no_progress and g.role != "collectors":
         from tqdm import tqdm
 
         bar = tqdm(total=None, unit="sample", desc=args.name, dynamic_ncols=True, file=sys.stdout)
@@ -280,4 +295,34 @@ def _watch(launcher: Launcher, args) -> int:
     finally:
         if bar is not None:
             bar.close()
+        launcher.stop()
+
+
+def _watch_collectors(launcher: Launcher, args) -> int:
+    """``role:=collectors`` (sim): no coordinator here. Each collector leaves when the game it
+    joined is over (status 0); the run is over when every collector has left. A collector that
+    fails is reported and the others go on; the status is then 1."""
+    names = [n.name for n in launcher.nodes]
+    failed: list[str] = []
+    t0 = time.monotonic()
+    try:
+        while True:
+            time.sleep(0.2)
+            ev = launcher.poll()
+            if ev is not None:
+                name, code = ev
+                if code != 0:
+                    failed.append(name)
+                    print(f"\n{name} exited with status {code}. Last lines of its log:\n{launcher.tail(name)}")
+                if not launcher.alive(names):
+                    print(f"\n{args.name}: game over for this machine's collectors"
+                          + (f" ({', '.join(failed)} failed)" if failed else ""))
+                    return 1 if failed else 0
+            if args.timeout and time.monotonic() - t0 > args.timeout:
+                print(f"\n--timeout {args.timeout:.0f} s reached; stopping the collectors")
+                return 124
+    except KeyboardInterrupt:
+        print("\nCtrl-C: stopping the collectors")
+        return 130
+    finally:
         launcher.stop()

@@ -89,6 +89,11 @@ class CollectorBase:
         self.max_episode_bytes = declare(self, "max_episode_bytes", wire.MAX_EPISODE_BYTES,
                                          "largest episode message", read_only=True, lo=1024, hi=1 << 30)
         declare(self, "log_dir", "", "run directory (unused by the collector; kept for a uniform graph)", read_only=True)
+        self.exit_when_done = declare(self, "exit_when_done", False,
+                                      "leave (exit 0) once the game state says the game is over (role:=collectors)",
+                                      read_only=True)
+        self.finished = False  # run_node stops spinning and exits when True
+        self._done_timer: Any = None
         self.stream = f"{os.getpid():x}-{secrets.token_hex(3)}"  # this process's episode stream
         self._rng = np.random.default_rng(self.seed)
         self._lock = threading.Lock()
@@ -151,6 +156,13 @@ class CollectorBase:
         with self._lock:
             self._state = state
             self._since_state = 0
+        if state["done"] and self.exit_when_done and self._done_timer is None:
+            # a second's grace: the last published episode is acknowledged before the process goes
+            self.get_logger().info("the game is over: leaving")
+            self._done_timer = self.create_timer(1.0, self._leave)
+
+    def _leave(self) -> None:
+        self.finished = True
 
     def _on_policy(self, msg: UInt8MultiArray) -> None:
         received = time.time()
