@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "launch": "launch",
     "monitor": "monitor",
     "emulate": "emulate",
+    "urdf": "urdf",
 }
 
 
