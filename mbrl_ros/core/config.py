@@ -2,8 +2,9 @@
 
 Each algorithm has one flat YAML file named after it (``config/pal.yaml``, ``config/mal.yaml``,
 ...) holding the paper's defaults (appendix B, tables 1-3). A file may carry a ``tasks:``
-mapping with per-task values (applied after the top-level ones), and ``key=value`` overrides
-from the command line (``--set``) are applied last. Per-task horizon rules: the number of real
+mapping with per-task values (applied after the top-level ones); a task may also have its own
+``config/task-<task>.yaml`` (common values, then per algorithm under ``algos:``), applied next;
+``key=value`` overrides from the command line (``--set``) are applied last. Per-task horizon rules: the number of real
 samples per iteration is ``N = min(samples_per_iter_horizons * H, samples_per_iter_cap)`` unless
 ``samples_per_iter`` is set explicitly, and the synthetic rollout horizon is ``min(H, 500)``
 unless ``rollout_horizon`` is set.
@@ -88,6 +89,16 @@ class GameConfig:
     alpha: float = 0.75  # mixing weight of the model objective for mal-agent-reward / mal-noise
     agent_reward_horizon: int = 8  # horizon of the differentiable model return (mal-agent-reward)
     agent_reward_batch: int = 64  # start states per step of the differentiable return
+    agent_reward_scale: str = "loss"  # loss: the return term in units of the per-dimension model loss; unit: order 1
+    noise_policy: str = "mlp"  # random policies of mal-noise: mlp (fresh random network) | ou | uniform
+
+    # --- the policy gate (mbrl_ros.core.gate; the same in mbrl-ros train and the graph) ------
+    gate_probe_size: int = 256  # real observations (plus a noisy copy) the gate probes the candidate on
+    gate_model_horizon: int = 10  # steps of the model-predicted joint-limit check (0 = off)
+    gate_joint_margin: float = 0.1  # rad beyond a joint limit the model may predict
+    gate_max_violation_fraction: float = 0.05  # allowed predicted violations beyond the deployed policy's
+    gate_max_log_std: float = 1.0  # largest exploration log std a policy may carry
+    gate_model_severity: str = "auto"  # abort | warn | off | auto (warn in simulation, abort on a robot)
 
     # --- evaluation and run ----------------------------------------------------------------
     eval_episodes: int = 50  # deterministic evaluation episodes (fixed by the task; one if its reset is deterministic)
@@ -131,6 +142,7 @@ class GameConfig:
             "n_init", "samples_per_iter", "buffer_size", "max_iterations", "model_epochs_aggressive",
             "model_epochs_conservative", "npg_steps_aggressive", "npg_steps_conservative",
             "rollout_horizon", "checkpoint_every", "model_weight_decay", "model_clamp_margin", "entropy_coef",
+            "gate_model_horizon", "gate_joint_margin",
         ]
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -149,6 +161,16 @@ class GameConfig:
             raise ValueError(f"model_min_steps ({self.model_min_steps}) > model_max_steps ({self.model_max_steps})")
         if self.model_activation not in ("relu", "silu", "tanh"):
             raise ValueError(f"model_activation must be relu, silu or tanh, got {self.model_activation!r}")
+        if self.gate_probe_size < 8:
+            raise ValueError(f"gate_probe_size must be >= 8, got {self.gate_probe_size}")
+        if not 0.0 <= self.gate_max_violation_fraction <= 1.0:
+            raise ValueError(f"gate_max_violation_fraction must be in [0, 1], got {self.gate_max_violation_fraction}")
+        if self.gate_model_severity not in ("auto", "abort", "warn", "off"):
+            raise ValueError(f"gate_model_severity must be auto, abort, warn or off, got {self.gate_model_severity!r}")
+        if self.noise_policy not in ("mlp", "ou", "uniform"):
+            raise ValueError(f"noise_policy must be mlp, ou or uniform, got {self.noise_policy!r}")
+        if self.agent_reward_scale not in ("loss", "unit"):
+            raise ValueError(f"agent_reward_scale must be loss or unit, got {self.agent_reward_scale!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         for name in ["model_hidden", "policy_hidden", "value_hidden"]:
@@ -266,6 +288,16 @@ def load_config(
     apply_overrides(cfg, data)
     if task_id in per_task:
         apply_overrides(cfg, per_task[task_id] or {})
+    # a task may bring its own file, config/task-<task>.yaml: values for every algorithm, then
+    # per algorithm under ``algos:`` (a new task is one file, not an entry in every algorithm's)
+    task_path = Path(directory or config_dir()) / f"task-{task_id}.yaml"
+    if task_path.is_file():
+        task_data = yaml.safe_load(task_path.read_text()) or {}
+        if not isinstance(task_data, dict):
+            raise ValueError(f"{task_path}: expected a mapping at top level")
+        per_algo = task_data.pop("algos", None) or {}
+        apply_overrides(cfg, task_data)
+        apply_overrides(cfg, per_algo.get(algo) or {})
     cfg.algo, cfg.task_id = algo, task_id
     apply_overrides(cfg, overrides)
     if cfg.algo != algo or cfg.task_id != task_id:

@@ -30,26 +30,27 @@ from mbrl_ros.core.checkpoint import (
     load_module, load_optimizer, module_tensors, optimizer_state, read_checkpoint, write_checkpoint,
 )
 from mbrl_ros.core.config import GameConfig
+from mbrl_ros.core.gate import GateSettings, PolicyGate, probe_rows
 from mbrl_ros.core.model_player import ModelPlayer
+from mbrl_ros.core.onnx_export import OnnxPolicy, load_onnx_policy
 from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
-from mbrl_ros.core.schedule import ModelObjective, Phase, Player, Referee, game_spec
-from mbrl_ros.core.world import collect_episodes, evaluate, evaluation_seeds, random_policy
+from mbrl_ros.core.rules import GameRules, IterationMetrics, success_held
+from mbrl_ros.core.schedule import Phase, Referee, game_spec
+from mbrl_ros.core.seeding import MODEL_PLAYER, POLICY_PLAYER, TorchStream, collection_rng
+from mbrl_ros.core.world import behavior_policy, collect_episodes, evaluate, random_policy
+from mbrl_ros.core.exploration import collect_random_episodes
 
 __all__ = ["StackelbergGame", "success_held"]
 
 
-def success_held(history: list[dict], cfg: GameConfig) -> bool:
-    """The stop_success rule (the in-process loop and the ROS coordinator both apply it): the
-    last ``stop_success_iters`` evaluations (iterations without one are skipped) all reached
-    ``stop_success``. Off when ``stop_success`` is 0."""
-    k = cfg.stop_success_iters
-    evaluated = [m for m in history if m.get("eval_success") is not None]
-    return cfg.stop_success > 0 and len(evaluated) >= k and all(
-        m["eval_success"] >= cfg.stop_success for m in evaluated[-k:])
-
-
 class StackelbergGame:
-    """A game between a policy player and a model player in one world, refereed by phase."""
+    """A game between a policy player and a model player in one world, refereed by phase.
+
+    The world sees what a robot would: the deployed policy as exported to ONNX (gated by
+    :class:`~mbrl_ros.core.gate.PolicyGate`), with the exploration noise of
+    :func:`~mbrl_ros.core.world.behavior_policy`; each player draws from its own random stream
+    (:mod:`mbrl_ros.core.seeding`), so the ROS graph with one collector plays the same game.
+    """
 
     def __init__(
         self,
@@ -66,61 +67,97 @@ class StackelbergGame:
         self.task = world.task
         if self.task.info.task_id != cfg.task_id:
             raise ValueError(f"config is for task {cfg.task_id!r} but the world runs {self.task.info.task_id!r}")
-        torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.model_player = ModelPlayer(self.task, cfg, device)
-        self.policy_player = PolicyPlayer(self.task, cfg, device)
+        self.rng = collection_rng(cfg.seed)  # episode resets, exploration noise, random actions
+        self.model_stream = TorchStream(cfg.seed, MODEL_PLAYER)
+        self.policy_stream = TorchStream(cfg.seed, POLICY_PLAYER)
+        with self.model_stream.active():
+            self.model_player = ModelPlayer(self.task, cfg, device)
+        with self.policy_stream.active():
+            self.policy_player = PolicyPlayer(self.task, cfg, device)
+        self.model_stream.device = self.policy_stream.device = (
+            self.model_player.device if self.model_player.device.type == "cuda" else None)
         capacity = cfg.buffer_size if self.spec.buffer == "fifo" else None
         self.buffer = EpisodeBuffer(self.spec.buffer, capacity)
         self.referee = Referee(self.spec)
         self.samples = 0  # real transitions collected for learning (evaluation not included)
         self.horizon = self.task.info.horizon
-        self.n_per_iter = cfg.n_per_iter(self.horizon)
-        self.eval_seeds = evaluation_seeds(cfg.eval_episodes)  # the same for every run of the task
+        self.rules = GameRules(cfg, self.spec, self.horizon)
+        self.n_per_iter = self.rules.n_per_iter
+        self.eval_seeds = self.rules.eval_seeds()  # the same for every run of the task
+        self.policy_gate = PolicyGate(self.task, GateSettings.from_config(cfg), on_robot=False)
         self.wall_s = 0.0  # accumulated over resumed runs
         self.core_budget: Optional[Any] = None  # a CoreBudget: torch threads re-chosen before every phase
-        self._previous_policy: Optional[dict] = None
+        self.deployed: Optional[OnnxPolicy] = None  # what the world runs (as a robot would)
+        self.deployed_log_std: Optional[np.ndarray] = None
+        self._deployed_module: Optional[torch.nn.Module] = None  # its torch twin: the gate's rollback
+        self._candidate: Optional[tuple[OnnxPolicy, np.ndarray]] = None
         self._it: dict[str, Any] = {}
 
-    # -- budget ----------------------------------------------------------------------------
+    # -- budget (the rules of mbrl_ros.core.rules) ------------------------------------------
     def random_fraction_samples(self, n: int) -> int:
         """MAL + random noise: random-policy samples added to n policy samples (fraction 1 - alpha)."""
-        if self.spec.model_objective is not ModelObjective.RANDOM_NOISE:
-            return 0
-        return int(round(n * (1.0 - self.cfg.alpha) / max(self.cfg.alpha, 1e-6)))
+        return self.rules.random_target(n)
 
     def budget_allows_iteration(self, iteration: int) -> bool:
         """Iteration ``iteration`` fits the sample budget and max_iterations (samples as now)."""
-        whole = lambda k: -(-k // self.horizon) * self.horizon  # episodes are collected whole
-        n = whole(self.n_per_iter) + whole(self.random_fraction_samples(self.n_per_iter))
-        if self.cfg.max_iterations and iteration > self.cfg.max_iterations:
-            return False
-        return self.samples + n <= self.cfg.samples
+        return self.rules.budget_allows_iteration(self.samples, iteration)
 
     def can_afford_iteration(self, history: list[dict]) -> bool:
         """Another iteration fits the sample budget (and max_iterations / stop_success allow it)."""
-        if success_held(history, self.cfg):
-            return False
-        return self.budget_allows_iteration(self.referee.iteration)
+        return self.rules.may_start_iteration(self.samples, self.referee.iteration, history)[0]
 
     def evaluates(self, iteration: int) -> bool:
-        """Whether ``iteration`` ends with an evaluation: every ``eval_every`` iterations, the
-        initial one, and the last one the budget allows."""
-        return (iteration % self.cfg.eval_every == 0 or iteration == 0
-                or not self.budget_allows_iteration(iteration + 1))
+        """Whether ``iteration`` ends with an evaluation (see :meth:`GameRules.evaluates`)."""
+        return self.rules.evaluates(iteration, self.samples)
 
     # -- the phases --------------------------------------------------------------------------
+    def _export(self, version: int) -> tuple[OnnxPolicy, np.ndarray]:
+        """The policy player's current policy as the ONNX a robot would receive, and its log std."""
+        onnx_bytes = self.policy_player.to_onnx_bytes(self.referee.iteration, version)
+        log_std = self.policy_player.policy.log_std.detach().cpu().numpy().astype(np.float64)
+        return load_onnx_policy(onnx_bytes, expect_task=self.task.info.task_id), log_std
+
+    def _probes(self) -> np.ndarray:
+        rows = None
+        if len(self.buffer):
+            arr = self.buffer.arrays()
+            rows = arr["obs"] if "aux" not in arr else np.concatenate([arr["obs"], arr["aux"]], axis=1)
+        # the probe draw has its own generator: the gate never shifts the game's random streams
+        return probe_rows(self.task, rows, self.cfg.gate_probe_size, np.random.default_rng(self.referee.iteration))
+
+    def _check(self, candidate: OnnxPolicy, log_std: np.ndarray, with_model: bool) -> Any:
+        deployed = self.deployed
+        return self.policy_gate.check(
+            candidate.act, candidate.obs_dim, candidate.act_dim, log_std, self._probes(),
+            ensemble=self.model_player.ensemble if with_model else None,
+            deployed_act=deployed.act if deployed is not None else None)
+
+    def _deploy_initial(self) -> None:
+        """Before the first collection: the initial policy passes the same gate (no model yet)."""
+        policy, log_std = self._export(self.referee.deployed_policy_version)
+        result = self._check(policy, log_std, with_model=False)
+        if not result.ok:
+            raise RuntimeError(f"the initial policy failed the gate: {result.reason}")
+        self.deployed, self.deployed_log_std = policy, log_std
+        self._deployed_module = copy.deepcopy(self.policy_player.policy)
+
     def collect(self) -> None:
-        """COLLECT: run the deployed (stochastic) policy in the world; add whole episodes to the buffer."""
+        """COLLECT: run the deployed policy (ONNX, with exploration noise) in the world; add whole
+        episodes to the buffer; MAL + random noise adds its random-policy episodes."""
         t0 = time.perf_counter()
+        if self.deployed is None:
+            self._deploy_initial()
+        assert self.deployed is not None
         it, version = self.referee.iteration, self.referee.deployed_policy_version
-        n = self.cfg.n_init if it == 0 else self.n_per_iter
-        act = lambda o: self.policy_player.act(o, deterministic=False)
+        n = self.rules.round_target(it)
+        act = behavior_policy(self.deployed.act, self.task.info.act_dim, self.deployed_log_std, self.rng)
         episodes = collect_episodes(self.world, act, n, self.rng, version, f"it{it}-v{version}")
-        n_random = self.random_fraction_samples(n)
+        n_random = self.rules.random_target(n)
         if n_random > 0:
-            rand = random_policy(self.task.info.act_dim, self.rng)
-            episodes += collect_episodes(self.world, rand, n_random, self.rng, -1, f"it{it}-random")
+            # a fresh random policy per episode (core/exploration.py), not independent actions
+            own_obs = np.concatenate([e.obs for e in episodes])  # standardises the random networks' input
+            episodes += collect_random_episodes(self.world, self.cfg.noise_policy, n_random, self.rng,
+                                                f"it{it}-random", own_obs)
         for ep in episodes:
             self.buffer.add_episode(ep.validate(self.task))
         self.samples += sum(len(e) for e in episodes)
@@ -129,42 +166,58 @@ class StackelbergGame:
             collect_return=float(np.mean([e.ret for e in own])),
             collect_success=float(np.mean([bool(e.success) for e in own])),
             collected=sum(len(e) for e in episodes),
+            collected_random=sum(len(e) for e in episodes if e.policy_version == -1),
             collect_s=self._it.get("collect_s", 0.0) + time.perf_counter() - t0,
         )
         self.referee.data_collected(version)
 
     def fit_model(self) -> None:
         """FIT_MODEL: the model player's move (aggressive for a follower, and for M_0)."""
-        aggressive = self.spec.model_aggressive or self.referee.iteration == 0
-        r = self.model_player.fit(self.buffer, aggressive, policy=self.policy_player.policy)
+        aggressive = self.rules.model_fit_aggressive(self.referee.iteration)
+        with self.model_stream.active():
+            r = self.model_player.fit(self.buffer, aggressive, policy=self.policy_player.policy)
         self.referee.model_fitted(self.referee.data_policy_version)
         self._it.update(model_loss=r["loss"], model_objective=r.get("objective", r["loss"]), model_steps=r["steps"],
                         model_holdout_loss=r.get("holdout_loss"), fit_s=self._it.get("fit_s", 0.0) + r["fit_s"])
 
     def improve_policy(self) -> None:
         """IMPROVE_POLICY: the policy player's move: K NPG steps in the latest model."""
-        k = self.cfg.npg_steps_aggressive if self.spec.policy_aggressive else self.cfg.npg_steps_conservative
-        self._previous_policy = copy.deepcopy(self.policy_player.policy.state_dict())
+        k = self.rules.npg_steps()
         model_version = self.referee.model_version
-        r = self.policy_player.improve(self.model_player.ensemble, StartStates.from_buffer(self.buffer), k)
+        with self.policy_stream.active():
+            r = self.policy_player.improve(self.model_player.ensemble, StartStates.from_buffer(self.buffer), k)
         self.referee.policy_improved(model_version)
         self._it.update(J_model=r["J_model"], model_success=r["model_success"], kl=r["kl"], kl_max=r["kl_max"],
                         policy_std=r["policy_std"], npg_s=self._it.get("npg_s", 0.0) + r["npg_s"])
 
     def gate(self) -> None:
-        """GATE: a candidate with non-finite weights or actions never reaches the world."""
+        """GATE: the exported candidate passes :class:`~mbrl_ros.core.gate.PolicyGate` (as in the
+        graph) or never reaches the world: the policy player goes back to the deployed policy."""
         version = self.referee.candidate_policy_version
-        obs = self.buffer.arrays()["obs"][:: max(1, len(self.buffer) // 256)]
-        ok = self.policy_player.parameters_finite() and bool(np.all(np.isfinite(self.policy_player.act(obs))))
+        ok, why = self.policy_player.parameters_finite(), "non-finite policy parameters"
+        warning = None
         if ok:
+            try:
+                candidate, log_std = self._export(version)
+                result = self._check(candidate, log_std, with_model=True)
+                ok, why, warning = result.ok, result.reason, result.warning
+            except Exception as exc:  # noqa: BLE001 - a candidate the gate cannot run is refused
+                ok, why = False, f"gate error: {type(exc).__name__}: {exc}"
+        if ok:
+            self._candidate = (candidate, log_std)
             self.referee.gate_passed(version)
         else:
-            self.policy_player.policy.load_state_dict(self._previous_policy)
+            if self._deployed_module is not None:
+                self.policy_player.policy.load_state_dict(self._deployed_module.state_dict())
             self.referee.gate_failed(version)
-        self._it["gate_passed"] = ok
+        self._it.update(gate_passed=ok, gate_warning=warning if ok else why)
 
     def deploy(self) -> None:
         """DEPLOY: the approved candidate becomes the policy that collects data."""
+        assert self._candidate is not None
+        self.deployed, self.deployed_log_std = self._candidate
+        self._deployed_module = copy.deepcopy(self.policy_player.policy)
+        self._candidate = None
         self.referee.deployed(self.referee.candidate_policy_version)
 
     PHASES: dict[Phase, Callable[["StackelbergGame"], None]] = {
@@ -177,7 +230,8 @@ class StackelbergGame:
 
     # -- one iteration ---------------------------------------------------------------------
     def play_iteration(self) -> dict:
-        """Play every phase the referee plans for the current iteration; evaluate; return metrics."""
+        """Play every phase the referee plans for the current iteration; evaluate; return its
+        metrics row (:class:`~mbrl_ros.core.rules.IterationMetrics`)."""
         t0 = time.perf_counter()
         iteration = self.referee.iteration
         self._it = {}
@@ -186,47 +240,20 @@ class StackelbergGame:
             if self.core_budget is not None:
                 threads.append(self.core_budget.choose())
             self.PHASES[self.referee.phase](self)
-        ev: dict[str, Any] = {"success": None, "return": None, "final_error": None, "eval_s": 0.0}
-        if self.evaluates(iteration):
-            ev = evaluate(self.eval_world, lambda o: self.policy_player.act(o, deterministic=True), self.eval_seeds)
-        self.wall_s += time.perf_counter() - t0
-        leader = self.spec.leader
-        it = self._it
-        if leader is Player.POLICY:
-            leader_objective = it.get("J_model")
-        elif leader is Player.MODEL:  # l(M, D), or alpha l - (1 - alpha) J/scale with the agent reward
-            leader_objective = it.get("model_objective")
+        row = IterationMetrics.from_fields(
+            self.rules, iteration, self.samples, **self._it, buffer=len(self.buffer),
+            policy_version=self.referee.deployed_policy_version, model_version=self.referee.model_version,
+            threads=max(threads) if threads else torch.get_num_threads())
+        if self.rules.evaluates(iteration, self.samples) and self.deployed is not None:
+            row.set_evaluation(evaluate(self.eval_world, self.deployed.act, self.eval_seeds))
         else:
-            leader_objective = None
-        return {
-            "iteration": iteration,
-            "samples": self.samples,
-            "eval_success": ev["success"],
-            "eval_return": ev["return"],
-            "eval_final_error": ev["final_error"],
-            "leader": leader.value if leader else None,
-            "leader_objective": leader_objective,
-            "model_loss": it.get("model_loss"),
-            "J_model": it.get("J_model"),
-            "model_success": it.get("model_success"),
-            "kl": it.get("kl"),
-            "kl_max": it.get("kl_max"),
-            "policy_std": it.get("policy_std"),
-            "model_steps": it.get("model_steps"),
-            "model_holdout_loss": it.get("model_holdout_loss"),
-            "collect_return": it.get("collect_return"),
-            "collect_success": it.get("collect_success"),
-            "buffer": len(self.buffer),
-            "policy_version": self.referee.deployed_policy_version,
-            "model_version": self.referee.model_version,
-            "wall_s": self.wall_s,
-            "fit_s": it.get("fit_s", 0.0),
-            "npg_s": it.get("npg_s", 0.0),
-            "collect_s": it.get("collect_s", 0.0),
-            "eval_s": ev["eval_s"],
-            "iteration_s": time.perf_counter() - t0,
-            "threads": max(threads) if threads else torch.get_num_threads(),
-        }
+            row.eval_s = 0.0
+        self.wall_s += time.perf_counter() - t0
+        row.wall_s, row.iteration_s = self.wall_s, time.perf_counter() - t0
+        for key in ("fit_s", "npg_s", "collect_s"):
+            if getattr(row, key) is None:
+                setattr(row, key, 0.0)
+        return row.to_row()
 
     def run(self, on_iteration: Optional[Callable[[dict], None]] = None, history: Optional[list[dict]] = None,
             stop_requested: Optional[Callable[[], bool]] = None) -> list[dict]:
@@ -262,10 +289,8 @@ class StackelbergGame:
         t_mopt, m_mopt = optimizer_state("model_opt", self.model_player.optimizer)
         tensors.update(t_vopt)
         tensors.update(t_mopt)
-        tensors["torch_rng"] = torch.get_rng_state()
-        device = self.policy_player.device
-        if device.type == "cuda":  # on CUDA the players draw from the device's generator
-            tensors["cuda_rng"] = torch.cuda.get_rng_state(device)
+        tensors.update(self.model_stream.state_tensors())  # each player's own random stream
+        tensors.update(self.policy_stream.state_tensors())
         completed = r.iteration - 1  # the referee already stands at the next iteration (or finished)
         state = {
             "config": self.cfg.to_dict(),
@@ -292,10 +317,9 @@ class StackelbergGame:
         load_module("ensemble", self.model_player.ensemble, tensors)
         load_optimizer("value_opt", self.policy_player.value_optimizer, tensors, state["value_optimizer"])
         load_optimizer("model_opt", self.model_player.optimizer, tensors, state["model_optimizer"])
-        torch.set_rng_state(tensors["torch_rng"])
-        device = self.policy_player.device
-        if device.type == "cuda" and "cuda_rng" in tensors:
-            torch.cuda.set_rng_state(tensors["cuda_rng"], device)
+        if f"rng_{MODEL_PLAYER}" in tensors:  # checkpoints before the per-player streams start them afresh
+            self.model_stream.load_state_tensors(tensors)
+            self.policy_stream.load_state_tensors(tensors)
         self.rng.bit_generator.state = state["numpy_rng"]
         capacity = self.buffer.capacity  # the configured size: a resume may change buffer_size
         self.buffer = EpisodeBuffer.load(directory)
@@ -311,4 +335,8 @@ class StackelbergGame:
         r._plan = list(self.spec.iteration_phases())
         r._step = 0
         self.referee = r
+        # between iterations the policy player's policy is the deployed one (a refused candidate
+        # was rolled back): the world runs its export again
+        self.deployed, self.deployed_log_std = self._export(r.deployed_policy_version)
+        self._deployed_module = copy.deepcopy(self.policy_player.policy)
         return state

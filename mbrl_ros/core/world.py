@@ -18,22 +18,44 @@ from mbrl_ros.core.buffers import Episode
 ActFn = Callable[[np.ndarray], np.ndarray]
 
 
-def run_episode(env: Any, act: ActFn, seed: int, episode_id: str, policy_version: int, robot_id: str = "sim") -> Episode:
-    """One episode of ``act`` in ``env`` (reset with ``seed``) until termination or truncation."""
+class BadAction(ValueError):
+    """A policy produced an action of the wrong shape or with non-finite values."""
+
+
+StepHook = Callable[[int], None]
+AfterStepHook = Callable[[np.ndarray, dict], None]
+
+
+def run_episode(env: Any, act: ActFn, seed: int, episode_id: str, policy_version: int, robot_id: str = "sim",
+                before_step: Optional[StepHook] = None, after_step: Optional[AfterStepHook] = None) -> Episode:
+    """One episode of ``act`` in ``env`` (reset with ``seed``) until termination or truncation.
+
+    The one episode runner of the project: ``mbrl-ros train``, the evaluation and the ROS
+    collectors (sim and robot) all play episodes through it. ``before_step(t)`` runs before
+    step t (the collectors pace real time there and raise to abort on an e-stop);
+    ``after_step(obs, info)`` after it (publish joint states, raise on a world fault). The
+    action sent to the world is clipped to [-1, 1] and stored as sent.
+    """
     obs, info = env.reset(seed=int(seed))
     observations, actions, rewards = [obs], [], []
     aux = [info["aux"]] if "aux" in info else None  # model-only measurements (task.aux_names)
     terminated = truncated = aborted = False
     success: Optional[bool] = None
+    t = 0
     while not (terminated or truncated):
-        a = np.asarray(act(obs), dtype=np.float64)
-        obs, reward, terminated, truncated, info = env.step(a)
+        if before_step is not None:
+            before_step(t)
+        applied = np.clip(np.asarray(act(obs), dtype=np.float64), -1.0, 1.0)
+        obs, reward, terminated, truncated, info = env.step(applied)
+        if after_step is not None:
+            after_step(obs, info)
         observations.append(obs)
-        actions.append(np.clip(a, -1.0, 1.0))
+        actions.append(applied)
         rewards.append(reward)
         if aux is not None:
             aux.append(info["aux"])
         success = bool(info.get("success", False))
+        t += 1
         if info.get("aborted", False):
             aborted = True
             break
@@ -42,6 +64,22 @@ def run_episode(env: Any, act: ActFn, seed: int, episode_id: str, policy_version
         terminated=bool(terminated), episode_id=episode_id, policy_version=policy_version, robot_id=robot_id,
         aborted=aborted, success=success, aux=None if aux is None else np.asarray(aux),
     )
+
+
+def behavior_policy(act: ActFn, act_dim: int, log_std: Optional[np.ndarray], rng: np.random.Generator) -> ActFn:
+    """The data-collecting policy: the deployed deterministic policy ``act`` (checked: shape and
+    finite values, else :class:`BadAction`) plus Gaussian noise of std ``exp(log_std)`` drawn
+    from ``rng`` (none when ``log_std`` is None). The collectors and ``mbrl-ros train`` both
+    collect with it, so a seed gives the same exploration everywhere."""
+    std = None if log_std is None else np.exp(np.asarray(log_std, dtype=np.float64))
+
+    def behave(obs: np.ndarray) -> np.ndarray:
+        a = np.asarray(act(obs), dtype=np.float64)
+        if a.shape != (act_dim,) or not np.all(np.isfinite(a)):
+            raise BadAction(f"bad action {a} (expected {act_dim} finite values)")
+        return a if std is None else a + std * rng.standard_normal(a.shape)
+
+    return behave
 
 
 def collect_episodes(
