@@ -39,6 +39,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String, UInt8MultiArray
 
 from mbrl_ros import wire
+from mbrl_ros.core.seeding import collection_rng
+from mbrl_ros.core.world import BadAction, behavior_policy, random_policy, run_episode
 from mbrl_ros.nodes import (
     ESTOP, GAME_STATE, POLICY_DEPLOYED, TRANSITIONS, joint_states_topic, latched_qos, run_node, sensor_qos,
     transitions_qos,
@@ -95,7 +97,7 @@ class CollectorBase:
         self.finished = False  # run_node stops spinning and exits when True
         self._done_timer: Any = None
         self.stream = f"{os.getpid():x}-{secrets.token_hex(3)}"  # this process's episode stream
-        self._rng = np.random.default_rng(self.seed)
+        self._rng = collection_rng(self.seed)  # the same episodes as mbrl-ros train --seed (one collector)
         self._lock = threading.Lock()
         self._state: Optional[dict] = None
         self._pending: Optional[LoadedPolicy] = None
@@ -130,6 +132,10 @@ class CollectorBase:
         self.create_subscription(UInt8MultiArray, POLICY_DEPLOYED, self._on_policy, latched_qos())
         self.estop_group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(Bool, ESTOP, self._on_estop, latched_qos(), callback_group=self.estop_group)
+        # viewers: /robot_description (latched URDF), markers, URDF joint states (nodes/visualization.py)
+        from mbrl_ros.nodes.visualization import RobotVisualizer
+
+        self.viz = RobotVisualizer(self, self.task_id, self.robot_id)
 
     def _start_loop(self) -> None:
         self._stop.clear()
@@ -162,6 +168,9 @@ class CollectorBase:
             self._done_timer = self.create_timer(1.0, self._leave)
 
     def _leave(self) -> None:
+        # what this collector published, for the operator (and the multi-host test) to check against the record
+        self.get_logger().info(f"left the game: {self.sequence} episodes published (stream {self.stream}, "
+                               f"sequences 0..{self.sequence - 1})")
         self.finished = True
 
     def _on_policy(self, msg: UInt8MultiArray) -> None:
@@ -307,23 +316,32 @@ class CollectorBase:
             self._publish(rec)
 
     def _run_episode(self, lp: Optional[LoadedPolicy]) -> wire.EpisodeRecord:
-        """One whole episode of ``lp`` (``None``: the uniform random policy); raises
-        :class:`EpisodeAborted` when it cannot finish."""
+        """One whole episode of ``lp`` (``None``: the uniform random policy) through the core's
+        episode runner (:func:`mbrl_ros.core.world.run_episode`, as ``mbrl-ros train``), with
+        real-time pacing and the stop checks before every step; raises :class:`EpisodeAborted`
+        when it cannot finish."""
         env, task = self.env, self.task
         behavior, version = ("policy", lp.version) if lp is not None else ("random", -1)
-        deterministic = self._deterministic()
         seed = int(self._rng.integers(0, 2**31 - 1))
-        obs, info = env.reset(seed=seed)
-        observations, actions, rewards = [obs], [], []
-        aux = [info["aux"]] if task.aux_dim else None  # model-only measurements (task.aux_names)
-        terminated = truncated = False
-        success = False
+        if lp is None:
+            behave = random_policy(task.info.act_dim, self._rng)
+        else:
+            log_std = None if self._deterministic() else lp.log_std
+            behave = behavior_policy(lp.policy.act, task.info.act_dim, log_std, self._rng)
         clipped = 0
         period = task.info.dt
         realtime = bool(self.realtime)
         t_next = time.perf_counter()
         jitter: list[float] = []
-        while not (terminated or truncated):
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            nonlocal clipped
+            a = behave(obs)
+            clipped += int(np.any(np.abs(a) > 1.0))  # the runner clips it: count it
+            return a
+
+        def before_step(_t: int) -> None:
+            nonlocal t_next
             if realtime:
                 t_next += period
                 lateness = _sleep_until(t_next)
@@ -335,28 +353,18 @@ class CollectorBase:
                     raise EpisodeAborted(f"control step {1000 * lateness:.1f} ms late (watchdog)")
             if not self._may_run(version, behavior):
                 raise EpisodeAborted("collection stopped, e-stop, new policy or behavior")
-            if lp is None:
-                a = self._rng.uniform(-1.0, 1.0, task.info.act_dim)
-            else:
-                a = lp.policy.act(obs)
-            if a.shape != (task.info.act_dim,) or not np.all(np.isfinite(a)):
-                self.diag.inc("limit_hits_nonfinite_action")
-                raise EpisodeAborted(f"policy v{version} produced a bad action {a}")
-            if lp is not None and not deterministic and lp.log_std is not None:
-                a = a + np.exp(lp.log_std) * self._rng.standard_normal(a.shape)
-            applied = np.clip(a, -1.0, 1.0)
-            clipped += int(np.any(applied != a))
-            obs, reward, terminated, truncated, info = env.step(applied)
+
+        def after_step(_obs: np.ndarray, info: dict) -> None:
             if info.get("aborted"):
                 raise EpisodeAborted(f"world fault: {info.get('sim_warning') or info.get('fault') or 'aborted'}")
-            observations.append(obs)
-            actions.append(applied)
-            rewards.append(reward)
-            if aux is not None:
-                aux.append(info["aux"])
-            success = bool(info.get("success", False))
             self.diag.inc("steps")
             self._publish_joint_state()
+
+        try:
+            ep = run_episode(env, act, seed, "", version, self.robot_id, before_step, after_step)
+        except BadAction as exc:
+            self.diag.inc("limit_hits_nonfinite_action")
+            raise EpisodeAborted(f"policy v{version} produced a {exc}") from None
         extra: dict[str, Any] = {"purpose": "train", "clipped_steps": clipped, "seed": seed}
         if jitter:
             p99 = float(np.percentile(np.abs(jitter), 99))
@@ -374,9 +382,9 @@ class CollectorBase:
         return wire.EpisodeRecord(
             robot_id=self.robot_id, episode_id=f"{self.robot_id}-{self.stream}-{self.sequence:06d}",
             sequence=self.sequence, policy_version=version, task_id=self.task_id,
-            obs=np.asarray(observations), actions=np.asarray(actions), rewards=np.asarray(rewards),
-            terminated=bool(terminated), success=success, stream=self.stream, stamp=time.time(), extra=extra,
-            behavior=behavior, aux=None if aux is None else np.asarray(aux),
+            obs=ep.obs, actions=ep.actions, rewards=ep.rewards,
+            terminated=bool(ep.terminated), success=bool(ep.success), stream=self.stream, stamp=time.time(),
+            extra=extra, behavior=behavior, aux=ep.aux if task.aux_dim else None,
         )
 
     def _deterministic(self) -> bool:
@@ -415,6 +423,7 @@ class CollectorBase:
         msg.velocity = [float(x) for x in js["velocity"]]
         msg.effort = [float(x) for x in js.get("effort", ())]
         self._pub_js.publish(msg)
+        self.viz.update(self.env, js)  # markers and URDF joint states at the joint-state rate
 
     # -- shutdown -----------------------------------------------------------------------
     def shutdown(self) -> None:

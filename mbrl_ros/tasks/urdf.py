@@ -262,6 +262,13 @@ def robot_urdf(robot: str) -> str:
 
 def movable_joints(robot: str) -> list[str]:
     """Names of the URDF's movable joints, in the scene's qpos order (the MuJoCo joint names)."""
+    return list(_movable_joints(robot))
+
+
+@functools.lru_cache(maxsize=None)
+def _movable_joints(robot: str) -> tuple[str, ...]:
+    if robot not in URDF_SCENES:
+        raise ValueError(f"unknown robot {robot!r}; valid robots: {', '.join(URDF_SCENES)}")
     model = load_model(URDF_SCENES[robot])
     keep = set(robot_bodies(model))
-    return [_joint_name(model, j) for j in range(model.njnt) if int(model.jnt_bodyid[j]) in keep]
+    return tuple(_joint_name(model, j) for j in range(model.njnt) if int(model.jnt_bodyid[j]) in keep)
