@@ -14,7 +14,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.json") + glob("config/*.rviz")),
         ("share/" + package_name + "/hardware", glob("hardware/*.yaml") + glob("hardware/*.rules")),
     ],
     include_package_data=True,

@@ -7,10 +7,14 @@ MuJoCo's body poses in the original scene over random joint configurations, with
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 import subprocess
 import sys
+import types
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import mujoco
 import numpy as np
@@ -188,3 +192,111 @@ def test_cli_writes_the_urdf(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mbrl_ros.cli", "urdf", "--robot", "nope"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
+
+
+# -- the viewers' files: launch/view_dclaw.launch.py, config/view_dclaw.rviz, config/foxglove_mbrl.json --
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fake_launch(monkeypatch, values: dict[str, str], installed: set[str]) -> list:
+    """Stand-ins for launch / launch_ros / ament_index that record the actions the file builds."""
+    built: list = []
+
+    class Action:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+            built.append(self)
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, _context):
+            return values.get(self.name, defaults[self.name])
+
+    class PackageNotFoundError(Exception):
+        pass
+
+    def share(name):
+        if name not in installed:
+            raise PackageNotFoundError(name)
+        return f"/opt/ros/share/{name}"
+
+    mods = {name: types.ModuleType(name) for name in (
+        "launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions",
+        "ament_index_python", "ament_index_python.packages")}
+    mods["launch"].LaunchDescription = lambda actions: list(actions)
+    for n in ("DeclareLaunchArgument", "OpaqueFunction", "LogInfo"):
+        setattr(mods["launch.actions"], n, type(n, (Action,), {}))
+    mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
+    mods["launch_ros.actions"].Node = type("Node", (Action,), {})
+    mods["ament_index_python.packages"].get_package_share_directory = share
+    mods["ament_index_python.packages"].PackageNotFoundError = PackageNotFoundError
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    spec = importlib.util.spec_from_file_location("view_dclaw_launch", ROOT / "launch" / "view_dclaw.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    defaults = {k: v[0] for k, v in module.ARGUMENTS.items()}
+    ld = module.generate_launch_description()
+    for action in ld:
+        if type(action).__name__ == "OpaqueFunction":
+            action.kwargs["function"](None)
+    return built
+
+
+def test_view_launch_file_imports_without_ros_and_builds_rsp_and_rviz(monkeypatch):
+    # importing needs neither launch nor robot_state_publisher (none of them is installed here)
+    spec = importlib.util.spec_from_file_location("view_dclaw_plain", ROOT / "launch" / "view_dclaw.launch.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+    built = _fake_launch(monkeypatch, {"robot_id": "sim3"}, {"robot_state_publisher", "rviz2"})
+    nodes = {a.kwargs["package"]: a.kwargs for a in built if type(a).__name__ == "Node"}
+    rsp = nodes["robot_state_publisher"]
+    assert rsp["parameters"] == [{"robot_description": urdf.robot_urdf("dclaw")}]
+    assert rsp["remappings"] == [("joint_states", "/mbrl/sim3/urdf_joint_states")]
+    config = nodes["rviz2"]["arguments"][1]
+    assert config.endswith("view_dclaw.rviz") and Path(config).is_file()
+
+    # neither installed: reported, nothing started
+    built = _fake_launch(monkeypatch, {}, set())
+    assert not [a for a in built if type(a).__name__ == "Node"]
+    assert len([a for a in built if type(a).__name__ == "LogInfo"]) == 2
+
+
+def test_rviz_config_and_foxglove_layout_name_the_published_topics():
+    import yaml
+
+    from mbrl_ros.nodes import METRICS_PREFIX
+    from mbrl_ros.nodes.visualization import ROBOT_DESCRIPTION, markers_topic, urdf_joint_states_topic
+
+    rviz = yaml.safe_load((ROOT / "config" / "view_dclaw.rviz").read_text())
+    vm = rviz["Visualization Manager"]
+    assert vm["Global Options"]["Fixed Frame"] == "world"
+    displays = {d["Class"]: d for d in vm["Displays"]}
+    model = displays["rviz_default_plugins/RobotModel"]
+    assert model["Description Topic"]["Value"] == ROBOT_DESCRIPTION
+    assert model["Description Topic"]["Durability Policy"] == "Transient Local"
+    assert displays["rviz_default_plugins/MarkerArray"]["Topic"]["Value"] == markers_topic("sim0")
+
+    layout = json.loads((ROOT / "config" / "foxglove_mbrl.json").read_text())
+    panels = layout["configById"]
+
+    def leaves(node):
+        return [node] if isinstance(node, str) else leaves(node["first"]) + leaves(node["second"])
+
+    assert sorted(leaves(layout["layout"])) == sorted(panels)
+    three_d = panels["3D!robot"]
+    robot = three_d["layers"]["robot"]
+    assert (robot["layerId"], robot["sourceType"], robot["topic"]) == ("foxglove.Urdf", "topic", ROBOT_DESCRIPTION)
+    # the URDF layer places the links from the joint states itself: no /tf needed (tf2_msgs is not on PyPI)
+    assert robot["controlMode"] == "jointStates" and robot["jointStatesTopic"] == urdf_joint_states_topic("sim0")
+    assert markers_topic("sim0") in three_d["topics"] and three_d["followTf"] == "world"
+    plotted = {p["value"] for k, v in panels.items() if k.startswith("Plot!") for p in v["paths"]}
+    assert plotted == {f"{METRICS_PREFIX}{m}.data" for m in ("eval_success", "episode_success", "eval_return",
+                                                             "episode_return")}
+    # these metrics are the coordinator's: published and written to the MCAP record
+    coordinator = (ROOT / "mbrl_ros" / "nodes" / "game_coordinator.py").read_text()
+    for m in ("eval_success", "episode_success", "eval_return", "episode_return"):
+        assert f'metrics.publish("{m}"' in coordinator
+    assert any(k.startswith("DiagnosticSummary!") and v["topicToRender"] == "/diagnostics" for k, v in panels.items())
