@@ -5,11 +5,18 @@
 takes a conservative step (``model_epochs_conservative`` epochs, warm start). Every fit takes
 between ``model_min_steps`` and ``model_max_steps`` gradient steps (paper: 1e2 .. 1e5).
 
-MAL + agent reward: the objective becomes ``alpha * l(M, D) - (1 - alpha) * J_hat(pi, M)/scale``,
+MAL + agent reward: the objective becomes ``alpha * l(M, D) - (1 - alpha) * l_ref * J_hat(pi, M)/R``,
 with ``J_hat`` a differentiable short-horizon reparameterised return of the current policy
-through every member (see :func:`mbrl_ros.core.model_rollout.differentiable_return`) and
-``scale`` the mean absolute per-step reward in the buffer times the horizon, which puts both
-terms on comparable (unit) scales.
+through every member (see :func:`mbrl_ros.core.model_rollout.differentiable_return`; a
+minibatch of real start states, fixed noise per step), ``R`` the mean absolute per-step
+reward in the buffer times that horizon (so ``J_hat/R`` is of order 1 whatever the task's
+reward units), and ``l_ref`` the model's loss per output dimension (the mean normalised
+squared error over the unmasked outputs, the quantity ``l`` is) on the fit's data before the
+fit, floored at ``AGENT_REWARD_MIN_LOSS`` (``agent_reward_scale: loss``). So the return term
+is measured in units of the prediction loss per output dimension: a change of the normalised
+return by 1 is worth the whole current per-dimension loss. Without ``l_ref``
+(``agent_reward_scale: unit``, the earlier form) the term is of order 1 against a loss of
+0.02-0.06 and swamps it (issue 17).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from mbrl_ros.core.schedule import ModelObjective, game_spec
 MODEL_FORMAT = "mbrl_ros.dynamics_ensemble/1"
 LOSS_SUBSAMPLE = 20000  # transitions used to report l(M, D) (a subsample keeps it cheap)
 AGENT_REWARD_EVAL_BATCHES = 4  # batches of start states averaged to report the agent-reward objective
+AGENT_REWARD_MIN_LOSS = 1e-3  # floor of l_ref: a near-perfect model still feels the return term
 
 
 class ModelPlayer:
@@ -106,7 +114,8 @@ class ModelPlayer:
         steps = int(min(max(math.ceil(epochs * n / c.model_batch_size), c.model_min_steps), c.model_max_steps))
         extra, alpha = None, 1.0
         if self.objective is ModelObjective.AGENT_REWARD and policy is not None:
-            extra, alpha = self._agent_reward_term(buffer, policy), c.alpha
+            l_ref = max(self.loss(inputs, targets), AGENT_REWARD_MIN_LOSS) if c.agent_reward_scale == "loss" else 1.0
+            extra, alpha = self._agent_reward_term(buffer, policy, l_ref), c.alpha
         was_grad = [p.requires_grad for p in policy.parameters()] if policy is not None else []
         try:
             if policy is not None:  # the policy is a constant in the model player's objective
@@ -129,16 +138,17 @@ class ModelPlayer:
             with torch.no_grad():
                 j_term = float(np.mean([float(extra()) for _ in range(AGENT_REWARD_EVAL_BATCHES)]))
             result["objective"] = alpha * result["loss"] + (1.0 - alpha) * j_term
+            result["return_term"] = j_term
         result["fit_s"] = time.perf_counter() - t0
         return result
 
-    def _agent_reward_term(self, buffer: EpisodeBuffer, policy: GaussianMLPPolicy):
-        """Closure: -J_hat(pi, M) / scale on a fresh batch of real start states (MAL + agent reward)."""
+    def _agent_reward_term(self, buffer: EpisodeBuffer, policy: GaussianMLPPolicy, l_ref: float = 1.0):
+        """Closure: -l_ref * J_hat(pi, M) / R on a fresh batch of real start states (MAL + agent reward)."""
         c = self.cfg
         d = buffer.arrays()
         obs = torch.as_tensor(d["obs"], dtype=torch.float32, device=self.device)
         aux = torch.as_tensor(d["aux"], dtype=torch.float32, device=self.device) if "aux" in d else None
-        scale = float(np.mean(np.abs(d["rewards"]))) * c.agent_reward_horizon + 1e-6
+        scale = (float(np.mean(np.abs(d["rewards"]))) * c.agent_reward_horizon + 1e-6) / l_ref
 
         def term() -> torch.Tensor:
             idx = torch.randint(0, obs.shape[0], (c.agent_reward_batch,), device=self.device)

@@ -1,0 +1,218 @@
+"""hidden-region (issue 17): the region is reachable, a model can hide it, the task keeps the task
+contract, its budgets are valid, and the two MAL fixes behave as documented."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.core.config import load_config
+from mbrl_ros.core.schedule import GAMES
+from mbrl_ros.tasks import GYM_IDS, HORIZONS, TASK_IDS, TASKS_BY_ROBOT, get_task, make_env
+from mbrl_ros.tasks import hidden_region as hr
+
+torch.set_num_threads(1)
+TASK = "hidden-region"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # experiments/ is a folder of scripts, not part of the package
+
+
+def _episode(env, act, seed):
+    obs, _ = env.reset(seed=seed)
+    ret, info, path = 0.0, {}, [obs]
+    for _ in range(env.task.info.horizon):
+        obs, r, term, trunc, info = env.step(act(obs))
+        ret += r
+        path.append(obs)
+        if term or trunc:
+            break
+    return ret, bool(info["success"]), np.array(path)
+
+
+def _hold_at(point):
+    return lambda o: np.clip(4.0 * (np.asarray(point) - o[..., :2]) - 1.5 * o[..., 2:], -1, 1)
+
+
+# -- the world --------------------------------------------------------------------------------
+def test_scripted_route_reaches_the_region_and_beats_the_decoy():
+    env = make_env(TASK)
+    route = [_episode(env, hr.scripted_action, s) for s in range(5)]
+    decoy = [_episode(env, lambda o: hr.scripted_action(o, through_entrance=False), s) for s in range(5)]
+    at_entrance = [_episode(env, _hold_at((-0.01, hr.ENTRANCE[1])), s) for s in range(5)]
+    straight = [_episode(env, lambda o: np.array([1.0, 0.0]), s) for s in range(5)]
+    assert all(s for _, s, _ in route) and not any(s for _, s, _ in decoy + at_entrance + straight)
+    r = lambda eps: np.mean([x for x, _, _ in eps])
+    # the order that lets a model hide the region: route >> decoy >> waiting at a closed entrance
+    assert r(route) > 1.3 * r(decoy) and r(decoy) > 1.5 * r(at_entrance) and r(at_entrance) > r(straight)
+    # the straight push is stopped by the wall on its own side; the route crossed above GAP_LOW
+    assert all(p[:, 0].max() < 0 for _, _, p in straight)
+    crossing = [p[np.flatnonzero((p[:-1, 0] < 0) & (p[1:, 0] >= 0))[0] + 1] for _, _, p in route]
+    assert all(c[1] >= hr.GAP_LOW for c in crossing)
+
+
+def test_wall_blocks_below_the_entrance_only():
+    pos = np.array([[-0.05, 0.0], [-0.05, 0.6], [0.05, -0.5]])
+    vel = np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    p, v = hr.HiddenRegionTask.step_state(pos, vel, np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]))
+    assert p[0, 0] < 0 and v[0, 0] == 0.0  # blocked below the entrance
+    assert p[1, 0] > 0 and v[1, 0] > 0  # through the entrance
+    assert p[2, 0] > 0 and v[2, 0] == 0.0  # blocked from the right too
+
+
+class _Model(torch.nn.Module):
+    """A hand-written 'ensemble': the true dynamics, optionally with the entrance predicted as wall."""
+
+    ensemble_size = 2
+
+    def __init__(self, entrance_is_wall: bool) -> None:
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.wall = entrance_is_wall
+
+    def predict(self, z, a):
+        p, v = hr.HiddenRegionTask.step_state(z[..., :2].numpy(), z[..., 2:].numpy(), a.numpy())
+        if self.wall:  # the model's mistake: the wall runs the whole height
+            x0 = z[..., 0].numpy()
+            crosses = (x0 < 0) != (p[..., 0] < 0)
+            p[..., 0] = np.where(crosses, np.where(x0 < 0, -hr.WALL_EPS, hr.WALL_EPS), p[..., 0])
+            v[..., 0] = np.where(crosses, 0.0, v[..., 0])
+        return torch.as_tensor(np.concatenate([p, v], -1), dtype=z.dtype), None
+
+
+def _model_return(model, act, starts):
+    from mbrl_ros.core.model_rollout import model_step
+
+    task = get_task(TASK)
+    obs = torch.as_tensor(starts, dtype=torch.float32).unsqueeze(0).expand(model.ensemble_size, -1, -1)
+    total = torch.zeros(obs.shape[:2])
+    for _ in range(task.info.horizon):
+        a = torch.as_tensor(act(obs.numpy().astype(np.float64)), dtype=torch.float32)
+        obs, _, r = model_step(model, task, obs, a)
+        total += r
+    return float(total.mean())
+
+
+def test_a_model_that_predicts_the_entrance_as_wall_hides_the_region():
+    """Best response among the candidates: in the hiding model the decoy, in the true one the region."""
+    import experiments.hidden_region as exp
+
+    env = make_env(TASK)
+    starts = np.array([env.reset(seed=s)[0] for s in range(6)])
+    candidates = {"route": hr.scripted_action, "decoy": lambda o: hr.scripted_action(o, through_entrance=False),
+                  "entrance": _hold_at((-0.01, hr.ENTRANCE[1]))}
+    best = {}
+    for name, model in (("hiding", _Model(True)), ("true", _Model(False))):
+        returns = {k: _model_return(model, act, starts) for k, act in candidates.items()}
+        best[name] = max(returns, key=returns.get)
+    assert best == {"hiding": "decoy", "true": "route"}
+    # the experiment's belief probes read the two models correctly
+    task = get_task(TASK)
+    assert exp.model_beliefs(_Model(True), task) == {"belief_route": 0.0, "belief_entrance": 0.0}
+    assert exp.model_beliefs(_Model(False), task) == {"belief_route": 1.0, "belief_entrance": 1.0}
+
+
+# -- the task contract (the generic checks of test_tasks_*.py, on this task) ------------------
+def test_registered_from_its_task_info():
+    info = get_task(TASK).info
+    assert TASK in TASK_IDS and GYM_IDS[TASK] == "mbrl_ros/HiddenRegion-v0" == info.gym_id
+    assert HORIZONS[TASK] == info.horizon == 40 and TASKS_BY_ROBOT["pointmass"] == (TASK,)
+    assert get_task("mbrl_ros/HiddenRegion-v0").info.task_id == TASK == get_task("HiddenRegion-v0").info.task_id
+    with pytest.raises(ValueError, match="D'Claw option"):
+        get_task(TASK, success_threshold=0.1)
+
+
+def test_gym_make_and_env_checker():
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env
+
+    env = gymnasium.make("mbrl_ros/HiddenRegion-v0")
+    assert env.spec.max_episode_steps == 40 and env.unwrapped.task.info.task_id == TASK
+    check_env(env.unwrapped, skip_render_check=True)
+    with pytest.raises(ValueError, match="2 finite values"):
+        make_env(TASK).step(np.array([np.nan, 0.0]))
+
+
+def test_batched_reward_done_success_match_the_env_numpy_and_torch():
+    env = make_env(TASK)
+    task = get_task(TASK)
+    rng = np.random.default_rng(0)
+    o_l, a_l, n_l, r_l, s_l = [], [], [], [], []
+    for ep in range(4):
+        obs, _ = env.reset(seed=ep)
+        for t in range(40):  # half random, half the route: both halves of the world are covered
+            a = rng.uniform(-1.2, 1.2, 2) if ep % 2 else hr.scripted_action(obs)
+            nxt, r, term, trunc, info = env.step(a)
+            assert r == pytest.approx(sum(info["reward_terms"].values()), abs=1e-9)
+            o_l.append(obs), a_l.append(a), n_l.append(nxt), r_l.append(r), s_l.append(info["success"])
+            obs = nxt
+        assert trunc and not term
+    o, a, n = np.array(o_l), np.array(a_l), np.array(n_l)
+    np.testing.assert_allclose(task.reward(o, np.clip(a, -1, 1), n), r_l, atol=1e-9)
+    np.testing.assert_array_equal(task.success(n), s_l)
+    assert np.any(s_l) and not task.done(n).any()
+    to = [torch.as_tensor(x) for x in (o, a, n)]
+    np.testing.assert_allclose(task.reward(*to).numpy(), task.reward(o, a, n), atol=1e-9)
+    np.testing.assert_array_equal(task.success(to[2]).numpy(), task.success(n))
+    assert task.reward(*(x.float() for x in to)).dtype == torch.float32
+    assert task.reward(o.astype(np.float32), a.astype(np.float32), n.astype(np.float32)).dtype == np.float32
+    r3 = task.reward(o[:80].reshape(2, 40, 4), a[:80].reshape(2, 40, 2), n[:80].reshape(2, 40, 4))
+    np.testing.assert_allclose(r3.reshape(-1), task.reward(o[:80], a[:80], n[:80]), atol=1e-12)
+    np.testing.assert_array_equal(task.from_model(task.to_model(n)), n)
+
+
+# -- configuration ------------------------------------------------------------------------------
+@pytest.mark.parametrize("algo", sorted(GAMES))
+def test_budgets_are_valid_and_small(algo):
+    cfg = load_config(algo, TASK)  # validates
+    n = cfg.n_per_iter(40)
+    iterations = (cfg.samples - cfg.n_init) // n
+    assert cfg.model_hidden == [64, 64] and cfg.policy_hidden == [32, 32]
+    assert 0 < cfg.n_init < cfg.samples <= 10000 and iterations >= 5
+    assert load_config(algo, TASK, ["samples=1234"]).samples == 1234  # --set still wins
+    assert load_config(algo, "dclaw-turn-fixed").model_hidden != [64, 64]  # the task file stays its own
+
+
+# -- the fixes ----------------------------------------------------------------------------------
+def test_random_policies_reach_the_region_where_uniform_actions_do_not():
+    from mbrl_ros.core.exploration import collect_random_episodes, new_random_policy
+
+    env = make_env(TASK)
+    right = {}
+    for kind in ("mlp", "ou", "uniform"):
+        eps = collect_random_episodes(env, kind, 40 * 60, np.random.default_rng(0), kind)
+        assert len(eps) == 60 and all(e.policy_version == -1 for e in eps)
+        assert len({e.episode_id for e in eps}) == 60
+        right[kind] = np.mean([e.obs[:, 0].max() > 0 for e in eps])  # went through the entrance
+    assert right["uniform"] == 0.0 and right["mlp"] >= 0.05 and right["ou"] >= 0.05
+    with pytest.raises(ValueError, match="noise_policy"):
+        new_random_policy("gaussian", 4, 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="noise_policy"):
+        load_config("mal-noise", TASK, ["noise_policy=gaussian"])
+
+
+def test_agent_reward_term_is_scaled_by_the_per_dimension_loss():
+    from mbrl_ros.core.buffers import EpisodeBuffer
+    from mbrl_ros.core.exploration import collect_random_episodes
+    from mbrl_ros.core.model_player import ModelPlayer
+    from mbrl_ros.core.policy_player import PolicyPlayer
+
+    env = make_env(TASK)
+    cfg = load_config("mal-agent-reward", TASK, ["device=cpu", "ensemble_size=2", "agent_reward_batch=16"])
+    buf = EpisodeBuffer("aggregate", None)
+    for e in collect_random_episodes(env, "ou", 400, np.random.default_rng(1), "d"):
+        buf.add_episode(e)
+    mp, pp = ModelPlayer(env.task, cfg, "cpu"), PolicyPlayer(env.task, cfg, "cpu")
+    torch.manual_seed(0)  # the same start states and noise for both scales
+    with torch.no_grad():
+        unit = float(mp._agent_reward_term(buf, pp.policy, 1.0)())
+        torch.manual_seed(0)
+        scaled = float(mp._agent_reward_term(buf, pp.policy, 0.03)())
+    assert scaled == pytest.approx(0.03 * unit, rel=1e-4)
+    r = mp.fit(buf, aggressive=False, policy=pp.policy)
+    # reported: the objective the model player minimised, alpha l - (1 - alpha) l_ref J/R
+    assert r["objective"] == pytest.approx(cfg.alpha * r["loss"] + (1 - cfg.alpha) * r["return_term"])
+    assert np.isfinite(r["return_term"]) and r["return_term"] != 0.0
