@@ -443,17 +443,21 @@ class DynamixelBus:
         return [int(i) for i in ids]
 
     @_io_errors(BusWriteError)
-    def enable_torque(self, ids: Optional[Sequence[int]] = None) -> None:
+    def enable_torque(self, ids: Optional[Sequence[int]] = None) -> dict[int, float]:
         """Torque on (joints by default), after setting each goal to its present position.
 
         Writing the goal first matters: a servo moves to its stored Goal Position the moment
-        torque comes on, and that may be a stale target from another session.
+        torque comes on, and that may be a stale target from another session. Returns the goal
+        written per ID (rad), so a caller that tracks targets can start from them.
         """
         ids = self._resolve_ids(ids)
+        goals: dict[int, float] = {}
         with self._lock:
             for i in ids:
                 present = self.read_register(i, "present_position")
-                self._write_goal_raw({i: self._clamp_raw(i, present)})
+                raw = self._clamp_raw(i, present)
+                self._write_goal_raw({i: raw})
+                goals[i] = self.config.raw_to_rad(self.config.motor(i), raw)
                 port = self._need_open()
                 result, error = self._ph.write1ByteTxRx(port, i, ct.ADDR_TORQUE_ENABLE, 1)
                 self._reset_port_flag()
@@ -461,6 +465,7 @@ class DynamixelBus:
                     names = ", ".join(ct.decode_hardware_error(self.read_register(i, "hardware_error_status")))
                     self._check_write(result, error, f"torque on of ID {i} (hardware error: {names}; reboot it)", i)
                 self._check_write(result, error, f"torque on of ID {i}", i)
+        return goals
 
     @_io_errors(BusWriteError)
     def disable_torque(self, ids: Optional[Sequence[int]] = None) -> None:

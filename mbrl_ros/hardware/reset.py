@@ -27,6 +27,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from mbrl_ros.hardware.safety import SafetyLayer
+from mbrl_ros.tasks.dclaw_turn import RESET_POSE as DCLAW_RESET_POSE  # the task's pose: one definition
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ Operator = Callable[[str], bool]  # message -> True when the operator fixed it, 
 UprightProbe = Callable[[], Optional[float]]  # the tracker's upright value (R[2,2]), None if unknown
 
 PI = math.pi
-DCLAW_RESET_POSE = np.array([0.0, -PI / 3, PI / 3] * 3)
 DCLAW_TOP, DCLAW_MIDDLE, DCLAW_BOTTOM = [0, 3, 6], [1, 4, 7], [2, 5, 8]
 DKITTY_STAND_POSE = np.zeros(12)
 # Our own tuck / stand-up poses, after ROBEL's sequence (its exact numbers are not reproduced).

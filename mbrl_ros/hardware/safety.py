@@ -246,7 +246,18 @@ class SafetyLayer:
         with self.bus.lock:
             if self.state == "estopped":
                 raise SafetyError("e-stopped: torque stays off until clear_estop()")
-            self.bus.enable_torque(ids)
+            goals = self.bus.enable_torque(ids)
+        # The bus set each engaged joint's goal to where it is. Commands are rate-limited from
+        # the last target, so that target must follow: a joint that was limp (D'Claw reset,
+        # tops and bottoms while the valve turns) would otherwise be sent back to its stale goal,
+        # a jump the servo makes at full speed (5.3-7 rad/s measured on the emulator).
+        with self._lock:
+            if self._last_target is not None:
+                target = self._last_target.copy()
+                for j, m in enumerate(self.bus.joints):
+                    if m.dxl_id in goals:
+                        target[j] = goals[m.dxl_id]
+                self._last_target = target
 
     def _set_state(self, new: str, only_from: Optional[tuple[str, ...]] = None) -> bool:
         """Move to ``new`` unless e-stopped (only :meth:`clear_estop` leaves that state); with

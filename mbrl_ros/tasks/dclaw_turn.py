@@ -31,7 +31,9 @@ PI = math.pi
 _PI_F32 = float(np.float32(PI))  # 3.14159274 > pi
 
 # Claw reset pose: [top, middle, bottom] x 3 fingers (ROBEL RESET_POSE).
+# The one definition: the simulator, the hardware reset and the servo emulator all read it.
 RESET_POSE = np.array([0.0, -PI / 3, PI / 3] * 3)
+RESET_POSE.setflags(write=False)
 _QPOS_HALF = np.array([0.48, PI / 3, PI / 2] * 3)  # ROBEL qpos_range, centred at 0
 CLAW_LIMITS = JointLimits(qpos_low=-_QPOS_HALF, qpos_high=_QPOS_HALF.copy(), qvel_max=np.full(9, 2 * PI / 3))
 
