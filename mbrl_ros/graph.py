@@ -103,6 +103,9 @@ def launch_arguments(graph: str) -> list[LaunchArgument]:
                                     "then off); '' = localhost-only discovery in sim, the subnet on a robot"),
         LaunchArgument("first_collector", "0", "index of this machine's first collector (names, robot ids and reset "
                                                "seeds); give every collectors machine of a run its own range"),
+        LaunchArgument("coordinator_key", "", "the coordinator's public key that collectors verify approved policies "
+                                              "and game states with: 'ed25519:<base64>' or a .pub file; '' = the "
+                                              "run's own (<log_dir>/keys/coordinator_ed25519.pub; role:=all only)"),
     ]
 
 
@@ -171,6 +174,12 @@ class ResolvedGraph:
     role: str = "all"
     peers: tuple[str, ...] = ()
     first_collector: int = 0
+    coordinator_key: str = ""  # '' = the run's own key file (public_key_path)
+
+    @property
+    def public_key_path(self) -> Path:
+        """Where the coordinator of this run writes its public key (``mbrl_ros.security.key_paths``)."""
+        return self.log_dir / "keys" / "coordinator_ed25519.pub"
 
     @property
     def mcap_path(self) -> Path:
@@ -293,6 +302,13 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
     else:
         stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
         log_dir = Path("runs") / f"{graph}-{stamp}" if role == "all" else Path("runs") / f"{graph}-{role}-{stamp}"
+    key = a["coordinator_key"].strip()
+    if role == "collectors" and not key:
+        raise ValueError("role:=collectors needs coordinator_key:= (the 'ed25519:...' line the learner's mbrl-ros launch "
+                         "printed, or a copy of its <log_dir>/keys/coordinator_ed25519.pub): collectors run only what "
+                         "that key signed")
+    if key and not key.startswith("ed25519:") and not Path(key).expanduser().is_file():
+        raise ValueError(f"coordinator_key:={key} is neither 'ed25519:<base64>' nor an existing key file")
     if a["domain_id"].strip():
         domain = _as_int("domain_id", a["domain_id"], 0, 232)
     elif os.environ.get("ROS_DOMAIN_ID", "").strip():
@@ -309,6 +325,7 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         seed=_as_int("seed", a["seed"], 0, 2**31 - 1), log_dir=log_dir.resolve(), domain_id=domain,
         task_id=task_id, realtime=_as_bool("realtime", a["realtime"]), device=a["device"],
         video=_as_bool("video", a["video"]), role=role, peers=peers, first_collector=first,
+        coordinator_key=str(Path(key).expanduser().resolve()) if key and not key.startswith("ed25519:") else key,
     )
 
 
@@ -366,7 +383,10 @@ def _learner_nodes(g: ResolvedGraph) -> list[NodeDescription]:
 def _collector_nodes(g: ResolvedGraph) -> list[NodeDescription]:
     files = [str(g.config)]
     alone = g.role == "collectors"  # no coordinator here: a collector ends with the game it joined
-    extra: dict[str, Any] = {"exit_when_done": True} if alone else {}
+    # the key that signs what the collectors may run: given, or the one this run's coordinator creates
+    extra: dict[str, Any] = {"coordinator_key": g.coordinator_key or str(g.public_key_path)}
+    if alone:
+        extra["exit_when_done"] = True
     nodes = []
     if g.use_sim:
         for i in range(g.first_collector, g.first_collector + g.num_collectors):

@@ -217,9 +217,11 @@ def test_demo_and_smoke_configurations_are_valid(name: str, tmp_path: Path) -> N
 # ---------------------------------------------------------------------------------------
 # Roles, peers and the run's domain (issue 16)
 # ---------------------------------------------------------------------------------------
+KEY = "ed25519:" + "A" * 43 + "="  # the form of a public key (32 zero bytes)
 @pytest.mark.parametrize("name", sorted(graph.GRAPHS))
 def test_roles_split_the_graph_and_the_launch_file_agrees(name: str, tmp_path: Path, monkeypatch) -> None:
-    base = {"log_dir": str(tmp_path), "num_collectors": "2", "domain_id": "42", "peers": "10.77.0.1,learner-box.lab"}
+    base = {"log_dir": str(tmp_path), "num_collectors": "2", "domain_id": "42", "peers": "10.77.0.1,learner-box.lab",
+            "coordinator_key": KEY}
     everything = [n.name for n in graph.build_nodes(graph.resolve(name, base))]
     learner = graph.resolve(name, {**base, "role": "learner"})
     collectors = graph.resolve(name, {**base, "role": "collectors", "first_collector": "4"})
@@ -229,16 +231,23 @@ def test_roles_split_the_graph_and_the_launch_file_agrees(name: str, tmp_path: P
     assert [n.parameters[-1]["robot_id"] for n in cn] == ["sim4", "sim5"]
     assert [n.parameters[-1]["seed"] for n in cn] == [4000, 5000]  # other machines' collectors draw other resets
     assert all(n.parameters[-1]["exit_when_done"] is True and not n.required and not n.ends_run for n in cn)
-    # with a coordinator in the same graph the launcher ends the collectors, they do not leave on their own
-    assert all("exit_when_done" not in n.parameters[-1] for n in graph.build_nodes(graph.resolve(name, base)))
+    assert all(n.parameters[-1]["coordinator_key"] == KEY for n in cn)  # they run only what that key signed
+    # with a coordinator in the same graph the launcher ends the collectors, they do not leave on their own,
+    # and they trust the key this run's coordinator creates
+    whole = graph.resolve(name, {k: v for k, v in base.items() if k != "coordinator_key"})
+    for n in graph.build_nodes(whole)[3:]:
+        assert "exit_when_done" not in n.parameters[-1]
+        assert n.parameters[-1]["coordinator_key"] == str(tmp_path.resolve() / "keys" / "coordinator_ed25519.pub")
     for g in (learner, collectors):
         env = graph.environment(g)
         assert env["ROS_STATIC_PEERS"] == "10.77.0.1;learner-box.lab"
         assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"  # unicast to the peers, no multicast
         assert env["ROS_DOMAIN_ID"] == "42"
-    for values, g in (({**base, "role": "learner"}, learner), ({**base, "role": "collectors", "first_collector": "4"}, collectors)):
+    for values, g in (({**base, "role": "learner"}, learner),
+                      ({**base, "role": "collectors", "first_collector": "4"}, collectors)):
         rec = _run_launch_file(name, values, monkeypatch)
         assert rec.declared["role"] == "all" and rec.declared["peers"] == "" and rec.declared["first_collector"] == "0"
+        assert rec.declared["coordinator_key"] == ""
         assert [n["name"] for n in rec.nodes] == [n.name for n in graph.build_nodes(g)]
         assert [n["parameters"] for n in rec.nodes] == [n.parameters for n in graph.build_nodes(g)]
         assert rec.env == graph.environment(g)
@@ -263,13 +272,15 @@ def test_discovery_defaults_keep_a_run_to_itself(tmp_path: Path, monkeypatch) ->
     assert graph.resolve("pal_dclaw", {"domain_id": "7"}).domain_id == 7
     monkeypatch.setenv("ROS_DOMAIN_ID", "9")
     assert graph.resolve("pal_dclaw", {}).domain_id == 9
-    assert graph.resolve("pal_dclaw", {"role": "collectors"}).domain_id == 9
+    assert graph.resolve("pal_dclaw", {"role": "collectors", "coordinator_key": KEY}).domain_id == 9
 
 
 @pytest.mark.parametrize("args, message", [
     ({"role": "observer"}, "role:=observer must be one of"),
     ({"role": "learner"}, "needs the run's domain"),  # (no domain_id and no ROS_DOMAIN_ID)
-    ({"role": "collectors"}, "needs the run's domain"),
+    ({"role": "collectors", "coordinator_key": KEY}, "needs the run's domain"),
+    ({"role": "collectors", "domain_id": "3"}, "needs coordinator_key"),
+    ({"coordinator_key": "/nonexistent/coordinator.pub"}, "neither 'ed25519:<base64>' nor an existing key file"),
     ({"peers": "fe80::1", "domain_id": "3"}, "IPv6"),
     ({"peers": "bad_host!", "domain_id": "3"}, "neither an IPv4 address nor a host name"),
     ({"peers": "10.0.0.300", "domain_id": "3"}, "neither an IPv4 address nor a host name"),
@@ -287,12 +298,16 @@ def test_peers_parse_and_hardware_collectors_role(tmp_path: Path) -> None:
     assert graph.parse_peers(" 10.0.0.2, robot-1.lab ;10.0.0.2 ") == ("10.0.0.2", "robot-1.lab")
     assert graph.parse_peers("") == ()
     g = graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), "use_sim": "false", "role": "collectors",
-                                    "domain_id": "5", "first_collector": "2", "peers": "10.0.0.1"})
+                                    "domain_id": "5", "first_collector": "2", "peers": "10.0.0.1", "coordinator_key": KEY})
     (hw,) = graph.build_nodes(g)
     assert (hw.name, hw.executable, hw.ends_run) == ("hardware_collector_2", "hardware_collector", True)
     p = hw.parameters[-1]
     assert (p["robot_id"], p["seed"], p["exit_when_done"]) == ("dclaw2", 2000, True)
-    (hw0,) = graph.build_nodes(graph.resolve("pal_dclaw", {"use_sim": "false", "role": "collectors", "domain_id": "5"}))
+    pub = tmp_path / "coordinator.pub"
+    pub.write_text(KEY + "\n")
+    (hw0,) = graph.build_nodes(graph.resolve("pal_dclaw", {"use_sim": "false", "role": "collectors", "domain_id": "5",
+                                                          "coordinator_key": str(pub)}))
+    assert hw0.parameters[-1]["coordinator_key"] == str(pub.resolve())
     assert hw0.name == "hardware_collector" and hw0.parameters[-1]["robot_id"] == "dclaw"
 
 
@@ -307,8 +322,9 @@ def test_cli_dry_run_of_the_two_halves(tmp_path: Path, capsys, monkeypatch) -> N
     assert [line.split(":")[0] for line in out.splitlines()[:3]] == ["game_coordinator", "model_learner", "policy_improver"]
     assert "collector_0" not in out and "ROS_STATIC_PEERS=10.1.0.2" in out and "ROS_DOMAIN_ID=12" in out
     assert cli.main(["launch", "mal_dclaw", "role:=collectors", "num_collectors:=3", "domain_id:=12",
-                     "peers:=10.1.0.1", f"log_dir:={tmp_path / 'c'}", "--dry-run"]) == 0
+                     "peers:=10.1.0.1", f"coordinator_key:={KEY}", f"log_dir:={tmp_path / 'c'}", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert [line.split(":")[0] for line in out.splitlines()[:3]] == ["collector_0", "collector_1", "collector_2"]
     assert "game_coordinator" not in out
-    assert cli.main(["launch", "mal_dclaw", "role:=collectors", "peers:=10.1.0.1", "--dry-run"]) == 2  # no domain
+    assert cli.main(["launch", "mal_dclaw", "role:=collectors", "peers:=10.1.0.1", f"coordinator_key:={KEY}",
+                     "--dry-run"]) == 2  # no domain

@@ -236,9 +236,6 @@ def run(args) -> int:
     print(f"mbrl-ros launch {args.name}: {len(launcher.nodes)} nodes (role {g.role}), ROS_DOMAIN_ID={g.domain_id}, "
           f"{where}, log dir {g.log_dir}")
     print(f"  watch it with: mbrl-ros monitor --domain-id {g.domain_id}")
-    if g.role == "learner":
-        print(f"  collectors join with: mbrl-ros launch {args.name} role:=collectors domain_id:={g.domain_id} "
-              f"peers:=<this machine> [num_collectors:=N first_collector:=K]")
     launcher.start()
     status = _watch(launcher, args)  # every node has stopped when it returns
     if g.role == "collectors":  # the game's records are on the learner's machine
@@ -262,9 +259,15 @@ def _watch(launcher: Launcher, args) -> int:
         bar = tqdm(total=None, unit="sample", desc=args.name, dynamic_ncols=True, file=sys.stdout)
     failed = False
     t0 = time.monotonic()
+    key_shown = g.role != "learner"
     try:
         while True:
             time.sleep(0.2)
+            if not key_shown and g.public_key_path.is_file():  # the coordinator has created the run's key
+                key_shown = True
+                key = g.public_key_path.read_text().strip()
+                print(f"\n  collectors join with: mbrl-ros launch {args.name} role:=collectors domain_id:={g.domain_id} "
+                      f"peers:=<this machine> coordinator_key:={key} [num_collectors:=N first_collector:=K]", flush=True)
             if bar is not None:
                 s = _read_json(g.log_dir / "game_state.json")
                 if s:
