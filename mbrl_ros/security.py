@@ -294,6 +294,48 @@ class Verifier:
         return header
 
 
+class EstopLatch:
+    """The e-stop rule of a collector: any participant may raise it; only the coordinator's signed
+    release clears it.
+
+    Raises come from ``true`` on ``/mbrl/estop`` (anyone: stopping is always allowed), a node's
+    own service, or a signed game state with ``estop: true``. The coordinator counts its releases
+    (``estop_release`` in its signed game state, +1 for every operator's release). A raise
+    remembers the count it has seen; only a signed state with ``estop: false`` and a *larger*
+    count clears it, so a release made before the raise (a signed state still in flight, or a
+    recorded one replayed) never clears a later raise. ``false`` on the topic clears nothing.
+    A raise that reaches the collector after the release that answered it keeps the collector
+    stopped until the next release: the safe side."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.held = False
+        self.release_seen = -1  # largest estop_release of a verified state
+        self._mark = -1  # release_seen at the latest raise
+
+    def raise_estop(self) -> bool:
+        """Hold the e-stop; True when it was not held before."""
+        with self._lock:
+            changed = not self.held
+            self.held = True
+            self._mark = self.release_seen
+            return changed
+
+    def signed_state(self, estop: bool, release: int) -> str:
+        """A verified game state's ``estop`` and ``estop_release``: ``"raise"`` (newly held),
+        ``"release"`` (cleared by the coordinator) or ``""`` (no change)."""
+        if estop:
+            with self._lock:
+                self.release_seen = max(self.release_seen, int(release))
+            return "raise" if self.raise_estop() else ""
+        with self._lock:
+            self.release_seen = max(self.release_seen, int(release))
+            if self.held and int(release) > self._mark:
+                self.held = False
+                return "release"
+        return ""
+
+
 def describe(verifier: Optional[Verifier]) -> str:
     """One line for logs: which key a node trusts."""
     return "no coordinator key (signatures not checked)" if verifier is None else f"coordinator key {verifier.key_id}"

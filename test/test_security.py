@@ -142,3 +142,24 @@ def test_signed_policy_records_bind_header_and_payload() -> None:
     replayed = signer.sign_record(_policy())
     v2.verify_record(replayed, "policy")
     assert _reason(v2.verify_record, replayed, "policy") == "replay"
+
+
+def test_estop_latch_only_a_newer_signed_release_clears() -> None:
+    latch = security.EstopLatch()
+    assert latch.signed_state(False, 0) == "" and not latch.held  # the coordinator's first state
+    assert latch.raise_estop() and latch.held  # anyone raises (true on /mbrl/estop)
+    assert not latch.raise_estop()  # already held
+    assert latch.signed_state(False, 0) == "" and latch.held  # a state signed before the raise (in flight)
+    assert latch.signed_state(True, 0) == "" and latch.held  # the coordinator saw the raise
+    assert latch.signed_state(False, 1) == "release" and not latch.held  # the operator's release
+    # a raise after release #1: a replay of release #1 does not clear it, #2 does
+    assert latch.raise_estop()
+    assert latch.signed_state(False, 1) == "" and latch.held
+    assert latch.signed_state(False, 2) == "release"
+    # the coordinator raises through its signed state
+    assert latch.signed_state(True, 2) == "raise" and latch.held
+    assert latch.signed_state(False, 2) == "" and latch.held
+    assert latch.signed_state(False, 3) == "release"
+    # a raise that arrives after the release that answered it stays held until the next release (safe side)
+    assert latch.signed_state(False, 4) == ""
+    assert latch.raise_estop() and latch.signed_state(False, 4) == "" and latch.held
