@@ -140,56 +140,75 @@ def _quat_yaw(yaw: float) -> tuple[float, float, float, float]:
     return (0.0, 0.0, math.sin(0.5 * yaw), math.cos(0.5 * yaw))
 
 
-def _marker(ns: str, mid: int, mtype: int, stamp: Any, pos: Sequence[float], quat: Sequence[float],
-            scale: Sequence[float], rgba: Sequence[float], text: str = "") -> Any:
-    from visualization_msgs.msg import Marker
+@dataclass(frozen=True)
+class MarkerSpec:
+    """One marker, without ROS types (the renderer of ``mbrl-ros urdf --render`` draws these too)."""
 
-    m = Marker()
-    m.header.frame_id = FRAME
-    if stamp is not None:
-        m.header.stamp = stamp
-    m.ns, m.id, m.type, m.action = ns, int(mid), int(mtype), Marker.ADD
-    m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in pos)
-    m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w = (float(v) for v in quat)
-    m.scale.x, m.scale.y, m.scale.z = (float(v) for v in scale)
-    m.color.r, m.color.g, m.color.b, m.color.a = (float(v) for v in rgba)
-    m.text = text
-    m.frame_locked = False
-    return m
+    ns: str
+    id: int
+    kind: str  # "arrow" (along its x axis, length scale[0]), "cylinder" or "text"
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float]  # x, y, z, w
+    scale: tuple[float, float, float]
+    rgba: tuple[float, float, float, float]
+    text: str = ""
 
 
-def make_markers(view: SceneView, stamp: Any = None) -> Any:
-    """The ``visualization_msgs/MarkerArray`` of a :class:`SceneView` (frame ``world``).
+def marker_specs(view: SceneView) -> list[MarkerSpec]:
+    """The markers of a :class:`SceneView` in frame ``world``; namespaces and ids are fixed per
+    robot, so every update replaces the previous markers."""
 
-    Namespaces and ids are fixed per robot, so every update replaces the previous markers."""
-    from visualization_msgs.msg import Marker, MarkerArray
+    def spec(ns, mid, kind, pos, quat, scale, rgba, text=""):
+        return MarkerSpec(ns, mid, kind, tuple(float(v) for v in pos), tuple(float(v) for v in quat),
+                          tuple(float(v) for v in scale), tuple(float(v) for v in rgba), text)
 
-    out = MarkerArray()
+    out: list[MarkerSpec] = []
     ok = _GREEN if view.success else _ORANGE
+    upright = (0.0, 0.0, 0.0, 1.0)
     if view.robot == "dclaw":
         centre = _scene_points("dclaw")["valve"]
-        z = float(centre[2]) + 0.065  # just above the valve's spokes
+        z = float(centre[2]) + 0.085  # just above the valve's spokes (their top is 0.075 above the valve body)
         if view.valve is not None:
-            out.markers.append(_marker("valve", 0, Marker.ARROW, stamp, (centre[0], centre[1], z),
-                                       _quat_yaw(view.valve), (0.08, 0.008, 0.008), _BLUE))
+            out.append(spec("valve", 0, "arrow", (centre[0], centre[1], z), _quat_yaw(view.valve),
+                            (0.11, 0.01, 0.01), _BLUE))
         if view.target is not None:
-            out.markers.append(_marker("target", 0, Marker.ARROW, stamp, (centre[0], centre[1], z + 0.01),
-                                       _quat_yaw(view.target), (0.1, 0.012, 0.012), ok))
+            out.append(spec("target", 0, "arrow", (centre[0], centre[1], z + 0.01), _quat_yaw(view.target),
+                            (0.13, 0.014, 0.014), ok))
             label = f"target error {view.error:+.2f} rad" if view.error is not None else "target"
-            out.markers.append(_marker("target", 1, Marker.TEXT_VIEW_FACING, stamp, (centre[0], centre[1], z + 0.06),
-                                       (0.0, 0.0, 0.0, 1.0), (0.0, 0.0, 0.02), _WHITE, label))
+            out.append(spec("target", 1, "text", (centre[0], centre[1], z + 0.06), upright, (0.0, 0.0, 0.02),
+                            _WHITE, label))
     else:
         if view.torso is not None and view.heading is not None:
             p = view.torso + np.array([0.0, 0.0, 0.12])
-            out.markers.append(_marker("heading", 0, Marker.ARROW, stamp, p, _quat_yaw(view.heading),
-                                       (0.3, 0.02, 0.02), _BLUE))
+            out.append(spec("heading", 0, "arrow", p, _quat_yaw(view.heading), (0.3, 0.02, 0.02), _BLUE))
             if view.target is not None:
-                out.markers.append(_marker("target", 0, Marker.ARROW, stamp, p + np.array([0.0, 0.0, 0.03]),
-                                           _quat_yaw(view.target), (0.3, 0.02, 0.02), ok))
+                out.append(spec("target", 0, "arrow", p + np.array([0.0, 0.0, 0.03]), _quat_yaw(view.target),
+                                (0.3, 0.02, 0.02), ok))
         if view.target_xy is not None:
-            out.markers.append(_marker("target", 1, Marker.CYLINDER, stamp,
-                                       (view.target_xy[0], view.target_xy[1], 0.01), (0.0, 0.0, 0.0, 1.0),
-                                       (0.1, 0.1, 0.02), ok))
+            out.append(spec("target", 1, "cylinder", (view.target_xy[0], view.target_xy[1], 0.01), upright,
+                            (0.1, 0.1, 0.02), ok))
+    return out
+
+
+def make_markers(view: SceneView, stamp: Any = None) -> Any:
+    """The ``visualization_msgs/MarkerArray`` of a :class:`SceneView` (frame ``world``, ADD)."""
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    types = {"arrow": Marker.ARROW, "cylinder": Marker.CYLINDER, "text": Marker.TEXT_VIEW_FACING}
+    out = MarkerArray()
+    for sp in marker_specs(view):
+        m = Marker()
+        m.header.frame_id = FRAME
+        if stamp is not None:
+            m.header.stamp = stamp
+        m.ns, m.id, m.type, m.action = sp.ns, sp.id, types[sp.kind], Marker.ADD
+        m.pose.position.x, m.pose.position.y, m.pose.position.z = sp.position
+        m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w = sp.orientation
+        m.scale.x, m.scale.y, m.scale.z = sp.scale
+        m.color.r, m.color.g, m.color.b, m.color.a = sp.rgba
+        m.text = sp.text
+        m.frame_locked = False
+        out.markers.append(m)
     return out
 
 

@@ -167,8 +167,15 @@ def _link_xml(model: mujoco.MjModel, b: int, name: str) -> list[str]:
             f'      <inertia ixx="{ixx:.12g}" ixy="0" ixz="0" iyy="{iyy:.12g}" iyz="0" izz="{izz:.12g}"/>',
             "    </inertial>",
         ]
-    for g in range(model.body_geomadr[b], model.body_geomadr[b] + model.body_geomnum[b]):
+    geoms = range(model.body_geomadr[b], model.body_geomadr[b] + model.body_geomnum[b])
+    # ROBEL paints collision geoms in a translucent debug blue (D'Kitty); a URDF shows them as the
+    # robot, so they take the colour of the body's opaque visual mesh instead
+    painted = [_rgba(model, g) for g in geoms if model.geom_type[g] == mujoco.mjtGeom.mjGEOM_MESH
+               and not (model.geom_contype[g] or model.geom_conaffinity[g]) and _rgba(model, g)[3] >= 1.0]
+    for g in geoms:
         rgba = _rgba(model, g)
+        if rgba[3] < 1.0 and (model.geom_contype[g] or model.geom_conaffinity[g]) and painted:
+            rgba = painted[0]
         for k, (pos, quat, geometry) in enumerate(_geom_shapes(model, g)):
             color = "rgba_" + "".join(f"{int(round(255 * c)):02x}" for c in rgba)
             rgba_text = " ".join(f"{c:.4g}" for c in rgba)
