@@ -484,17 +484,160 @@ def unpack_json(text: str, expect_kind: str, required: Mapping[str, type | tuple
     return body
 
 
-GAME_STATE_FIELDS: dict[str, type | tuple] = {
-    "algo": str, "task_id": str, "iteration": int, "phase": str, "model_version": int,
-    "policy_version": int, "deployed_policy_version": int, "data_policy_version": int,
-    "samples": int, "sample_budget": int, "collect": bool, "estop": bool, "done": bool,
-    "request": dict,
-}
+PHASES = ("collect", "fit_model", "improve_policy", "gate", "deploy", "done")  # mbrl_ros.core.schedule.Phase
+BEHAVIORS = ("policy", "random")
 
 
-def unpack_game_state(text: str) -> dict:
-    """The coordinator's game state (see ``game_coordinator.py`` for the fields' meaning)."""
-    return unpack_json(text, "game_state", GAME_STATE_FIELDS)
+def _field(body: Mapping[str, Any], key: str, typ: type | tuple, kind: str, lo: Optional[float] = None,
+           hi: Optional[float] = None, choices: Optional[tuple] = None, optional: bool = False) -> Any:
+    """One validated field of a JSON message: present, of ``typ`` (bool is not an int), inside
+    [lo, hi] and one of ``choices`` when given; ``optional``: None allowed."""
+    if optional and body.get(key, None) is None:
+        if key not in body:
+            raise WireError("header", f"{kind} message lacks {key!r}")
+        return None
+    value = _req(body, key, typ, kind)
+    if isinstance(value, bool) and typ is not bool:
+        raise WireError("header", f"{kind} field {key!r} must be a number, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise WireError("header", f"{kind} field {key!r} = {value!r} is outside [{lo}, {hi}]")
+    if choices is not None and value not in choices:
+        raise WireError("header", f"{kind} field {key!r} = {value!r} is not one of {', '.join(map(str, choices))}")
+    return value
+
+
+def _episode_ids(body: Mapping[str, Any], kind: str) -> tuple[str, ...]:
+    ids = _req(body, "episode_ids", list, kind)
+    if not all(isinstance(i, str) and 0 < len(i) <= 256 for i in ids):
+        raise WireError("header", f"{kind} episode_ids must be non-empty strings")
+    return tuple(ids)
+
+
+@dataclass(frozen=True)
+class FitModelRequest:
+    """The coordinator asks the model player for model ``model_version`` on the round's episodes."""
+
+    id: str
+    aggressive: bool  # best response (fit to convergence) or a conservative step
+    model_version: int
+    policy_version: int  # the deployed policy (MAL + agent reward fits against it)
+    episode_ids: tuple[str, ...]  # the round's episodes: the fit waits until all are in its buffer
+    kind: str = "fit_model"
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "FitModelRequest":
+        k = "fit_model request"
+        return cls(_field(body, "id", str, k), _field(body, "aggressive", bool, k),
+                   _field(body, "model_version", int, k, lo=1), _field(body, "policy_version", int, k, lo=0),
+                   _episode_ids(body, k))
+
+
+@dataclass(frozen=True)
+class ImprovePolicyRequest:
+    """The coordinator asks the policy player for ``n_steps`` NPG steps in ``model_version``."""
+
+    id: str
+    model_version: int
+    n_steps: int
+    policy_version: int  # the version the candidate will carry
+    base_policy_version: int  # the deployed policy the steps start from
+    episode_ids: tuple[str, ...]
+    kind: str = "improve_policy"
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "ImprovePolicyRequest":
+        k = "improve_policy request"
+        return cls(_field(body, "id", str, k), _field(body, "model_version", int, k, lo=0),
+                   _field(body, "n_steps", int, k, lo=0, hi=100000), _field(body, "policy_version", int, k, lo=1),
+                   _field(body, "base_policy_version", int, k, lo=0), _episode_ids(body, k))
+
+
+Request = Optional[FitModelRequest | ImprovePolicyRequest]
+
+
+def _request(body: Mapping[str, Any]) -> Request:
+    req = _req(body, "request", dict, "game_state")
+    if not req:
+        return None
+    kind = req.get("kind")
+    if kind == "fit_model":
+        return FitModelRequest.from_body(req)
+    if kind == "improve_policy":
+        return ImprovePolicyRequest.from_body(req)
+    raise WireError("header", f"game_state request kind {kind!r} is not fit_model or improve_policy")
+
+
+@dataclass(frozen=True)
+class GameState:
+    """The coordinator's game state on ``/mbrl/game_state``, every field validated
+    (:meth:`from_json`); consumers read attributes, never guess defaults."""
+
+    algo: str
+    task_id: str
+    iteration: int
+    phase: str  # one of PHASES
+    model_version: int
+    policy_version: int
+    deployed_policy_version: int  # -1 until the initial policy passed the gate
+    candidate_policy_version: Optional[int]
+    data_policy_version: int  # -1 until the first round is complete
+    samples: int
+    sample_budget: int
+    round_samples: int
+    round_target: int
+    round_random_samples: int
+    round_random_target: int
+    behavior: str  # the data the round asks for now: "policy" or "random"
+    collect: bool
+    estop: bool
+    done: bool
+    request: Request
+    eval_success: Optional[float]
+    success_curve: tuple[Optional[float], ...]
+    wall_s: float
+
+    def to_body(self) -> dict[str, Any]:
+        body = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        r = self.request
+        body["request"] = {} if r is None else {**{f: getattr(r, f) for f in r.__dataclass_fields__},
+                                               "episode_ids": list(r.episode_ids)}
+        body["success_curve"] = list(self.success_curve)
+        return body
+
+    def to_json(self) -> str:
+        return pack_json("game_state", self.to_body())
+
+    @classmethod
+    def from_json(cls, text: str) -> "GameState":
+        """Parse and validate in full; :class:`WireError` names the first bad field."""
+        b = unpack_json(text, "game_state")
+        k = "game_state"
+        curve = _req(b, "success_curve", list, k)
+        if len(curve) > 100000 or not all(c is None or (isinstance(c, (int, float)) and not isinstance(c, bool)
+                                                      and 0.0 <= c <= 1.0) for c in curve):
+            raise WireError("header", "game_state success_curve must hold successes in [0, 1] or null")
+        return cls(
+            algo=_field(b, "algo", str, k), task_id=_field(b, "task_id", str, k),
+            iteration=_field(b, "iteration", int, k, lo=0), phase=_field(b, "phase", str, k, choices=PHASES),
+            model_version=_field(b, "model_version", int, k, lo=0), policy_version=_field(b, "policy_version", int, k, lo=0),
+            deployed_policy_version=_field(b, "deployed_policy_version", int, k, lo=-1),
+            candidate_policy_version=_field(b, "candidate_policy_version", int, k, lo=0, optional=True),
+            data_policy_version=_field(b, "data_policy_version", int, k, lo=-1),
+            samples=_field(b, "samples", int, k, lo=0), sample_budget=_field(b, "sample_budget", int, k, lo=0),
+            round_samples=_field(b, "round_samples", int, k, lo=0), round_target=_field(b, "round_target", int, k, lo=0),
+            round_random_samples=_field(b, "round_random_samples", int, k, lo=0),
+            round_random_target=_field(b, "round_random_target", int, k, lo=0),
+            behavior=_field(b, "behavior", str, k, choices=BEHAVIORS), collect=_field(b, "collect", bool, k),
+            estop=_field(b, "estop", bool, k), done=_field(b, "done", bool, k), request=_request(b),
+            eval_success=_field(b, "eval_success", (int, float), k, lo=0.0, hi=1.0, optional=True),
+            success_curve=tuple(curve), wall_s=float(_field(b, "wall_s", (int, float), k, lo=0.0)),
+        )
+
+
+def unpack_game_state(text: str) -> GameState:
+    """The coordinator's game state, validated in full (:class:`GameState`)."""
+    return GameState.from_json(text)
 
 
 # ---------------------------------------------------------------------------------------

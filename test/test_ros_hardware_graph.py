@@ -78,7 +78,7 @@ def test_pal_on_the_emulated_dclaw_learns_estops_within_bounds_and_resumes(tmp_p
     states: list = probe.subscribe(String, GAME_STATE, latched_qos())
 
     def state() -> dict:
-        return wire.unpack_game_state(states[-1][1].data) if states else {}
+        return wire.unpack_game_state(states[-1][1].data).to_body() if states else {}
 
     try:
         # 1. the first round is in (N_init through the driver), collection runs again, torque is on

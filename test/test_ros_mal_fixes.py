@@ -78,13 +78,16 @@ def test_mal_noise_graph_collects_random_policy_data_in_the_configured_proportio
 
 
 def _game_state(request: dict, **fields) -> str:
+    """A full, valid game state in phase fit_model carrying ``request`` (as the coordinator sends)."""
     body = {
         "algo": "mal-agent-reward", "task_id": TASK_ID, "iteration": 0, "phase": "fit_model", "model_version": 0,
-        "policy_version": 0, "deployed_policy_version": 0, "data_policy_version": 0, "samples": 80,
-        "sample_budget": 1000, "collect": False, "estop": False, "done": False, "request": request,
+        "policy_version": 0, "deployed_policy_version": 0, "candidate_policy_version": None,
+        "data_policy_version": 0, "samples": 80, "sample_budget": 1000, "round_samples": 0, "round_target": 80,
+        "round_random_samples": 0, "round_random_target": 0, "behavior": "policy", "collect": False,
+        "estop": False, "done": False, "request": request, "eval_success": None, "success_curve": [], "wall_s": 1.0,
     }
     body.update(fields)
-    return wire.pack_json("game_state", body)
+    return wire.GameState.from_json(wire.pack_json("game_state", body)).to_json()  # validated as a consumer would
 
 
 def test_agent_reward_learner_fits_against_the_requested_policy_weights(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_coordinator_refuses_results_out_of_order(graph: Graph, probe: Probe, tm
     pub_m = probe.publisher(UInt8MultiArray, MODEL, latched)
 
     def state() -> dict:
-        return wire.unpack_game_state(states[-1][1].data) if states else {}
+        return wire.unpack_game_state(states[-1][1].data).to_body() if states else {}
 
     probe.spin_until(lambda: bool(states) and pub_p.get_subscription_count() > 0, 90, "the coordinator")
     # v0 holds still (mean action 0): in the test model below it never leaves the joint limits

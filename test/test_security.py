@@ -20,7 +20,9 @@ from mbrl_ros.security import SignatureError, Signer, Verifier  # noqa: E402
 def _state(**kw) -> str:
     body = {"algo": "pal", "task_id": "dclaw-turn-fixed", "iteration": 3, "phase": "collect", "collect": True,
             "estop": False, "done": False, "deployed_policy_version": 2, "samples": 480, "wall_s": 1.25,
-            "model_version": 2, "policy_version": 2, "data_policy_version": 1, "sample_budget": 800, "request": {}}
+            "model_version": 2, "policy_version": 2, "data_policy_version": 1, "sample_budget": 800, "request": {},
+            "candidate_policy_version": 2, "round_samples": 0, "round_target": 200, "round_random_samples": 0,
+            "round_random_target": 0, "behavior": "policy", "eval_success": None, "success_curve": []}
     body.update(kw)
     return wire.pack_json("game_state", body)
 
@@ -75,7 +77,7 @@ def test_signed_game_states_verify_in_order_and_replays_are_refused(tmp_path: Pa
     second = signer.sign_json(_state(iteration=2), "game_state")
     body = v.verify_json(first, "game_state")
     assert body["iteration"] == 1 and "signature" not in body
-    assert wire.unpack_game_state(json.dumps(body))["iteration"] == 1  # still a valid game state
+    assert wire.unpack_game_state(json.dumps(body)).iteration == 1  # still a valid game state
     assert v.verify_json(second, "game_state")["iteration"] == 2
     assert _reason(v.verify_json, second, "game_state") == "replay"  # the same message again
     assert _reason(v.verify_json, first, "game_state") == "replay"  # an older one

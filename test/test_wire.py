@@ -242,15 +242,19 @@ def test_policy_with_tampered_weights_is_rejected(onnx_policies) -> None:
 # -- JSON messages and std_msgs -----------------------------------------------------------
 def _state(**kw) -> dict:
     s = {"algo": "pal", "task_id": "dclaw-turn-fixed", "iteration": 1, "phase": "collect", "model_version": 1,
-         "policy_version": 1, "deployed_policy_version": 1, "data_policy_version": 0, "samples": 10,
-         "sample_budget": 100, "collect": True, "estop": False, "done": False, "request": {}}
+         "policy_version": 1, "deployed_policy_version": 1, "candidate_policy_version": 1, "data_policy_version": 0,
+         "samples": 10, "sample_budget": 100, "round_samples": 40, "round_target": 200, "round_random_samples": 0,
+         "round_random_target": 0, "behavior": "policy", "collect": True, "estop": False, "done": False,
+         "request": {}, "eval_success": 0.5, "success_curve": [None, 0.5], "wall_s": 3.0}
     s.update(kw)
     return s
 
 
 def test_game_state_validation() -> None:
     text = wire.pack_json("game_state", _state())
-    assert wire.unpack_game_state(text)["phase"] == "collect"
+    state = wire.unpack_game_state(text)
+    assert isinstance(state, wire.GameState) and state.phase == "collect" and state.request is None
+    assert wire.unpack_game_state(state.to_json()) == state  # round trip
     body = json.loads(text)
     assert _reason(wire.unpack_game_state, json.dumps(dict(body, schema_version=99))) == "schema_version"
     assert _reason(wire.unpack_game_state, json.dumps(dict(body, kind="other"))) == "kind"
@@ -260,6 +264,38 @@ def test_game_state_validation() -> None:
     assert _reason(wire.unpack_game_state, " " * (wire.MAX_JSON_CHARS + 1)) == "oversized"
     with pytest.raises(ValueError):
         wire.pack_json("game_state", _state(samples=float("nan")))
+
+
+@pytest.mark.parametrize("field", ["behavior", "round_target", "deployed_policy_version", "success_curve", "wall_s"])
+def test_game_state_without_a_field_is_refused(field: str) -> None:
+    """Every field is required: no consumer guesses a default (e.g. behavior = policy)."""
+    body = _state()
+    del body[field]
+    assert _reason(wire.unpack_game_state, wire.pack_json("game_state", body)) == "header"
+
+
+@pytest.mark.parametrize("bad", [
+    {"behavior": "wander"}, {"phase": "dance"}, {"samples": -1}, {"deployed_policy_version": -2},
+    {"eval_success": 1.5}, {"eval_success": True}, {"collect": 1}, {"success_curve": [2.0]},
+    {"request": {"kind": "fit_model", "id": "f", "aggressive": True, "model_version": 1}},  # no episode_ids
+    {"request": {"kind": "improve_policy", "id": "i", "model_version": 1, "n_steps": -3, "policy_version": 2,
+                 "base_policy_version": 1, "episode_ids": []}},
+    {"request": {"kind": "jump"}},
+])
+def test_game_state_with_a_bad_value_is_refused(bad: dict) -> None:
+    assert _reason(wire.unpack_game_state, wire.pack_json("game_state", _state(**bad))) == "header"
+
+
+def test_game_state_requests_are_typed() -> None:
+    fit = {"kind": "fit_model", "id": "fit-i1-m2", "aggressive": False, "model_version": 2, "policy_version": 1,
+           "episode_ids": ["a", "b"]}
+    state = wire.unpack_game_state(wire.pack_json("game_state", _state(phase="fit_model", request=fit)))
+    assert state.request == wire.FitModelRequest("fit-i1-m2", False, 2, 1, ("a", "b"))
+    imp = {"kind": "improve_policy", "id": "improve-i1-p2", "model_version": 2, "n_steps": 4, "policy_version": 2,
+           "base_policy_version": 1, "episode_ids": ["a"]}
+    state = wire.unpack_game_state(wire.pack_json("game_state", _state(phase="improve_policy", request=imp)))
+    assert isinstance(state.request, wire.ImprovePolicyRequest) and state.request.n_steps == 4
+    assert wire.unpack_game_state(state.to_json()) == state
 
 
 def test_std_msgs_round_trip() -> None:

@@ -97,7 +97,7 @@ def run(args) -> int:
 
     def on_state(msg: String) -> None:
         try:
-            box["state"] = wire.unpack_game_state(msg.data)
+            box["state"] = wire.unpack_game_state(msg.data).to_body()  # render() reads the validated fields
         except wire.WireError:
             pass
 

@@ -11,6 +11,8 @@ State is saved as safetensors (arrays) + JSON (episode metadata); never pickle.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,6 +49,13 @@ class Episode:
 
     def __len__(self) -> int:
         return int(self.actions.shape[0]) if self.actions.ndim == 2 else 0
+
+    def at_wire_precision(self) -> "Episode":
+        """This episode as the ROS graph's learners receive it: transitions travel as float32
+        (:func:`mbrl_ros.wire.pack_episode`), so ``mbrl-ros train`` learns from the same numbers."""
+        f32 = lambda a: None if a is None else np.asarray(a, dtype=np.float32).astype(np.float64)
+        return dataclasses.replace(self, obs=f32(self.obs), actions=f32(self.actions), rewards=f32(self.rewards),
+                                   aux=f32(self.aux))
 
     def validate(self, task: Any) -> "Episode":
         """Raise ValueError on wrong sizes or non-finite values for ``task`` (a TaskSpec)."""

@@ -20,7 +20,7 @@ from mbrl_ros.core.config import GameConfig
 from mbrl_ros.core.schedule import GameSpec, ModelObjective, Player, game_spec
 from mbrl_ros.core.world import evaluation_seeds
 
-__all__ = ["GameRules", "IterationMetrics", "success_held"]
+__all__ = ["CollectionRound", "GameRules", "IterationMetrics", "success_held"]
 
 
 def success_held(history: list[dict], cfg: GameConfig) -> bool:
@@ -176,3 +176,55 @@ class IterationMetrics:
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class CollectionRound:
+    """One collection round as the referee counts it: episodes of the deployed policy until
+    ``target`` samples, then (MAL + random noise) random-policy episodes until ``random_target``.
+
+    An episode counts only if it is of the behaviour the round asks for now and, for policy
+    data, of the deployed version (a collector that missed a hand-off sends stale episodes:
+    they reach the buffers but do not fill the round)."""
+
+    target: int
+    random_target: int = 0
+    episode_ids: list[str] = dataclasses.field(default_factory=list)
+    samples: int = 0
+    random_samples: int = 0
+    returns: list[float] = dataclasses.field(default_factory=list)
+    successes: list[bool] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def for_iteration(cls, rules: GameRules, iteration: int) -> "CollectionRound":
+        n = rules.round_target(iteration)
+        return cls(n, rules.random_target(n))
+
+    @property
+    def behavior(self) -> str:
+        """Which data the collectors gather now: the deployed policy's, then random."""
+        return "random" if self.samples >= self.target and self.random_target > 0 else "policy"
+
+    @property
+    def complete(self) -> bool:
+        return self.samples >= self.target and self.random_samples >= self.random_target
+
+    def count(self, episode_id: str, behavior: str, policy_version: int, length: int, episode_return: float,
+              success: bool, deployed_version: int) -> bool:
+        """Count an episode if the round wants it now; returns whether it was counted."""
+        if behavior != self.behavior or (behavior == "policy" and policy_version != deployed_version):
+            return False
+        self.episode_ids.append(episode_id)
+        if behavior == "random":
+            self.random_samples += int(length)
+        else:
+            self.samples += int(length)
+            self.returns.append(float(episode_return))
+            self.successes.append(bool(success))
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        """The round's figures for the metrics row."""
+        return {"collect_return": float(sum(self.returns) / max(len(self.returns), 1)),
+                "collect_success": float(sum(self.successes) / max(len(self.successes), 1)),
+                "collected": self.samples + self.random_samples, "collected_random": self.random_samples}

@@ -158,6 +158,7 @@ class StackelbergGame:
             own_obs = np.concatenate([e.obs for e in episodes])  # standardises the random networks' input
             episodes += collect_random_episodes(self.world, self.cfg.noise_policy, n_random, self.rng,
                                                 f"it{it}-random", own_obs)
+        episodes = [ep.at_wire_precision() for ep in episodes]  # what the graph's learners would receive
         for ep in episodes:
             self.buffer.add_episode(ep.validate(self.task))
         self.samples += sum(len(e) for e in episodes)

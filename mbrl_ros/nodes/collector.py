@@ -99,7 +99,7 @@ class CollectorBase:
         self.stream = f"{os.getpid():x}-{secrets.token_hex(3)}"  # this process's episode stream
         self._rng = collection_rng(self.seed)  # the same episodes as mbrl-ros train --seed (one collector)
         self._lock = threading.Lock()
-        self._state: Optional[dict] = None
+        self._state: Optional[wire.GameState] = None
         self._pending: Optional[LoadedPolicy] = None
         self._policy: Optional[LoadedPolicy] = None
         self._estop = False
@@ -156,13 +156,13 @@ class CollectorBase:
         except wire.WireError as exc:
             self._rejected("game_state", exc)
             return
-        if state["task_id"] != self.task_id:
-            self._rejected("game_state", wire.WireError("task", f"game is for {state['task_id']}, this world runs {self.task_id}"))
+        if state.task_id != self.task_id:
+            self._rejected("game_state", wire.WireError("task", f"game is for {state.task_id}, this world runs {self.task_id}"))
             return
         with self._lock:
             self._state = state
             self._since_state = 0
-        if state["done"] and self.exit_when_done and self._done_timer is None:
+        if state.done and self.exit_when_done and self._done_timer is None:
             # a second's grace: the last published episode is acknowledged before the process goes
             self.get_logger().info("the game is over: leaving")
             self._done_timer = self.create_timer(1.0, self._leave)
@@ -237,15 +237,15 @@ class CollectorBase:
         ``version`` is the deployed one."""
         with self._lock:
             s = self._state
-            if not self._active or self._estop or s is None or s["done"] or s["estop"] or not s["collect"]:
+            if not self._active or self._estop or s is None or s.done or s.estop or not s.collect:
                 return False
-            if s.get("behavior", "policy") != behavior:
+            if s.behavior != behavior:
                 return False
-            return behavior == "random" or version is None or version == s["deployed_policy_version"]
+            return behavior == "random" or version is None or version == s.deployed_policy_version
 
     def _wanted_behavior(self) -> str:
         with self._lock:
-            return (self._state or {}).get("behavior", "policy")
+            return self._state.behavior if self._state is not None else "policy"
 
     def _round_may_be_complete(self) -> bool:
         """What this collector published since the last game state may complete the round: wait
@@ -255,10 +255,10 @@ class CollectorBase:
             s = self._state
             if s is None or self._since_state == 0:
                 return False
-            if s.get("behavior", "policy") == "random":
-                done, target = s.get("round_random_samples", 0), s.get("round_random_target", 0)
+            if s.behavior == "random":
+                done, target = s.round_random_samples, s.round_random_target
             else:
-                done, target = s.get("round_samples", 0), s.get("round_target", 0)
+                done, target = s.round_samples, s.round_target
             return target > 0 and done + self._since_state >= target
 
     def _next_policy(self) -> Optional[LoadedPolicy]:
@@ -267,7 +267,7 @@ class CollectorBase:
             s = self._state
             if s is None:
                 return None
-            want = s["deployed_policy_version"]
+            want = s.deployed_policy_version
             if self._pending is not None and self._pending.version == want:
                 self._policy, self._pending = self._pending, None
             return self._policy if (self._policy is not None and self._policy.version == want) else None

@@ -48,8 +48,10 @@ from std_msgs.msg import Bool, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_ros import wire
-from mbrl_ros.core.schedule import ModelObjective, OrderViolation, Phase, Referee, game_spec
-from mbrl_ros.core.world import evaluation_seeds
+from mbrl_ros.core.gate import GateResult, GateSettings, PolicyGate, probe_rows
+from mbrl_ros.core.report import plot_curve, success_milestones
+from mbrl_ros.core.rules import CollectionRound, GameRules, IterationMetrics
+from mbrl_ros.core.schedule import OrderViolation, Phase, Referee, game_spec
 from mbrl_ros.nodes import (
     ESTOP, ESTOP_CLEAR_SERVICE, ESTOP_SERVICE, GAME_STATE, MODEL, POLICY_CANDIDATE, POLICY_DEPLOYED, TRANSITIONS,
     latched_qos, run_node, transitions_qos,
@@ -77,37 +79,38 @@ class GameCoordinator(Node):
         self.record = declare(self, "record", True, "record to MCAP", read_only=True)
         self.eval_in_sim = declare(self, "eval_in_sim", True, "evaluate every deployed policy in a local simulation", read_only=True)
         self.eval_episodes = declare(self, "eval_episodes", -1, "evaluation episodes per iteration (-1 = the game config's)", read_only=True, lo=-1, hi=10000)
-        self.probe_size = declare(self, "gate_probe_size", 256, "real observations probed by the gate", lo=8, hi=100000)
-        self.gate_horizon = declare(self, "gate_model_horizon", 10, "steps of the model-predicted joint-limit check (0 = off)", lo=0, hi=1000)
-        self.gate_margin = declare(self, "gate_joint_margin", 0.1, "rad beyond a joint limit the model may predict", lo=0.0, hi=3.2)
-        self.gate_max_violation = declare(self, "gate_max_violation_fraction", 0.05,
-                                          "largest fraction of predicted (member, start, step) states outside the limits, "
-                                          "beyond the fraction the same model predicts for the deployed policy",
-                                          lo=0.0, hi=1.0)
+        # the gate's settings are game settings (config/<algo>.yaml, the same in mbrl-ros train); these
+        # parameters override them for this graph (e.g. a robot's stricter limits)
+        c = self.cfg
+        c.gate_probe_size = declare(self, "gate_probe_size", c.gate_probe_size, "real observations probed by the gate", lo=8, hi=100000)
+        c.gate_model_horizon = declare(self, "gate_model_horizon", c.gate_model_horizon, "steps of the model-predicted joint-limit check (0 = off)", lo=0, hi=1000)
+        c.gate_joint_margin = declare(self, "gate_joint_margin", c.gate_joint_margin, "rad beyond a joint limit the model may predict", lo=0.0, hi=3.2)
+        c.gate_max_violation_fraction = declare(
+            self, "gate_max_violation_fraction", c.gate_max_violation_fraction,
+            "largest fraction of predicted (member, start, step) states outside the limits, beyond the fraction "
+            "the same model predicts for the deployed policy", lo=0.0, hi=1.0)
         self.use_sim = declare(self, "use_sim", True, "the collectors are simulations (false: a robot)", read_only=True)
-        self.gate_model_severity = declare(
-            self, "gate_model_severity", "auto",
+        c.gate_model_severity = declare(
+            self, "gate_model_severity", c.gate_model_severity,
             "what a failed model-predicted joint-limit check does: abort (refuse the policy), warn (log, count in "
             "/diagnostics, deploy), off; auto = warn in simulation, abort on a robot", read_only=True)
-        if self.gate_model_severity not in ("auto", "abort", "warn", "off"):
-            raise ValueError(f"gate_model_severity must be auto, abort, warn or off, got {self.gate_model_severity!r}")
-        self.gate_max_log_std = declare(self, "gate_max_log_std", 1.0, "largest exploration log std a policy may carry", lo=-10.0, hi=5.0)
+        c.gate_max_log_std = declare(self, "gate_max_log_std", c.gate_max_log_std, "largest exploration log std a policy may carry", lo=-10.0, hi=5.0)
+        c.validate()
+        self.gate_settings = GateSettings.from_config(c)
+        self.policy_gate = PolicyGate(self.task, self.gate_settings, on_robot=not self.use_sim)
         self.phase_timeout = declare(self, "phase_timeout_s", 600.0, "a phase running longer is reported (WARN)", lo=1.0, hi=1e6)
         self.max_policy_bytes = declare(self, "max_policy_bytes", wire.MAX_POLICY_BYTES, "largest policy blob", read_only=True, lo=1024, hi=1 << 30)
 
         self.referee = Referee(self.spec)
         self.horizon = self.task.info.horizon
-        self.n_per_iter = self.cfg.n_per_iter(self.horizon)
+        self.rules = GameRules(self.cfg, self.spec, self.horizon)
+        self.n_per_iter = self.rules.n_per_iter
         self.intake = EpisodeIntake(self.task)
         self._lock = threading.RLock()
         self._estop = False
         self._collect = False
-        self._request: dict = {}
-        self._round_ids: list[str] = []
-        self._round_samples = 0
-        self._round_random_samples = 0  # MAL + random noise: random-policy samples of this round
-        self._round_returns: list[float] = []
-        self._round_success: list[bool] = []
+        self._request: wire.Request = None  # the open request of the current phase
+        self.round = CollectionRound(self.rules.round_target(0), self.rules.random_target(self.rules.round_target(0)))
         self._last_round_ids: list[str] = []
         self._probe_obs: list[np.ndarray] = []
         self._model: Optional[wire.ModelBlob] = None
@@ -116,7 +119,7 @@ class GameCoordinator(Node):
         self._gating = False
         self._gate_model_weights: Optional[bytes] = None  # the model blob loaded into _gate_model
         self._gate_model = None  # a ModelPlayer to load candidate models into (built once: torch warm-up)
-        self._gate_model_lock = threading.Lock()  # one rollout at a time in _gate_model
+        self._gate_model_lock = threading.RLock()  # one model (and rollout) at a time in _gate_model
         # (model, deployed policy, probes, fraction): the deployed policy's predicted joint-limit
         # violations in the newest model, rolled out while the policy player works on its candidate
         self._gate_reference: Optional[tuple[wire.ModelBlob, wire.PolicyBlob, np.ndarray, float]] = None
@@ -149,7 +152,7 @@ class GameCoordinator(Node):
         self.create_service(Trigger, ESTOP_CLEAR_SERVICE, self._srv_estop_clear)
 
         n_eval = self.cfg.eval_episodes if self.eval_episodes < 0 else int(self.eval_episodes)
-        self.eval_seeds = evaluation_seeds(n_eval) if n_eval > 0 else []  # the same for every run of the task
+        self.eval_seeds = self.rules.eval_seeds(n_eval)  # the same for every run of the task
         self._evals: "queue.Queue[Optional[tuple[dict, bytes]]]" = queue.Queue()
         self._eval_thread = None
         if self.eval_in_sim and n_eval > 0:
@@ -157,7 +160,7 @@ class GameCoordinator(Node):
             self._eval_thread.start()
         self._pending_evals = 0
 
-        if int(self.gate_horizon) > 0:  # build it now, not in the first gate (seconds of warm-up)
+        if self.policy_gate.checks_model:  # build it now, not in the first gate (seconds of warm-up)
             from mbrl_ros.core.model_player import ModelPlayer
 
             self._gate_model = ModelPlayer(self.task, self.cfg, device="cpu")
@@ -174,31 +177,32 @@ class GameCoordinator(Node):
             self.recorder.write(topic, msg)
 
     # -- the game state -----------------------------------------------------------------
-    def state(self) -> dict:
+    def state(self) -> wire.GameState:
+        """The game state the players follow (:class:`mbrl_ros.wire.GameState`)."""
         r = self.referee
         with self._lock:
-            return {
-                "algo": self.cfg.algo, "task_id": self.task.info.task_id, "iteration": r.iteration,
-                "phase": r.phase.value, "model_version": r.model_version, "policy_version": r.policy_version,
-                "deployed_policy_version": r.deployed_policy_version if self._deployed is not None else -1,
-                "candidate_policy_version": r.candidate_policy_version,
-                "data_policy_version": r.data_policy_version, "samples": self.intake.samples,
-                "sample_budget": int(self.cfg.samples), "round_samples": self._round_samples,
-                "round_target": self._round_target(), "round_random_samples": self._round_random_samples,
-                "round_random_target": self._random_target(), "behavior": self._behavior(),
-                "collect": bool(self._collect and not self._estop),
-                "estop": self._estop, "done": r.phase is Phase.DONE, "request": dict(self._request),
-                "eval_success": self.history[-1].get("eval_success") if self.history else None,
-                "success_curve": [h.get("eval_success") for h in self.history],
-                "wall_s": round(time.monotonic() - self.t0, 3),
-            }
+            request = self._request
+            return wire.GameState(
+                algo=self.cfg.algo, task_id=self.task.info.task_id, iteration=r.iteration, phase=r.phase.value,
+                model_version=r.model_version, policy_version=r.policy_version,
+                deployed_policy_version=r.deployed_policy_version if self._deployed is not None else -1,
+                candidate_policy_version=r.candidate_policy_version, data_policy_version=r.data_policy_version,
+                samples=self.intake.samples, sample_budget=int(self.cfg.samples), round_samples=self.round.samples,
+                round_target=self.round.target, round_random_samples=self.round.random_samples,
+                round_random_target=self.round.random_target, behavior=self.round.behavior,
+                collect=bool(self._collect and not self._estop), estop=self._estop, done=r.phase is Phase.DONE,
+                request=request, eval_success=self.history[-1].get("eval_success") if self.history else None,
+                success_curve=tuple(h.get("eval_success") for h in self.history),
+                wall_s=round(time.monotonic() - self.t0, 3),
+            )
 
     def _publish_state(self, persist: bool = True) -> None:
         """Publish the game state; ``persist``: also to the MCAP record and ``game_state.json``
         (the per-episode count updates skip both: the 1 Hz state keeps them current)."""
-        s = self.state()
+        state = self.state()
         msg = String()
-        msg.data = wire.pack_json("game_state", s)
+        msg.data = state.to_json()
+        s = state.to_body()
         self._pub_state.publish(msg)
         if not persist:
             return
@@ -220,21 +224,6 @@ class GameCoordinator(Node):
             tmp.replace(self.log_dir / "game_state.json")
         except OSError:
             pass
-
-    def _round_target(self) -> int:
-        return int(self.cfg.n_init if self.referee.iteration == 0 else self.n_per_iter)
-
-    def _random_target(self, n: Optional[int] = None) -> int:
-        """MAL + random noise: random-policy samples added to a round of ``n`` policy samples,
-        ``n (1 - alpha) / alpha`` (the in-process loop's rule); 0 for every other game."""
-        if self.spec.model_objective is not ModelObjective.RANDOM_NOISE:
-            return 0
-        n = self._round_target() if n is None else n
-        return int(round(n * (1.0 - self.cfg.alpha) / max(self.cfg.alpha, 1e-6)))
-
-    def _behavior(self) -> str:
-        """Which data the collectors gather now: the deployed policy's, then (MAL + noise) random."""
-        return "random" if self._round_samples >= self._round_target() and self._random_target() > 0 else "policy"
 
     # -- e-stop -------------------------------------------------------------------------
     def _publish_estop(self, on: bool) -> None:
@@ -286,22 +275,14 @@ class GameCoordinator(Node):
         self.diag.inc("samples", rec.length)
         self.diag.set("sequence_gaps", self.intake.gaps)
         with self._lock:
-            if len(self._probe_obs) < 64 * self.probe_size:
+            if len(self._probe_obs) < 64 * self.gate_settings.probe_size:
                 rows = rec.obs if rec.aux is None else np.concatenate([rec.obs, rec.aux], axis=1)
                 self._probe_obs.append(rows[:: max(1, rec.length // 8)])
             collecting = self._collect and self.referee.phase is Phase.COLLECT
-            behavior = self._behavior()
-            counted = collecting and rec.behavior == behavior and (
-                rec.behavior == "random" or rec.policy_version == self.referee.deployed_policy_version)
-            if counted:
-                self._round_ids.append(rec.episode_id)
-                if rec.behavior == "random":
-                    self._round_random_samples += rec.length
-                else:
-                    self._round_samples += rec.length
-                    self._round_returns.append(rec.episode_return)
-                    self._round_success.append(rec.success)
-            complete = counted and self._round_complete()
+            counted = collecting and self.round.count(rec.episode_id, rec.behavior, rec.policy_version, rec.length,
+                                                      rec.episode_return, rec.success,
+                                                      self.referee.deployed_policy_version)
+            complete = counted and self.round.complete
         if rec.behavior == "policy":
             self.metrics.publish("episode_return", rec.episode_return)
             self.metrics.publish("episode_success", float(rec.success))
@@ -310,9 +291,6 @@ class GameCoordinator(Node):
         elif counted:
             self._publish_state(persist=False)  # the round's count (and behavior): collectors wait on it at a round's end
 
-    def _round_complete(self) -> bool:
-        return self._round_samples >= self._round_target() and self._round_random_samples >= self._random_target()
-
     def _on_model(self, msg: UInt8MultiArray) -> None:
         try:
             blob = wire.unpack_model(wire.from_msg(msg), expect_task=self.task.info.task_id)
@@ -320,10 +298,10 @@ class GameCoordinator(Node):
             self._refuse("model", str(exc), f"rejected_model_{exc.reason}")
             return
         with self._lock:
-            if self._request.get("kind") != "fit_model" or blob.header.get("request_id") != self._request.get("id"):
+            if not isinstance(self._request, wire.FitModelRequest) or blob.header.get("request_id") != self._request.id:
                 if self._model is None or blob.model_version != self._model.model_version:
                     self._refuse("model", f"model v{blob.model_version} answers request {blob.header.get('request_id')!r}, "
-                                 f"the open request is {self._request.get('id')!r}", "refused_out_of_order")
+                                 f"the open request is {self._open_request_id()!r}", "refused_out_of_order")
                 return
             try:
                 version = self.referee.model_fitted(blob.data_policy_version)
@@ -333,8 +311,9 @@ class GameCoordinator(Node):
             if version != blob.model_version:
                 self.get_logger().warning(f"model blob says v{blob.model_version}, referee counted v{version}")
             self._model = blob
-            self._request = {}
-            self._it.update(model_loss=blob.header.get("loss"), model_steps=blob.header.get("steps"),
+            self._request = None
+            self._it.update(model_loss=blob.header.get("loss"), model_objective=blob.header.get("objective_value"),
+                            model_steps=blob.header.get("steps"),
                             fit_s=blob.header.get("fit_s"), fit_threads=_int_or_none(blob.header.get("torch_threads")))
         self.get_logger().info(f"model v{version} accepted (loss {blob.header.get('loss')})")
         self._start_gate_reference()
@@ -351,10 +330,10 @@ class GameCoordinator(Node):
             if blob.policy_version == 0 and self._deployed is None and self.referee.phase is Phase.COLLECT:
                 self._candidate = blob  # the initial policy: gated, then deployed for the first collection
                 return
-            if self._request.get("kind") != "improve_policy" or blob.header.get("request_id") != self._request.get("id"):
+            if not isinstance(self._request, wire.ImprovePolicyRequest) or blob.header.get("request_id") != self._request.id:
                 if self._candidate is None or blob.policy_version != self._candidate.policy_version:
                     self._refuse("policy", f"policy v{blob.policy_version} (on model v{blob.model_version}) answers request "
-                                 f"{blob.header.get('request_id')!r}, the open request is {self._request.get('id')!r}",
+                                 f"{blob.header.get('request_id')!r}, the open request is {self._open_request_id()!r}",
                                  "refused_out_of_order")
                 return
             try:
@@ -365,7 +344,7 @@ class GameCoordinator(Node):
             if version != blob.policy_version:
                 self._refuse("policy", f"policy blob says v{blob.policy_version}, referee counted v{version}", "refused_version")
             self._candidate = blob
-            self._request = {}
+            self._request = None
             self._start_gate(blob, initial=False)  # now, not at the next tick: hand-off latency
             stats = blob.header.get("stats") or {}
             self._it.update(J_model=stats.get("J_model"), kl=stats.get("kl"), kl_max=stats.get("kl_max"),
@@ -373,6 +352,9 @@ class GameCoordinator(Node):
                             npg_s=stats.get("npg_s"), npg_threads=_int_or_none(stats.get("torch_threads")))
         self.get_logger().info(f"candidate policy v{version} accepted for the gate (J(pi, M) {stats.get('J_model')})")
         self._publish_state()
+
+    def _open_request_id(self) -> Optional[str]:
+        return self._request.id if self._request is not None else None
 
     def _refuse(self, what: str, why: str, counter: str) -> None:
         self.diag.inc(counter)
@@ -414,21 +396,14 @@ class GameCoordinator(Node):
                 self._refuse("step", str(exc), "internal_order_errors")
 
     def _can_afford_iteration(self) -> bool:
-        """The in-process loop's rules: a new iteration only if its N samples (and, MAL + random
-        noise, its random-policy samples) fit the budget, and not once ``stop_success`` held
-        (:func:`mbrl_ros.core.stackelberg.success_held`; the evaluations run beside the game, so
-        the rule sees those finished by the end of an iteration)."""
-        from mbrl_ros.core.stackelberg import success_held
-
-        if self.cfg.max_iterations and self.referee.iteration > self.cfg.max_iterations:
-            return False
+        """The game's rule (:meth:`GameRules.may_start_iteration`, as in the in-process loop); the
+        evaluations run beside the game, so stop_success sees those finished by now."""
         with self._lock:
             history = [dict(h) for h in self.history]
-        if success_held(history, self.cfg):
-            self.get_logger().info(f"success >= {self.cfg.stop_success} held for {self.cfg.stop_success_iters} "
-                                   "evaluations: the game ends (stop_success)")
-            return False
-        return self.intake.samples + self.n_per_iter + self._random_target(self.n_per_iter) <= self.cfg.samples
+        ok, why = self.rules.may_start_iteration(self.intake.samples, self.referee.iteration, history)
+        if not ok:
+            self.get_logger().info(f"the game ends: {why}")
+        return ok
 
     def _collect_phase(self) -> None:
         with self._lock:
@@ -436,22 +411,20 @@ class GameCoordinator(Node):
                 if self._candidate is not None and self._candidate.policy_version == 0 and not self._gating:
                     self._start_gate(self._candidate, initial=True)
                 return
-            if not self._collect and self._round_samples == 0:
+            if not self._collect and not self.round.episode_ids:
+                self.round = CollectionRound.for_iteration(self.rules, self.referee.iteration)
                 self._collect = True
                 self._publish_state()
                 return
-            if not self._round_complete():
+            if not self.round.complete:
                 return
             self._collect = False
             version = self.referee.deployed_policy_version
             self.referee.data_collected(version)
-            self._last_round_ids = list(self._round_ids)
-            policy_samples, random_samples = self._round_samples, self._round_random_samples
-            self._it.update(collect_return=float(np.mean(self._round_returns)),
-                            collect_success=float(np.mean(self._round_success)),
-                            collected=policy_samples + random_samples, collected_random=random_samples)
-            self._round_ids, self._round_samples, self._round_returns, self._round_success = [], 0, [], []
-            self._round_random_samples = 0
+            done, self.round = self.round, CollectionRound(0)
+            self._last_round_ids = list(done.episode_ids)
+            policy_samples, random_samples = done.samples, done.random_samples
+            self._it.update(done.summary())
         self.get_logger().info(f"collected {policy_samples} samples of policy v{version}"
                                + (f" and {random_samples} of the random policy" if random_samples else "")
                                + f" (return {self._it['collect_return']:.1f}, success {self._it['collect_success']:.2f})")
@@ -460,28 +433,24 @@ class GameCoordinator(Node):
     def _fit_phase(self) -> None:
         r = self.referee
         with self._lock:
-            if self._request.get("kind") == "fit_model":
+            if isinstance(self._request, wire.FitModelRequest):
                 return
-            self._request = {
-                "kind": "fit_model", "id": f"fit-i{r.iteration}-m{r.model_version + 1}",
-                "aggressive": bool(self.spec.model_aggressive or r.iteration == 0),
-                "model_version": r.model_version + 1, "policy_version": r.deployed_policy_version,
-                "episode_ids": list(self._last_round_ids),
-            }
+            self._request = wire.FitModelRequest(
+                id=f"fit-i{r.iteration}-m{r.model_version + 1}", aggressive=self.rules.model_fit_aggressive(r.iteration),
+                model_version=r.model_version + 1, policy_version=r.deployed_policy_version,
+                episode_ids=tuple(self._last_round_ids))
         self._publish_state()
 
     def _improve_phase(self) -> None:
         r = self.referee
         with self._lock:
-            if self._request.get("kind") == "improve_policy":
+            if isinstance(self._request, wire.ImprovePolicyRequest):
                 return
-            k = self.cfg.npg_steps_aggressive if self.spec.policy_aggressive else self.cfg.npg_steps_conservative
-            self._request = {
-                "kind": "improve_policy", "id": f"improve-i{r.iteration}-p{r.policy_version + 1}",
-                "model_version": r.expected_model_version_for_policy(), "n_steps": int(k),
-                "policy_version": r.policy_version + 1, "base_policy_version": r.deployed_policy_version,
-                "episode_ids": list(self._last_round_ids),
-            }
+            k = self.rules.npg_steps()
+            self._request = wire.ImprovePolicyRequest(
+                id=f"improve-i{r.iteration}-p{r.policy_version + 1}", model_version=r.expected_model_version_for_policy(),
+                n_steps=int(k), policy_version=r.policy_version + 1, base_policy_version=r.deployed_policy_version,
+                episode_ids=tuple(self._last_round_ids))
         self._publish_state()
 
     def _gate_phase(self) -> None:
@@ -514,22 +483,13 @@ class GameCoordinator(Node):
         self._gating = True
         threading.Thread(target=self._gate_worker, args=(blob, initial), name="gate", daemon=True).start()
 
-    def _model_check_severity(self) -> str:
-        """``gate_model_severity`` with ``auto`` resolved."""
-        if self.gate_model_severity != "auto":
-            return str(self.gate_model_severity)
-        # In simulation a refused candidate only freezes learning: the model, fitted on the old
-        # policy's data, keeps over-predicting for any new one (measured: PAL on D'Claw stalled
-        # at v4 for 11,000 samples). On a robot the refusal is the safe side.
-        return "warn" if self.use_sim else "abort"
-
     def _start_gate_reference(self) -> None:
         """Roll the deployed policy out in the new model now, while the policy player computes its
         candidate, so the gate's reference is ready when the candidate arrives (one rollout fewer
         on the hand-off path)."""
         with self._lock:
             model, deployed = self._model, self._deployed
-        if model is None or deployed is None or int(self.gate_horizon) <= 0 or self._model_check_severity() == "off":
+        if model is None or deployed is None or not self.policy_gate.checks_model:
             return
         threading.Thread(target=self._gate_reference_worker, args=(model, deployed), name="gate-reference",
                          daemon=True).start()
@@ -538,7 +498,8 @@ class GameCoordinator(Node):
         try:
             policy = self._policy_of(deployed)
             probes = self._probes()
-            frac = self._model_limit_check(policy, probes, model)
+            with self._gate_model_lock:
+                frac = self.policy_gate.violations(self._gate_ensemble(model), policy.act, probes)
         except Exception as exc:  # noqa: BLE001 - the gate then computes it itself
             self.get_logger().warning(f"gate reference rollout failed ({type(exc).__name__}: {exc}); "
                                       "the gate will roll out the deployed policy itself")
@@ -553,9 +514,14 @@ class GameCoordinator(Node):
     def _gate_worker(self, blob: wire.PolicyBlob, initial: bool) -> None:
         t0 = time.perf_counter()
         try:
-            ok, why = self.gate(blob)
+            result = self.gate(blob)
         except Exception as exc:  # noqa: BLE001 - a gate that crashes rejects
-            ok, why = False, f"gate error: {type(exc).__name__}: {exc}"
+            result = GateResult(False, f"gate error: {type(exc).__name__}: {exc}")
+        ok, why = result.ok, result.reason
+        if ok and result.warning:
+            self.diag.inc("gate_model_warnings")
+            self.get_logger().warning(f"policy v{blob.policy_version}: {result.warning}; deployed anyway "
+                                      f"(gate_model_severity {self.gate_settings.model_severity}: warn in simulation)")
         dt = time.perf_counter() - t0
         self.metrics.publish("gate_passed", float(ok))
         self.diag.set("gate_ms", round(1000 * dt, 2))
@@ -572,7 +538,7 @@ class GameCoordinator(Node):
             else:
                 self._refuse("policy", f"v{blob.policy_version} failed the gate: {why}", "gate_failed")
                 self.referee.gate_failed(blob.policy_version)
-            self._it["gate_passed"] = ok
+            self._it.update(gate_passed=ok, gate_warning=result.warning if ok else why)
             # deploy and start collecting right away (the tick would do the same up to 20 ms later)
             if ok and self.referee.phase is Phase.DEPLOY:
                 self._deploy_phase()
@@ -582,122 +548,65 @@ class GameCoordinator(Node):
             self.get_logger().info(f"policy v{blob.policy_version} passed the gate ({1000 * dt:.0f} ms)")
         self._publish_state()
 
-    def gate(self, blob: wire.PolicyBlob) -> tuple[bool, str]:
-        """Every check a policy must pass before it reaches a robot; returns ``(ok, reason)``."""
-        info = self.task.info
+    def gate(self, blob: wire.PolicyBlob) -> GateResult:
+        """Every check a policy must pass before it reaches a robot (:class:`PolicyGate`, the same
+        gate as in ``mbrl-ros train``); the deployed policy's predicted violations in the newest
+        model are reused when the reference rollout has them for the same model and policy."""
         try:
             policy = self._policy_of(blob)
         except wire.WireError as exc:
-            return False, str(exc)
+            return GateResult(False, str(exc))
         c = policy.contract
-        if int(c["obs_dim"]) != info.obs_dim or int(c["act_dim"]) != info.act_dim:
-            return False, f"contract sizes {c['obs_dim']}/{c['act_dim']} do not match {info.obs_dim}/{info.act_dim}"
-        log_std = blob.header.get("log_std")
-        if log_std is not None:
-            ls = np.asarray(log_std, dtype=np.float64)
-            if ls.shape != (info.act_dim,) or not np.all(np.isfinite(ls)) or np.any(ls > float(self.gate_max_log_std)):
-                return False, f"exploration log std {log_std} is not finite or above {self.gate_max_log_std}"
-        probes = self._probes()
-        actions = policy.act(probes[:, :info.obs_dim])
-        if actions.shape != (len(probes), info.act_dim) or not np.all(np.isfinite(actions)):
-            return False, "non-finite actions on the probe set"
-        if np.any(np.abs(actions) > 1.0 + 1e-6):
-            return False, f"actions outside [-1, 1] (max |a| = {np.abs(actions).max():.3g})"
-        severity = self._model_check_severity()
         with self._lock:
             model, deployed, reference = self._model, self._deployed, self._gate_reference
-        if model is not None and int(self.gate_horizon) > 0 and severity != "off":
-            ready = reference is not None and reference[0] is model and reference[1] is deployed
-            if ready:  # the same start states as the reference, so the two fractions compare
-                probes = reference[2]
-            frac = self._model_limit_check(policy, probes, model)
-            allowed = float(self.gate_max_violation)
-            if frac > allowed and deployed is not None:
-                # The deployed policy has run in the world, so what the same model predicts for it
-                # beyond the limits is model error (multi-step predictions overshoot near the
-                # limits), not danger: the candidate may not be predicted markedly worse than it.
-                if ready:
-                    allowed += reference[3]
+        probes, ensemble, deployed_act, deployed_violation = self._probes(), None, None, None
+        with self._gate_model_lock:  # the reference thread and the gate share the model player
+            if model is not None and self.policy_gate.checks_model:
+                ensemble = self._gate_ensemble(model)
+                if reference is not None and reference[0] is model and reference[1] is deployed:
+                    probes, deployed_violation = reference[2], reference[3]  # same start states: the fractions compare
                     self.diag.inc("gate_reference_reused")
-                else:
-                    allowed += self._model_limit_check(self._policy_of(deployed), probes, model)
-            if frac > allowed:
-                why = (f"the model predicts {100 * frac:.1f}% of states beyond the joint limits "
-                       f"(+{self.gate_margin} rad; allowed {100 * allowed:.1f}%: "
-                       f"{100 * float(self.gate_max_violation):.1f}% more than the deployed policy)")
-                if severity == "abort":
-                    return False, why
-                self.diag.inc("gate_model_warnings")
-                self.get_logger().warning(f"policy v{blob.policy_version}: {why}; deployed anyway (gate_model_severity "
-                                          f"{self.gate_model_severity}: warn in simulation)")
-        return True, "ok"
+                elif deployed is not None:
+                    deployed_act = self._policy_of(deployed).act
+            return self.policy_gate.check(policy.act, int(c["obs_dim"]), int(c["act_dim"]), blob.header.get("log_std"),
+                                          probes, ensemble=ensemble, deployed_act=deployed_act,
+                                          deployed_violation=deployed_violation)
 
     def _probes(self) -> np.ndarray:
-        """Real observations (plus a noisy copy for off-distribution inputs); Gaussian noise before any data.
-
-        Rows are the observation followed by the task's model-only measurements (aux), which the
-        model-predicted check starts from; the policy sees ``[:, :obs_dim]``."""
-        rng = np.random.default_rng(len(self.history))
+        """Real observations and their model-only measurements (plus a noisy copy); Gaussian
+        noise before any data (:func:`mbrl_ros.core.gate.probe_rows`)."""
         with self._lock:
             obs = np.concatenate(self._probe_obs) if self._probe_obs else None
-        n = int(self.probe_size)
-        if obs is None:
-            return rng.standard_normal((n, self.task.info.obs_dim + self.task.aux_dim))
-        real = obs[rng.integers(0, len(obs), n // 2)]
-        noisy = real + 0.1 * (obs.std(0) + 1e-3) * rng.standard_normal(real.shape)
-        return np.concatenate([real, noisy])
+        return probe_rows(self.task, obs, self.gate_settings.probe_size, np.random.default_rng(len(self.history)))
 
-    def _model_limit_check(self, policy: Any, probes: np.ndarray, model: wire.ModelBlob) -> float:
-        """Fraction of ``model``-predicted joint positions beyond limits + margin under the policy."""
+    def _gate_ensemble(self, model: wire.ModelBlob) -> Any:
+        """The model player holding ``model``'s ensemble (each model is loaded once)."""
         from mbrl_ros.core.model_player import ModelPlayer
 
-        idx = _joint_slots(self.task)
-        if idx is None:
-            return 0.0
-        with self._gate_model_lock:  # the reference thread and the gate share the player
+        with self._gate_model_lock:
             if self._gate_model is None:
                 self._gate_model = ModelPlayer(self.task, self.cfg, device="cpu")
-            if self._gate_model_weights is not model.weights:  # load each model once
+            if self._gate_model_weights is not model.weights:
                 self._gate_model.load_bytes(model.weights)
                 self._gate_model_weights = model.weights
-            return self._rollout_violations(self._gate_model, policy, probes, idx)
-
-    def _rollout_violations(self, mp: Any, policy: Any, probes: np.ndarray, idx: Any) -> float:
-        import torch
-
-        from mbrl_ros.core.model_rollout import model_step
-
-        lim = self.task.limits
-        lo = torch.as_tensor(lim.qpos_low - float(self.gate_margin), dtype=torch.float32)
-        hi = torch.as_tensor(lim.qpos_high + float(self.gate_margin), dtype=torch.float32)
-        starts = torch.as_tensor(probes[: min(64, len(probes) // 2 or len(probes))], dtype=torch.float32)
-        E, od = mp.ensemble.ensemble_size, self.task.info.obs_dim
-        rows = starts.unsqueeze(0).expand(E, -1, -1).contiguous()
-        obs, aux = rows[..., :od], (rows[..., od:] if self.task.aux_dim else None)
-        bad = total = 0
-        with torch.no_grad():
-            for _ in range(int(self.gate_horizon)):
-                a = torch.as_tensor(policy.act(obs.reshape(-1, obs.shape[-1]).numpy()), dtype=torch.float32)
-                obs, aux, _r = model_step(mp.ensemble, self.task, obs, a.reshape(E, -1, a.shape[-1]), aux)
-                q = obs[..., idx]
-                bad += int(((q < lo) | (q > hi)).any(-1).sum())
-                total += q.shape[0] * q.shape[1]
-        return bad / max(total, 1)
+            return self._gate_model.ensemble
 
     # -- iterations, evaluation, the end -----------------------------------------------
     def _iteration_done(self, iteration: int) -> None:
         with self._lock:
-            it = dict(self._it, iteration=iteration, samples=self.intake.samples,
-                      policy_version=self.referee.deployed_policy_version, model_version=self.referee.model_version,
-                      wall_s=round(time.monotonic() - self.t0, 3))
+            samples = self.intake.samples
+            it = IterationMetrics.from_fields(
+                self.rules, iteration, samples, **self._it, policy_version=self.referee.deployed_policy_version,
+                model_version=self.referee.model_version, wall_s=round(time.monotonic() - self.t0, 3)).to_row()
             self._it = {}
             self.history.append(it)
             deployed = self._deployed
+        evaluates = self.rules.evaluates(iteration, samples)
         for key in ("samples", "model_loss", "J_model", "kl", "collect_return", "collect_success"):
             if it.get(key) is not None:
                 self.metrics.publish(key, float(it[key]))
         self.metrics.publish("iteration", float(iteration))
-        if self._eval_thread is not None and deployed is not None:
+        if self._eval_thread is not None and deployed is not None and evaluates:
             self._pending_evals += 1
             self._evals.put((it, deployed.onnx))
         self._write_metrics()
@@ -751,9 +660,10 @@ class GameCoordinator(Node):
         if self._deployed is not None:
             policy_path.write_bytes(self._deployed.onnx)
         self._write_metrics()
-        plot = _plot(self.history, self.log_dir / "learning_curve.png")
-        from mbrl_ros.core.train import success_milestones
-
+        plot = None
+        if self.history:
+            plot = str(self.log_dir / "learning_curve.png")
+            plot_curve(self.history, plot, f"{self.cfg.algo} on {self.task.info.task_id} (seed {self.cfg.seed}, ROS graph)")
         milestones = success_milestones(self.history)
         final = self.history[-1] if self.history else {}
         summary = {
@@ -788,36 +698,6 @@ def _int_or_none(value: Any) -> Optional[int]:
         return None if value is None else int(value)
     except (TypeError, ValueError, OverflowError):
         return None
-
-
-def _joint_slots(task: Any) -> Optional[list[int]]:
-    """Observation slots of the actuated joint positions (names ``*_qpos[i]``), if the task names them."""
-    names = task.info.obs_names or ()
-    idx = [i for i, n in enumerate(names) if "_qpos[" in n]
-    return idx if len(idx) == task.info.act_dim else None
-
-
-def _plot(history: list[dict], path: Path) -> Optional[str]:
-    """Learning curve (evaluation success and return against real samples) as PNG."""
-    if not history:
-        return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    x = [h.get("samples", 0) for h in history]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax[0].plot(x, [h.get("eval_success") if h.get("eval_success") is not None else np.nan for h in history], "o-")
-    ax[0].set_xlabel("real samples"), ax[0].set_ylabel("eval success"), ax[0].set_ylim(-0.05, 1.05)
-    ax[1].plot(x, [h.get("eval_return") if h.get("eval_return") is not None else np.nan for h in history], "o-")
-    ax[1].set_xlabel("real samples"), ax[1].set_ylabel("eval return")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
 
 
 def main(args: Optional[list[str]] = None) -> None:
