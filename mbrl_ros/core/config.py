@@ -99,6 +99,7 @@ class GameConfig:
     gate_max_violation_fraction: float = 0.05  # allowed predicted violations beyond the deployed policy's
     gate_max_log_std: float = 1.0  # largest exploration log std a policy may carry
     gate_model_severity: str = "auto"  # abort | warn | off | auto (warn in simulation, abort on a robot)
+    gate_model_confidence: float = 1.0  # a predicted violation counts when the members' mean clears the limit by this many stds
 
     # --- evaluation and run ----------------------------------------------------------------
     eval_episodes: int = 50  # deterministic evaluation episodes (fixed by the task; one if its reset is deterministic)
@@ -142,7 +143,7 @@ class GameConfig:
             "n_init", "samples_per_iter", "buffer_size", "max_iterations", "model_epochs_aggressive",
             "model_epochs_conservative", "npg_steps_aggressive", "npg_steps_conservative",
             "rollout_horizon", "checkpoint_every", "model_weight_decay", "model_clamp_margin", "entropy_coef",
-            "gate_model_horizon", "gate_joint_margin",
+            "gate_model_horizon", "gate_joint_margin", "gate_model_confidence",
         ]
         for name in non_negative:
             if getattr(self, name) < 0:

@@ -94,6 +94,10 @@ class GameCoordinator(Node):
             self, "gate_model_severity", c.gate_model_severity,
             "what a failed model-predicted joint-limit check does: abort (refuse the policy), warn (log, count in "
             "/diagnostics, deploy), off; auto = warn in simulation, abort on a robot", read_only=True)
+        c.gate_model_confidence = declare(
+            self, "gate_model_confidence", c.gate_model_confidence,
+            "a model-predicted joint-limit violation counts only when the members' mean clears the limit by this many "
+            "member standard deviations (model error near the limits is where members disagree)", lo=0.0, hi=100.0)
         c.gate_max_log_std = declare(self, "gate_max_log_std", c.gate_max_log_std, "largest exploration log std a policy may carry", lo=-10.0, hi=5.0)
         c.validate()
         self.gate_settings = GateSettings.from_config(c)
