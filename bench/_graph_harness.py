@@ -1,8 +1,10 @@
-"""Test harness for the ROS graph tests: node processes on a private domain, and a probe node.
+"""Harness for driving the ROS graph from outside: node processes on a private domain, and a probe node.
 
-Every test gets its own random ``ROS_DOMAIN_ID`` (and localhost-only discovery), so tests and
-other users of the machine never see each other's messages. Node processes are started
-exactly as ``mbrl-ros launch`` starts them and are always killed at the end of the test.
+Used by the ROS graph tests (``test/ros_harness.py`` re-exports it) and by ``bench/bench_graph.py``.
+Every test or benchmark gets its own random ``ROS_DOMAIN_ID`` (and localhost-only discovery), so
+they and other users of the machine never see each other's messages. Node processes are started
+exactly as ``mbrl-ros launch`` starts them and are always killed at the end (:meth:`Graph.close`).
+rclpy is imported only by :class:`Probe`, so importing this module needs no ROS.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # A game small enough for CI (2 cores): 1-episode rounds, tiny models, a few gradient steps.
 TINY_GAME = [

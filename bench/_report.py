@@ -36,10 +36,14 @@ def update_section(name: str, markdown: str, path: Path = BENCHMARKS) -> None:
 
 
 def command_line() -> str:
-    """The command that is running, as one would type it from the repository root."""
+    """The command that is running, as one would type it from the repository root.
+
+    Scripts of ``bench/`` and ``experiments/`` are modules of those packages: ``python -m bench.x``.
+    """
     script = Path(sys.argv[0]).resolve()
     try:
-        script_txt = str(script.relative_to(ROOT))
+        rel = script.relative_to(ROOT)
+        script_txt = "-m " + ".".join(rel.with_suffix("").parts) if rel.parts[0] in ("bench", "experiments") else str(rel)
     except ValueError:
         script_txt = str(script)
     return " ".join([".venv/bin/python", script_txt, *map(shlex.quote, sys.argv[1:])])

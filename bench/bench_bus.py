@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from bench._report import update_section  # noqa: E402
-from mbrl_ros.hardware.dynamixel_bus import DynamixelBus  # noqa: E402
-from mbrl_ros.hardware.robot_config import load_robot_config  # noqa: E402
+from bench._report import update_section
+from mbrl_ros.hardware.dynamixel_bus import DynamixelBus
+from mbrl_ros.hardware.robot_config import load_robot_config
 
 
 def start_emulator(robot: str, wire_timing: bool, physics: str) -> tuple[subprocess.Popen, str]:

@@ -30,8 +30,7 @@ from pathlib import Path  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import update_section  # noqa: E402
+from bench._report import update_section  # noqa: E402
 
 from mbrl_ros.tasks import TASK_IDS, get_task, make_env  # noqa: E402
 from mbrl_ros.tasks.sim import SimulationWarning  # noqa: E402

@@ -39,11 +39,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "test"))
+from bench._report import command_line, publish, update_section
 
-from _report import command_line, publish, update_section  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # A game that finishes in about a minute per run on 2 cores (small models, the paper's N).
 BENCH_GAME = [
@@ -79,7 +77,7 @@ def steady_rate(history: list[dict]) -> float:
 
 def run_graph(tmp: Path, game: list[str], samples: int, seed: int, threads: int) -> dict:
     from mbrl_ros.nodes import METRICS_PREFIX
-    from ros_harness import Probe
+    from bench._graph_harness import Probe
     from std_msgs.msg import Float64
 
     domain = _domain()
@@ -131,7 +129,7 @@ def delivery_burst(tmp: Path, n: int) -> dict:
 
     from mbrl_ros import wire
     from mbrl_ros.nodes import TRANSITIONS, transitions_qos
-    from ros_harness import TINY_GAME, Graph, Probe, diagnostics_of
+    from bench._graph_harness import TINY_GAME, Graph, Probe, diagnostics_of
 
     g = Graph(tmp / "burst", domain_id=_domain() + 1)
     (tmp / "burst").mkdir(exist_ok=True)
@@ -175,7 +173,7 @@ def delivery_burst(tmp: Path, n: int) -> dict:
 def realtime_jitter(tmp: Path, seconds: float, priority: int = 0) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from ros_harness import TINY_GAME, Graph, Probe, diagnostics_of
+    from bench._graph_harness import TINY_GAME, Graph, Probe, diagnostics_of
 
     (tmp / f"rt{priority}").mkdir(exist_ok=True)
     g = Graph(tmp / f"rt{priority}", domain_id=_domain() + 2)
@@ -228,7 +226,7 @@ def read_record(mcap: Path) -> tuple[list[dict], list[tuple[float, dict]]]:
     from mbrl_ros.nodes.recording import read_ros_messages
 
     episodes = [wire.peek_header(wire.from_msg(m)) for m, _t in read_ros_messages(mcap, TRANSITIONS, UInt8MultiArray)]
-    states = [(t_ns * 1e-9, wire.unpack_game_state(m.data)) for m, t_ns in read_ros_messages(mcap, GAME_STATE, String)]
+    states = [(t_ns * 1e-9, wire.unpack_game_state(m.data).to_body()) for m, t_ns in read_ros_messages(mcap, GAME_STATE, String)]
     states.sort(key=lambda x: x[0])
     return episodes, states
 

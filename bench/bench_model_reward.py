@@ -31,8 +31,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench._report import command_line, publish  # noqa: E402
+from bench._report import command_line, publish
 
 TASK = "dclaw-turn-fixed"
 PROCESSES = (("uniform random", None), ("smooth AR(1), sd 0.5", 0.5), ("zero action", 0.0))

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench._report import command_line, publish  # noqa: E402
+from bench._report import command_line, publish
 
 SETTINGS = [(10, 0.25), (10, 1.0), (25, 0.25), (25, 1.0)]  # (cg_iters, fvp_fraction)
 

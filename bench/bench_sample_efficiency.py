@@ -39,9 +39,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench._report import command_line, publish  # noqa: E402
-from experiments import common  # noqa: E402
+from bench._report import command_line, publish
+from experiments import common
 
 ALGOS = ["pal", "mal", "gda", "br", "mal-agent-reward", "mal-noise"]
 THRESHOLD = 0.9

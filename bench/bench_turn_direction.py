@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench._report import command_line, publish  # noqa: E402
+from bench._report import command_line, publish
 
 TASK = "dclaw-turn-random"
 TARGET_ERROR = 20  # index of target_error in the D'Claw turn observation

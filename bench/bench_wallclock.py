@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench._report import command_line, publish  # noqa: E402
+from bench._report import command_line, publish
 
 DEFAULT_GAMES = "pal:dclaw-turn-fixed,mal:dclaw-turn-fixed,pal:dkitty-orient-random"
 # The defaults before the speed work (the paper's sizes): measured on the same code for comparison.

@@ -26,8 +26,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mbrl_ros.core.finite import hidden_region_mdp, run_game  # noqa: E402
 
@@ -295,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown += "".join(f"\n\n![{name}]({figures}/{name}.png)" for name in ("mdp", "models", "curves"))
     print(markdown)
     if not args.quick:
-        from _report import update_section
+        from bench._report import update_section
 
         update_section("finite_poster", markdown)
         print("wrote BENCHMARKS.md section finite_poster")

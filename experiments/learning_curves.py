@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments import common  # noqa: E402
+from experiments import common
 
 NAME = "learning_curves"
 SECTION = "experiments_learning_curves"

@@ -33,8 +33,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments import common  # noqa: E402
+from experiments import common
 
 NAME = "model_error"
 SECTION = "experiments_model_error"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,10 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from experiments import common, learning_curves, model_error, nonstationarity
 
-from experiments import common, learning_curves, model_error, nonstationarity  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 torch.set_num_threads(1)
 
@@ -98,8 +98,7 @@ def test_run_jobs_runs_workers_as_subprocesses(tmp_path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
         import os, sys, time
-        sys.path.insert(0, {str(ROOT)!r})
-        from experiments import common
+        from experiments import common  # importable: run_jobs puts the repository on the worker's path
 
         def square(params, job_dir):
             if params["n"] == 13:
@@ -116,7 +115,8 @@ def test_run_jobs_runs_workers_as_subprocesses(tmp_path) -> None:
     # a worker of an earlier sweep (killed) is still running j5: the new sweep adopts it
     left = tmp_path / "out" / "j5"
     common.write_json(left / "spec.json", jobs[2].spec)
-    earlier = subprocess.Popen([sys.executable, str(script), "--worker", str(left)])
+    earlier = subprocess.Popen([sys.executable, str(script), "--worker", str(left)],
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})  # as run_jobs starts a script
     for _ in range(200):
         if (left / "started").exists():
             break

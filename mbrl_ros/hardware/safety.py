@@ -194,6 +194,7 @@ class SafetyLayer:
         self.counts: dict[str, int] = {k: 0 for k in LIMITS}
         self.hardware_errors: dict[int, list[str]] = {}
         self.clip_count = 0  # commands changed by the action clip, the soft start or the final clamp
+        self.peak_speed_rad_s = 0.0  # the largest |joint velocity| read since construction or the last reset of it
         self.watchdog_trips = {"hold": 0, "torque_off": 0}
         self.estop_latencies: list[float] = []
         self._watchdog: Optional[threading.Thread] = None
@@ -356,6 +357,8 @@ class SafetyLayer:
         """Apply the position/velocity/current/hardware-error limits to one state."""
         cfg = self.config
         out = []
+        if state.velocity.size:  # the fastest joint seen, for diagnostics and the reset benchmark
+            self.peak_speed_rad_s = max(self.peak_speed_rad_s, float(np.max(np.abs(state.velocity))))
         low, high = (self._hard_low, self._hard_high) if self._reset_mode else (self._task_low, self._task_high)
         m = cfg.position_margin_rad
         bad = np.flatnonzero((state.position < low - m) | (state.position > high + m))
@@ -584,6 +587,7 @@ class SafetyLayer:
             "abort_reason": self.abort_reason,
             "limit_hits": dict(self.counts),
             "clipped_commands": self.clip_count,
+            "peak_speed_rad_s": round(self.peak_speed_rad_s, 3),
             "watchdog_trips": dict(self.watchdog_trips),
             "hardware_errors": {int(k): list(v) for k, v in self.hardware_errors.items()},
             "estop_latency_ms": [round(x * 1e3, 3) for x in self.estop_latencies],
