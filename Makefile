@@ -2,7 +2,7 @@
 #   make setup   create/refresh .venv (idempotent; quick when nothing changed)
 #   make test    setup, then the whole test suite
 #   make demo    setup, then a short PAL run on the simulated D'Claw through the ROS 2 graph
-#   make bench   setup, then the quick benchmarks (figures into BENCHMARKS.md)
+#   make bench   setup, then the quick benchmarks (figures into BENCHMARKS.md; every script: python -m bench.<name>)
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -25,7 +25,7 @@ system-deps:
 	  else echo "[setup] warning: not root, cannot apt-get install libosmesa6; rendering tests will skip"; fi; \
 	fi
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml | system-deps
+$(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml $(wildcard sim/scenes/*.xml) | system-deps
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "mbrl_ros needs Python 3.11 (the ROS 2 Kilted wheels are cp311)"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "[setup] installing Python dependencies into $(VENV)"
@@ -34,6 +34,8 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml |
 	@# robel is only used for its MJCF assets; its own deps (mujoco-py, gym<0.14) do not install.
 	@$(PIP) install --no-deps robel==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PIP) install --no-deps -e . 2>&1 | grep -vE "^WARNING: Location|DEPRECATION: robel" || true
+	@# the MuJoCo scenes: ROBEL's assets + the overlays of sim/scenes, prepared into sim/prepared/ (git-ignored)
+	@$(PY) -m mbrl_ros.tasks.scenes >/dev/null
 	@touch $(STAMP)
 	@echo "[setup] done"
 
@@ -44,7 +46,7 @@ demo: setup
 	$(VENV)/bin/mbrl-ros launch pal_dclaw config:=demo video:=true $(DEMO_ARGS)
 
 bench: setup
-	$(PY) bench/bench_env.py --quick
+	$(PY) -m bench.bench_env --quick
 
 clean:
 	rm -rf $(VENV) build install log .pytest_cache

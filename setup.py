@@ -16,6 +16,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.json") + glob("config/*.rviz")),
         ("share/" + package_name + "/hardware", glob("hardware/*.yaml") + glob("hardware/*.rules")),
+        ("share/" + package_name + "/sim/scenes", glob("sim/scenes/*.xml")),
     ],
     include_package_data=True,
     package_data={package_name: ["py.typed"]},
