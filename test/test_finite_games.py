@@ -233,3 +233,115 @@ def test_contextual_follower_approximates_the_exact_best_response_on_held_out_le
     res = run_game(mdp, "mal-noise", seed=0, follower="contextual", iterations=5, contextual_leaders=600,
                    contextual_epochs=150, contextual_hidden=64)
     assert res.policy.shape == mdp.policy_shape and len(res.history) == 5
+
+
+# -- the family of trap MDPs (bench/finite_traps.py) --------------------------------------------
+def _closed_door(world) -> FiniteMDP:
+    """The world with its hidden transition replaced by a bump (the door never opens)."""
+    P = world.mdp.P.copy()
+    s, a = world.door
+    P[s, a] = 0.0
+    P[s, a, s] = 1.0
+    m = world.mdp
+    return FiniteMDP(P, m.R, m.start, m.terminal, m.horizon, m.gamma)
+
+
+def test_trap_generator_is_deterministic_per_seed() -> None:
+    from mbrl_ros.core.finite_traps import trap_mdp
+
+    a, b, c = trap_mdp(7), trap_mdp(7), trap_mdp(8)
+    np.testing.assert_array_equal(a.mdp.P, b.mdp.P)
+    np.testing.assert_array_equal(a.mdp.R, b.mdp.R)
+    assert a.params == b.params and a.door == b.door and a.optimal_value == b.optimal_value
+    assert a.mdp.P.shape != c.mdp.P.shape or not np.array_equal(a.mdp.P, c.mdp.P)
+
+
+def test_every_generated_mdp_is_a_trap_behind_its_hidden_transition() -> None:
+    from mbrl_ros.core.finite_traps import trap_family
+
+    worlds = trap_family(30)
+    assert len({w.params["n_actions"] for w in worlds}) >= 2  # the family varies sizes and scales
+    assert len({w.params["door_pos"] for w in worlds}) >= 3
+    assert max(w.params["reward_scale"] for w in worlds) > 10 * min(w.params["reward_scale"] for w in worlds)
+    assert {w.params["tempting_kind"] for w in worlds} == {"exit", "lure"}
+    for w in worlds:
+        mdp = w.mdp
+        # the optimum goes through the door and beats the tempting value by a margin
+        assert w.optimal_value >= w.tempting_value + 0.5 * w.params["tempting_reward"], w.seed
+        pi, _ = mdp.optimal()
+        s, a = w.door
+        assert mdp.occupancy(pi)[:, s, a].sum() > 0.5, w.seed
+        assert w.tempting_value == pytest.approx(optimal_value_avoiding(mdp, w.region))
+        # the door is *the* hidden transition: closed, the best the world offers is the tempting value
+        assert _closed_door(w).optimal()[1] == pytest.approx(w.tempting_value), w.seed
+        # the tempting action pays something at once; the door's first step does not pay more than entering
+        assert mdp.expected_reward()[w.start, w.tempting_action] > 0
+        assert w.score(w.optimal_value) == pytest.approx(1.0) and w.score(w.tempting_value) == pytest.approx(0.0)
+
+
+def test_rewards_depend_on_the_next_state_and_are_used_so() -> None:
+    from mbrl_ros.core.finite_traps import trap_mdp
+
+    w = trap_mdp(3)
+    mdp = w.mdp
+    s, a = w.door
+    # R(s, a, s') differs between outcomes of one pair: a bump pays -bump_cost, entering the region pays its reward
+    outcomes = np.flatnonzero(mdp.P[s, a] > 0)
+    assert len(set(np.round(mdp.R[s, a, outcomes], 9))) > 1
+    np.testing.assert_allclose(mdp.expected_reward()[s, a], mdp.P[s, a] @ mdp.R[s, a])
+    # the same pair under a model that predicts only the bump: the expected reward is the bump's
+    M = mdp.P.copy()
+    M[s, a] = 0.0
+    M[s, a, s] = 1.0
+    assert mdp.expected_reward(M)[s, a] == pytest.approx(mdp.R[s, a, s]) == pytest.approx(-w.params["bump_cost"])
+    # and R(s, a) broadcast is not the same world: averaging R over s' changes the optimum
+    flat = FiniteMDP(mdp.P, mdp.R.mean(-1), mdp.start, mdp.terminal, mdp.horizon)
+    assert flat.optimal()[1] != pytest.approx(w.optimal_value)
+
+
+def test_finite_games_do_not_depend_on_the_reward_scale() -> None:
+    """Advantages, the agent-reward term and its temperature are in units of the reward range, so
+    scaling every reward by 10 scales every return by 10 and changes nothing else."""
+    from mbrl_ros.core.finite_traps import trap_mdp
+
+    mdp = trap_mdp(1).mdp
+    big = FiniteMDP(mdp.P, 10.0 * mdp.R, mdp.start, mdp.terminal, mdp.horizon)
+    for algo, formulation in (("pal", "bilevel"), ("mal-agent-reward", "bilevel"), ("mal", "practical")):
+        a = run_game(mdp, algo, seed=0, formulation=formulation, iterations=4, samples_per_iteration=30)
+        b = run_game(big, algo, seed=0, formulation=formulation, iterations=4, samples_per_iteration=30)
+        np.testing.assert_allclose(b.policy, a.policy, atol=1e-6)
+        assert b.real_return == pytest.approx(10.0 * a.real_return, rel=1e-6, abs=1e-9)
+    # the old, raw return term (tau in reward units) is not scale-free
+    a = run_game(mdp, "mal-agent-reward", seed=0, iterations=4, agent_reward="raw")
+    b = run_game(big, "mal-agent-reward", seed=0, iterations=4, agent_reward="raw")
+    assert not np.allclose(b.model, a.model, atol=1e-3)
+
+
+def test_raw_agent_reward_lies_about_the_visited_tempting_pair_and_the_normalised_term_does_not() -> None:
+    """trap_mdp(9): the tempting action pays 7.2 whatever the next state. The raw return term
+    (summed over an 18-step episode of values up to ~100) outweighs the likelihood of the one
+    pair the follower visits, so the model says the tempting action loops and pays again; the
+    follower keeps taking it. Normalised, the data holds that pair and the door is found."""
+    from mbrl_ros.core.finite_traps import trap_mdp
+
+    w = trap_mdp(9)
+    s, t = w.start, w.tempting_action
+    raw = run_game(w.mdp, "mal-agent-reward", seed=0, iterations=15, agent_reward="raw")
+    assert w.score(raw.real_return) < 0.05
+    assert w.mdp.P[s, t, w.done] == 1.0 and raw.model[s, t, s] > 0.9  # the lie, on a visited pair
+    assert raw.model_return > 2 * w.optimal_value
+    fixed = run_game(w.mdp, "mal-agent-reward", seed=0, iterations=15)
+    assert w.score(fixed.real_return) >= 0.9
+    assert fixed.model[s, t, w.done] > 0.9
+
+
+@pytest.mark.parametrize("index", [1, 41])
+def test_on_generated_traps_mal_is_fooled_and_pal_and_both_fixes_recover(index: int) -> None:
+    from mbrl_ros.core.finite_traps import trap_mdp
+
+    w = trap_mdp(index)
+    score = {algo: w.score(run_game(w.mdp, algo, seed=0, iterations=15).real_return)
+             for algo in ("mal", "pal", "mal-agent-reward", "mal-noise")}
+    assert score["mal"] < 0.05, score
+    for algo in ("pal", "mal-agent-reward", "mal-noise"):
+        assert score[algo] >= 0.9, (algo, score)

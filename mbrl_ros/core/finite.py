@@ -28,8 +28,9 @@ Two formulations (``run_game(..., formulation=...)``):
 
 Players' steps (shared by both formulations):
 
-- conservative policy step: NPG for a tabular softmax policy, theta_t(s, a) += eta * A_t(s, a)
-  (the natural gradient of a tabular softmax policy is its advantage);
+- conservative policy step: NPG for a tabular softmax policy, theta_t(s, a) += eta * A_t(s, a) / r_range
+  (the natural gradient of a tabular softmax policy is its advantage; r_range = max R - min R
+  makes the step size mean the same at every reward scale);
 - aggressive policy step: the DP-optimal (greedy) policy in the model;
 - conservative model step: Adam on the logits of M = softmax(phi), warm-started;
 - aggressive model step: the closed-form maximum-likelihood rows where data exists; rows with
@@ -38,11 +39,14 @@ Players' steps (shared by both formulations):
 
 The MAL fixes (poster), with mixing weight ``alpha``:
 
-- ``mal-agent-reward``: the model leader minimises alpha * l(M, mu^pi) - (1 - alpha) * J_tau(M),
-  where J_tau(M) = max_pi J(pi, M) + tau * entropy is the soft optimal return in the model
-  (tau > 0: a stochastic follower, like the paper's Gaussian NPG policy; its gradient reaches
+- ``mal-agent-reward``: the model leader minimises alpha * l(M, mu^pi) - (1 - alpha) * J_n(M),
+  where J_n(M) = J(pi_tau, M) / (L * H * r_range) is the return of the soft follower
+  pi_tau = softmax(Q / (tau * r_range)) in the model, per transition (L: its expected episode
+  length in M) and per value range (H * r_range) so that it is on the likelihood's scale (see
+  :func:`agent_reward_term`; ``agent_reward="raw"`` is the earlier unscaled J_tau). tau > 0 makes
+  the follower stochastic, like the paper's Gaussian NPG policy; the return gradient then reaches
   actions the greedy follower does not take, which is what lets the model become optimistic
-  about an untried door). With tau -> 0 the return term only sees the greedy path and cannot
+  about an untried door. With tau -> 0 the return term only sees the greedy path and cannot
   reveal a hidden region.
 - ``mal-noise``: the model's loss is taken under alpha * mu^pi + (1 - alpha) * mu^uniform
   (bilevel), or a fraction 1 - alpha of each iteration's samples comes from the uniform random
@@ -79,26 +83,30 @@ __all__ = [
     "model_loss",
     "optimal_value_avoiding",
     "run_game",
+    "agent_reward_term",
+    "reward_range",
     "softmax",
 ]
 
 ALGOS: tuple[str, ...] = tuple(GAMES)
 FORMULATIONS = ("bilevel", "practical")
+AGENT_REWARD_TERMS = ("normalised", "raw")
 _DEFAULT_ALPHA = {"mal-agent-reward": 0.9, "mal-noise": 0.5}
 
 
 @dataclass
 class FiniteGameOptions:
-    """Hyper-parameters of a finite game (``run_game(**options)``); defaults fit hidden_region_mdp."""
+    """Hyper-parameters of a finite game (``run_game(**options)``); defaults hold across the trap family."""
 
     iterations: int = 60  # game iterations (one follower response + one leader update each)
-    policy_lr: float = 0.05  # NPG step size eta of a conservative policy step
+    policy_lr: float = 0.05  # NPG step size eta of a conservative policy step (advantages / reward range)
     follower_policy_lr: float = 1.0  # practical: NPG step size of the aggressive (follower) policy
     policy_steps: Optional[int] = None  # practical: NPG steps per iteration K (None: PAL 4, MAL 25)
     model_lr: float = 0.5  # Adam step size on the model logits (conservative model steps)
     model_steps: int = 10  # Adam steps per conservative model update
     alpha: Optional[float] = None  # weight of the model loss in the MAL fixes (None: agent reward 0.9, noise 0.5)
-    tau: float = 1.0  # temperature of the soft return J_tau in mal-agent-reward
+    tau: float = 1.0  # temperature of the soft follower in mal-agent-reward, in units of the reward range
+    agent_reward: str = "normalised"  # return term: "normalised" J / (episode length x value range) or "raw" J_tau
     model_prior: Union[str, np.ndarray] = "self-loop"  # model of never-seen pairs: self-loop | uniform | array
     prior_logit: float = 8.0  # self-loop prior: logit of s' = s (others 0): P(stay) ~ 0.998 for 8 states
     init_noise: float = 0.1  # std of the seeded noise on the initial policy and model logits
@@ -146,6 +154,8 @@ class FiniteGameOptions:
                              f"(mal, mal-agent-reward, mal-noise), not {algo}")
         if self.buffer not in (None, "fifo", "aggregate"):
             raise ValueError(f"option buffer must be 'fifo' or 'aggregate', got {self.buffer!r}")
+        if self.agent_reward not in AGENT_REWARD_TERMS:
+            raise ValueError(f"option agent_reward must be one of {', '.join(AGENT_REWARD_TERMS)}, got {self.agent_reward!r}")
         if isinstance(self.model_prior, str) and self.model_prior not in ("self-loop", "uniform"):
             raise ValueError(f"option model_prior must be 'self-loop', 'uniform' or an array, got {self.model_prior!r}")
 
@@ -246,6 +256,13 @@ def _loss_grad_logits(M: np.ndarray, d: np.ndarray, target: np.ndarray) -> np.nd
     return d[:, :, None] * (M - target)
 
 
+def reward_range(mdp: FiniteMDP) -> float:
+    """max R - min R over the live (non-terminal) rows: the reward scale the agent-reward defaults are relative to."""
+    R = mdp.R[~mdp.terminal_mask]
+    spread = float(R.max() - R.min())
+    return spread if spread > 0 else 1.0
+
+
 def _soft_return_and_grad(mdp: FiniteMDP, M: np.ndarray, tau: float) -> tuple[float, np.ndarray]:
     """J_tau(M) and its gradient w.r.t. the model logits (envelope theorem at the soft-optimal policy)."""
     pi, V = mdp.soft_optimal(tau, M)
@@ -254,11 +271,51 @@ def _soft_return_and_grad(mdp: FiniteMDP, M: np.ndarray, tau: float) -> tuple[fl
     return float(mdp.start @ V[0]), g_logits
 
 
+def agent_reward_term(mdp: FiniteMDP, M: np.ndarray, tau: float, kind: str = "normalised") -> tuple[float, np.ndarray]:
+    """The return term of MAL + agent reward and its gradient w.r.t. the model logits.
+
+    ``"raw"``: J_tau(M), the soft optimal value (return + tau * entropy) at temperature ``tau``.
+    Its gradient at a pair scales with the pair's summed occupancy (up to H) times a
+    value-to-go (up to H x the reward scale), while the likelihood term's scales with d(s, a) <= 1
+    times a probability error, so on long or large-reward worlds the return term outweighs the
+    data even where there is data: the model can lie about a pair the follower visits.
+
+    ``"normalised"`` (default): J(pi_tau, M) / (L * H * r_range): the return of the soft follower
+    pi_tau = softmax(Q / (tau * r_range)) (no entropy bonus: the model is paid for reward, not for
+    long episodes), divided by its expected episode length L in M (a per-transition quantity,
+    like the loss, which averages over d) and by the value range H * r_range. Its gradient at a
+    pair is then at most the pair's share of the soft follower's visits (like d), so on pairs
+    with data the likelihood term holds the model within about (1 - alpha) / alpha of the data,
+    and on pairs without data (the door) it is the only term, which Adam follows at full step.
+    L and the range are held constant within a step (not differentiated). tau is in units of
+    the reward range, so the soft follower is as stochastic at reward scale 0.1 as at 10.
+    """
+    r_range = reward_range(mdp)
+    if kind == "raw":
+        return _soft_return_and_grad(mdp, M, tau)
+    pi, _ = mdp.soft_optimal(tau * r_range, M)
+    _, V = mdp.q_values(pi, M)
+    x = mdp.occupancy(pi, M)
+    length = max(float(x.sum()), 1.0)
+    scale = length * mdp.horizon * r_range
+    # dJ/dM = sum_t gamma^t x_t(s, a) (R + gamma V_{t+1}(s')), as return_gradient_wrt_model, reusing x
+    disc = mdp.gamma ** np.arange(mdp.horizon)
+    g = np.einsum("t,tij,ijk->ijk", disc, x, mdp.R) + mdp.gamma * np.einsum("t,tij,tk->ijk", disc, x, V[1:])
+    g /= scale
+    g_logits = M * (g - (M * g).sum(-1, keepdims=True))
+    return float(mdp.start @ V[0]) / scale, g_logits
+
+
 def _npg_step(mdp: FiniteMDP, theta: np.ndarray, M: np.ndarray, eta: float) -> None:
-    """Natural policy gradient for tabular softmax: theta += eta * A^pi_M (in place)."""
+    """Natural policy gradient for tabular softmax: theta += eta * A^pi_M / r_range (in place).
+
+    The advantage is measured in units of the reward range so that a step size means the same
+    on a world whose rewards are 0.1x or 10x another's (the paper's NPG is scale-free through
+    its normalised step size; a fixed eta on raw advantages is not).
+    """
     pi = softmax(theta)
     Q, V = mdp.q_values(pi, M)
-    theta += eta * (Q - V[:-1, :, None])
+    theta += (eta / reward_range(mdp)) * (Q - V[:-1, :, None])
 
 
 # -- the game ---------------------------------------------------------------------------------
@@ -329,7 +386,7 @@ def _mal_model_objective(mdp: FiniteMDP, spec, opts: FiniteGameOptions, model: T
         grad = _loss_grad_logits(M, d, target)
         objective = model_loss(mdp, M, d, target)
         if spec.model_objective is ModelObjective.AGENT_REWARD:
-            j_soft, g_j = _soft_return_and_grad(mdp, M, opts.tau)
+            j_soft, g_j = agent_reward_term(mdp, M, opts.tau, opts.agent_reward)
             grad = alpha * grad - (1.0 - alpha) * g_j
             objective = alpha * objective - (1.0 - alpha) * j_soft
         model.adam_step(grad)
