@@ -85,9 +85,9 @@ def public_key_text(key: Ed25519PublicKey) -> str:
     return PUBLIC_PREFIX + base64.b64encode(_public_raw(key)).decode("ascii")
 
 
-def key_paths(log_dir: Union[str, Path]) -> tuple[Path, Path]:
-    """(private, public) key files of a run."""
-    d = Path(log_dir) / KEY_DIR
+def key_paths(log_dir: Union[str, Path], key_dir: Union[str, Path, None] = None) -> tuple[Path, Path]:
+    """(private, public) key files of a run: in ``key_dir`` if given, else ``<log_dir>/keys``."""
+    d = Path(key_dir) if key_dir else Path(log_dir) / KEY_DIR
     return d / PRIVATE_KEY_FILE, d / PUBLIC_KEY_FILE
 
 
@@ -131,9 +131,10 @@ class Signer:
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
-    def create(cls, log_dir: Union[str, Path]) -> "Signer":
-        """A new key pair in ``<log_dir>/keys/``; the private file is created 0600 (never overwritten)."""
-        private, public = key_paths(log_dir)
+    def create(cls, log_dir: Union[str, Path], key_dir: Union[str, Path, None] = None) -> "Signer":
+        """A new key pair in ``<log_dir>/keys/`` (or ``key_dir``); the private file is created 0600
+        (never overwritten)."""
+        private, public = key_paths(log_dir, key_dir)
         private.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(private.parent, 0o700)
         signer = cls.generate()
@@ -162,15 +163,15 @@ class Signer:
         return cls(key)
 
     @classmethod
-    def load_or_create(cls, log_dir: Union[str, Path]) -> "Signer":
+    def load_or_create(cls, log_dir: Union[str, Path], key_dir: Union[str, Path, None] = None) -> "Signer":
         """The run's key: loaded when the run already has one (a restarted coordinator), else created."""
-        private, public = key_paths(log_dir)
+        private, public = key_paths(log_dir, key_dir)
         if private.exists():
             signer = cls.load(private)
             if not public.exists():
                 public.write_text(signer.public_text + "\n", encoding="ascii")
             return signer
-        return cls.create(log_dir)
+        return cls.create(log_dir, key_dir)
 
     # -- signing ----------------------------------------------------------------------
     def _next_seq(self) -> int:

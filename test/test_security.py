@@ -165,3 +165,10 @@ def test_estop_latch_only_a_newer_signed_release_clears() -> None:
     # a raise that arrives after the release that answered it stays held until the next release (safe side)
     assert latch.signed_state(False, 4) == ""
     assert latch.raise_estop() and latch.signed_state(False, 4) == "" and latch.held
+
+
+def test_key_dir_overrides_the_run_directory(tmp_path: Path) -> None:
+    signer = Signer.load_or_create(tmp_path / "run", key_dir=tmp_path / "shared_keys")
+    private, public = security.key_paths(tmp_path / "run", tmp_path / "shared_keys")
+    assert private.parent == tmp_path / "shared_keys" and stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert public.read_text().strip() == signer.public_text and not (tmp_path / "run" / "keys").exists()
