@@ -28,8 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments import common  # noqa: E402
+from experiments import common
 
 NAME = "hidden_region"
 SECTION = "experiments_hidden_region"

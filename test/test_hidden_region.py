@@ -3,7 +3,6 @@ contract, its budgets are valid, and the two MAL fixes behave as documented."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,7 @@ from mbrl_ros.tasks import hidden_region as hr
 
 torch.set_num_threads(1)
 TASK = "hidden-region"
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # experiments/ is a folder of scripts, not part of the package
+ROOT = Path(__file__).resolve().parent.parent  # (experiments/ is a package: pytest has pythonpath = .)
 
 
 def _episode(env, act, seed):
