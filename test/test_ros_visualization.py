@@ -3,7 +3,6 @@ subscriber, markers and URDF joint states from a collector running an episode (r
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -153,12 +152,14 @@ def test_collector_latches_robot_description_and_publishes_markers(tmp_path: Pat
         pub_p = probe.publisher(UInt8MultiArray, POLICY_DEPLOYED, latched_qos())
         pub_p.publish(wire.to_msg(wire.pack_policy(_onnx_policy(task_id), task_id=task_id, policy_version=0, model_version=0,
                                                    iteration=0, approved=True, published_at=time.time())))
-        state = {"schema": wire.SCHEMA, "schema_version": wire.SCHEMA_VERSION, "kind": "game_state", "algo": "pal",
-                 "task_id": task_id, "iteration": 0, "phase": "collect", "model_version": 0, "policy_version": 0,
-                 "deployed_policy_version": 0, "data_policy_version": -1, "samples": 0, "sample_budget": 100000,
-                 "round_samples": 0, "round_target": 100000, "collect": True, "estop": False, "done": False,
-                 "request": {}}
-        pub_s.publish(String(data=json.dumps(state)))
+        # built with the wire's own GameState type, so a change of the schema shows here at once
+        state = wire.GameState(
+            algo="pal", task_id=task_id, iteration=0, phase="collect", model_version=0, policy_version=0,
+            deployed_policy_version=0, candidate_policy_version=None, data_policy_version=-1, samples=0,
+            sample_budget=100000, round_samples=0, round_target=100000, round_random_samples=0,
+            round_random_target=0, behavior="policy", collect=True, estop=False, done=False, request=None,
+            eval_success=None, success_curve=(), wall_s=0.0)
+        pub_s.publish(String(data=state.to_json()))
         probe.spin_until(lambda: markers and joints, 90, "markers and URDF joint states during an episode")
         _assert_valid(markers[-1][1], task_id)
         js = joints[-1][1]
@@ -167,3 +168,54 @@ def test_collector_latches_robot_description_and_publishes_markers(tmp_path: Pat
     finally:
         probe.close()
         graph.close()
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("task_id", ["dclaw-turn-random", "dkitty-orient-random"])
+def test_visualizer_publishes_latched_description_and_markers(task_id: str) -> None:
+    """The visualizer alone on a node (no game): a subscriber that joins after everything was
+    published still gets the URDF and the last markers (both latched); URDF joint states arrive
+    while it updates, for every movable joint of the URDF."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+    from visualization_msgs.msg import MarkerArray
+
+    from ros_harness import free_domain_id
+    from mbrl_ros.nodes import latched_qos, sensor_qos
+    from mbrl_ros.nodes.collector import _joint_names, _joint_readings
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=free_domain_id())
+    env = make_env(task_id)
+    try:
+        pub_node = rclpy.create_node("viz_test_publisher", context=ctx)
+        sub_node = rclpy.create_node("viz_test_late_subscriber", context=ctx)
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(pub_node)
+        executor.add_node(sub_node)
+        visualizer = viz.RobotVisualizer(pub_node, task_id, "viz7")
+        assert visualizer.description == urdf.robot_urdf(env.unwrapped.task.info.robot)
+        visualizer.update(env)  # no observation before the first reset: nothing, no error
+        env.reset(seed=0)
+        names = _joint_names(env)
+        visualizer.update(env, _joint_readings(env, names))
+        joints: list = []
+        sub_node.create_subscription(JointState, viz.urdf_joint_states_topic("viz7"), joints.append, sensor_qos())
+        descriptions: list = []
+        markers: list = []
+        sub_node.create_subscription(String, viz.ROBOT_DESCRIPTION, descriptions.append, latched_qos())
+        sub_node.create_subscription(MarkerArray, viz.markers_topic("viz7"), markers.append, latched_qos())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (descriptions and markers and joints):
+            executor.spin_once(timeout_sec=0.05)
+            visualizer.update(env, _joint_readings(env, names))  # the joint states are not latched
+        assert descriptions and markers and joints, (len(descriptions), len(markers), len(joints))
+        assert descriptions[0].data == visualizer.description
+        _assert_valid(markers[-1], task_id)
+        assert list(joints[-1].name) == urdf.movable_joints(env.unwrapped.task.info.robot)
+        assert all(math.isfinite(v) for v in joints[-1].position)
+    finally:
+        env.close()
+        rclpy.shutdown(context=ctx)
