@@ -1,7 +1,7 @@
 """Bus benchmark: one control cycle, loop jitter at 10 Hz and 100 Hz, e-stop latency (emulator on a pty).
 
-    .venv/bin/python bench/bench_bus.py            # full run (~35 s), writes BENCHMARKS.md section "bus"
-    .venv/bin/python bench/bench_bus.py --quick    # shorter, prints only
+    .venv/bin/python -m bench.bench_bus            # full run (~35 s), writes BENCHMARKS.md section "bus"
+    .venv/bin/python -m bench.bench_bus --quick    # shorter, prints only
 
 The emulator runs as a separate process (``mbrl-ros emulate``), as it would be a separate
 device, so it does not share the driver's Python interpreter. A pty has no baud-rate timing:
@@ -178,7 +178,7 @@ def main() -> int:
            f"{r['max']:.3f} | {r['overruns']} |" for r in loops]
     md += ["", f"E-stop (`SafetyLayer.estop`, torque-off broadcast + verifying read), {len(est)} trials: "
                f"median / p99 / max = {stats_ms(est)} ms (budget 50 ms).",
-           "", "Command: `.venv/bin/python bench/bench_bus.py`"]
+           "", "Command: `.venv/bin/python -m bench.bench_bus`"]
     text = "\n".join(md)
     if not args.quick:
         update_section("bus", "## Dynamixel bus (hardware path)\n\n" + text)

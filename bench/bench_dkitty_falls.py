@@ -12,7 +12,7 @@ script measures, for the stochastic policy:
   sits on the steps of falling trajectories, and the spread of the advantages of the other
   steps (whitening divides by a standard deviation the falls inflate).
 
-    .venv/bin/python bench/bench_dkitty_falls.py runs/bench_dkitty_orient/pal-dkitty-orient-random-s0 [--no-report]
+    .venv/bin/python -m bench.bench_dkitty_falls runs/bench_dkitty_orient/pal-dkitty-orient-random-s0 [--no-report]
 
 Writes the BENCHMARKS.md section "dkitty_falls" unless ``--no-report``.
 """

@@ -11,7 +11,7 @@
 4. Fidelity: per-step deviation from ROBEL's reference trajectories (max |obs error| and
    |reward error| over each episode).
 
-Run: ``.venv/bin/python bench/bench_env.py [--steps 2000] [--rounds 3] [--no-write]``.
+Run: ``.venv/bin/python -m bench.bench_env [--steps 2000] [--rounds 3] [--no-write]``.
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def main() -> int:
             line = f"| {task} | " + " | ".join(cells) + " |"
             print(line, flush=True)
             md.append(line)
-    md += ["", "Command: `.venv/bin/python bench/bench_env.py` (the machine is shared: rates are noisy)."]
+    md += ["", "Command: `.venv/bin/python -m bench.bench_env` (the machine is shared: rates are noisy)."]
     if not args.no_write:
         update_section("env", "\n".join(md))
     return 0

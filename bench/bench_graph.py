@@ -11,7 +11,7 @@
 4. Collector loop timing at the task's 10 Hz in real time (lateness of each step vs its deadline,
    and the deviation of each period from 100 ms), p99 and max.
 
-Run: ``.venv/bin/python bench/bench_graph.py`` (about 5 minutes on 2 cores; ``--quick`` for a
+Run: ``.venv/bin/python -m bench.bench_graph`` (about 5 minutes on 2 cores; ``--quick`` for a
 smaller game). Every figure printed is measured in this run.
 
 ``--duty-cycle`` (the "duty_cycle" section instead): the robot's duty cycle through the graph.
@@ -481,7 +481,7 @@ def main() -> int:
         f"deviation p99 {jitter_fifo['loop_period_dev_p99_ms']:.2f} ms. ({os.cpu_count()} cores, load average "
         f"{load_before:.1f} before the timing runs, {os.getloadavg()[0]:.1f} at the end.)",
         "",
-        "Command: `.venv/bin/python bench/bench_graph.py" + (" --quick" if args.quick else "")
+        "Command: `.venv/bin/python -m bench.bench_graph" + (" --quick" if args.quick else "")
         + (" --paper" if args.paper else "") + "`",
     ]
     text = "\n".join(md)

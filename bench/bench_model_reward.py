@@ -16,7 +16,7 @@ per-step reward error against the world's exact reward of:
   rollout reward);
 - *model, predicted velocity*: the model's predicted next observation and velocities (now).
 
-    .venv/bin/python bench/bench_model_reward.py [--train-samples 5000] [--steps 2000] [--no-report]
+    .venv/bin/python -m bench.bench_model_reward [--train-samples 5000] [--steps 2000] [--no-report]
 
 Writes the BENCHMARKS.md section "model_reward" unless ``--no-report``.
 """

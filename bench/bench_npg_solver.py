@@ -9,7 +9,7 @@ NPG step is taken with each solver setting on the *same* synthetic batch, and me
   random numbers (the same start states and the same noise before and after);
 - the time of the step.
 
-    .venv/bin/python bench/bench_npg_solver.py runs/explore/A-s0 [--repeats 5] [--no-report]
+    .venv/bin/python -m bench.bench_npg_solver runs/explore/A-s0 [--repeats 5] [--no-report]
 
 Writes the BENCHMARKS.md section "npg_solver" unless ``--no-report``.
 """

@@ -17,9 +17,9 @@ SAC (SB3 defaults) is evaluated the same way every ``--sac-eval-every`` samples 
 runs (games and SAC) are reused. The per-iteration time split (model fit / NPG / collection /
 evaluation) comes from the runs' metrics.
 
-    .venv/bin/python bench/bench_sample_efficiency.py --quick            # pipeline check (point mass)
-    .venv/bin/python bench/bench_sample_efficiency.py --algos pal,mal --seeds 5 --budget 15000 --jobs 2
-    .venv/bin/python bench/bench_sample_efficiency.py --algos pal,mal,gda --seeds 5,gda=1 --budget 20000,mal=30000
+    .venv/bin/python -m bench.bench_sample_efficiency --quick            # pipeline check (point mass)
+    .venv/bin/python -m bench.bench_sample_efficiency --algos pal,mal --seeds 5 --budget 15000 --jobs 2
+    .venv/bin/python -m bench.bench_sample_efficiency --algos pal,mal,gda --seeds 5,gda=1 --budget 20000,mal=30000
 
 Writes the BENCHMARKS.md section "sample_efficiency" (other tasks: "sample_efficiency_<task>")
 and ``<out>/results.json``; ``--figure`` plots success vs samples, mean and min..max over seeds.

@@ -4,7 +4,7 @@ Runs each policy deterministically on the task's evaluation episodes (the games'
 ``mbrl_ros.core.world.evaluation_seeds``) and splits them by the sign of the initial target error
 (obs ``target_error``): a policy that has learned to turn one way only succeeds on one side.
 
-    .venv/bin/python bench/bench_turn_direction.py runs/bench_se_random/pal-dclaw-turn-random-s0 \\
+    .venv/bin/python -m bench.bench_turn_direction runs/bench_se_random/pal-dclaw-turn-random-s0 \\
         runs/bench_se_random/pal-dclaw-turn-random-s1 runs/bench_se_random/pal-dclaw-turn-random-s2
 
 Each argument is a run folder (``policy.onnx`` and ``config.json`` with its seed). Writes the

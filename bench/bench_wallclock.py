@@ -11,7 +11,7 @@ sharing its computer with a collector or ROS. With ``--paper`` the paper's hyper
 (the defaults before the speed work: 4 x MLP(512, 512), 400 gradient steps per PAL fit, 200
 start states per NPG step, 10 CG iterations) are measured as well, on the same code.
 
-    .venv/bin/python bench/bench_wallclock.py [--games pal:dclaw-turn-fixed,mal:dclaw-turn-fixed,pal:dkitty-orient-random]
+    .venv/bin/python -m bench.bench_wallclock [--games pal:dclaw-turn-fixed,mal:dclaw-turn-fixed,pal:dkitty-orient-random]
         [--iterations 6] [--load] [--paper] [--no-report]
 
 Writes the BENCHMARKS.md section "wallclock". The in-process loop only: the graph's robot duty

@@ -5,9 +5,9 @@ every method) and return vs real samples, mean and min..max band over seeds, on 
 random and D'Kitty orient random (paper figure 2). Every (method, task, seed) is one worker
 process; finished runs are reused when the script is run again with the same settings.
 
-    .venv/bin/python experiments/learning_curves.py --quick            # pipeline check, ~1 min
-    .venv/bin/python experiments/learning_curves.py --jobs 2           # reduced budget (hours on 2 cores)
-    .venv/bin/python experiments/learning_curves.py --full --jobs 16   # the paper's budgets and networks
+    .venv/bin/python -m experiments.learning_curves --quick            # pipeline check, ~1 min
+    .venv/bin/python -m experiments.learning_curves --jobs 2           # reduced budget (hours on 2 cores)
+    .venv/bin/python -m experiments.learning_curves --full --jobs 16   # the paper's budgets and networks
 
 Writes ``<out>/learning_curves.png``, ``<out>/results.json`` and (not with ``--quick``) the
 BENCHMARKS.md section "experiments_learning_curves".

@@ -16,8 +16,8 @@ members (each member rolled out on its own, as in model-based NPG), the start st
 seeds. The paper reports that the closed-loop error stays below the open-loop error: the
 policy corrects the model's drift.
 
-    .venv/bin/python experiments/model_error.py --quick
-    .venv/bin/python experiments/model_error.py --jobs 2
+    .venv/bin/python -m experiments.model_error --quick
+    .venv/bin/python -m experiments.model_error --jobs 2
 
 Writes ``<out>/model_error.png``, ``<out>/results.json`` and (not with ``--quick``) the
 BENCHMARKS.md section "experiments_model_error".

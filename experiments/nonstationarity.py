@@ -17,8 +17,8 @@ recovers faster (its policy best-responds). Recovery is measured in real samples
 change until the goal progress (1 - final distance / initial distance, scale-free unlike the
 return) is back at its pre-change level.
 
-    .venv/bin/python experiments/nonstationarity.py --quick
-    .venv/bin/python experiments/nonstationarity.py --jobs 2 --seeds 2
+    .venv/bin/python -m experiments.nonstationarity --quick
+    .venv/bin/python -m experiments.nonstationarity --jobs 2 --seeds 2
 
 Writes ``<out>/nonstationarity.png``, ``<out>/results.json`` and (not with ``--quick``) the
 BENCHMARKS.md section "experiments_nonstationarity".
