@@ -39,24 +39,39 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTION = "resets"
 
 
-def serve_emulator(v_max: Optional[float]) -> int:
-    """``--serve-emulator``: the D'Claw's servos on a pty (prints the path), until SIGINT/SIGTERM."""
-    import signal
+def set_realtime(priority: int) -> None:
+    """SCHED_FIFO for this process's threads (and the threads it starts later); 0 = leave as is.
 
-    from mbrl_ros.hardware.emulator import ServoEmulator, serve_forever
+    The robot's servos are separate hardware and its control computer runs the driver at a real-time
+    priority (the collector's ``realtime_priority``); on a shared, loaded machine the emulator and the
+    driver otherwise wait hundreds of ms for a core and packets time out.
+    """
+    if priority > 0:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        except (PermissionError, OSError, AttributeError) as exc:
+            print(f"SCHED_FIFO {priority} not permitted ({exc}); normal scheduling", file=sys.stderr, flush=True)
 
+
+def serve_emulator(v_max: Optional[float], priority: int) -> int:
+    """``--serve-emulator``: the D'Claw's servos on a pty (prints the path) while the parent lives."""
+    from mbrl_ros.hardware.emulator import ServoEmulator
+
+    set_realtime(priority)
+    parent = os.getppid()
     kwargs: dict[str, Any] = {} if v_max is None else {"v_max": v_max}  # (older emulators had no bound)
     emu = ServoEmulator("dclaw", physics="mujoco", realtime=True, **kwargs)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(emu.start(), flush=True)
     try:
-        serve_forever(emu, on_ready=lambda path: print(path, flush=True))
-    except KeyboardInterrupt:
-        pass
+        while os.getppid() == parent:  # the benchmark ended (or was killed): stop too
+            time.sleep(0.5)
+    finally:
+        emu.stop()
     return 0
 
 
-def start_emulator(v_max: Optional[float]) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "bench.bench_resets", "--serve-emulator"]
+def start_emulator(v_max: Optional[float], priority: int) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "bench.bench_resets", "--serve-emulator", "--realtime-priority", str(priority)]
     if v_max is not None:
         cmd += ["--v-max", str(v_max)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -78,7 +93,8 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / f"{args.label}.jsonl"
-    proc, port = start_emulator(args.v_max)
+    set_realtime(args.realtime_priority)
+    proc, port = start_emulator(args.v_max, args.realtime_priority)
     rng = np.random.default_rng(args.seed)
     rows: list[dict] = []
     t_start = time.monotonic()
@@ -142,7 +158,7 @@ def run(args: argparse.Namespace) -> dict:
         "duration_median_s": float(np.median(dur)), "duration_p99_s": float(np.percentile(dur, 99)),
         "peak_speed_median": float(np.nanmedian(peak)), "peak_speed_max": float(np.nanmax(peak)),
         "steps_between": args.steps, "v_max": "default" if args.v_max is None else args.v_max,
-        "latency_ms": args.latency_ms,
+        "latency_ms": args.latency_ms, "realtime_priority": args.realtime_priority,
         "wall_s": round(time.monotonic() - t_start, 1), "command": command_line(),
         "load_avg": round(os.getloadavg()[0], 1), "date": time.strftime("%Y-%m-%d"),
     }
@@ -200,6 +216,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="emulated servo no-load speed, rad/s (default: the emulator's XH430 value; inf = unbounded)")
     ap.add_argument("--latency-ms", type=float, default=100.0,
                     help="latency_timer_ms of the driver on the pty: its packet timeout is 2x this + 2 ms (default 100)")
+    ap.add_argument("--realtime-priority", type=int, default=20,
+                    help="SCHED_FIFO priority of the driver and the emulator (0 = normal scheduling; default 20)")
     ap.add_argument("--label", default="after", help="name of this run in the table (default: after)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_resets"))
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
@@ -207,10 +225,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--serve-emulator", action="store_true", help=argparse.SUPPRESS)  # internal
     args = ap.parse_args(argv)
     if args.serve_emulator:
-        return serve_emulator(args.v_max)
+        return serve_emulator(args.v_max, args.realtime_priority)
     if args.resets < 1 or args.steps < 0:
         ap.error("--resets must be >= 1 and --steps >= 0")
     if not args.report_only:
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # kill PID: close the robot, stop the emulator
         s = run(args)
         print(json.dumps({k: v for k, v in s.items() if k != "command"}))
     publish(SECTION, report(Path(args.out)), write=not args.no_report)
