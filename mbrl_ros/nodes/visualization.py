@@ -25,8 +25,10 @@ topic                                  type                           QoS
   the policy sees (D'Kitty on hardware: the tracker's torso pose).
 
 ``tf2_msgs`` is not on PyPI, so nothing here publishes ``/tf``: on a full ROS 2 install
-``robot_state_publisher`` turns the URDF joint states into TF. Marker building
-(:func:`scene_view`, :func:`make_markers`) is pure (no node needed) and tested on its own.
+``robot_state_publisher`` turns the URDF joint states into TF, and Foxglove's URDF layer reads
+the URDF joint states directly. What is shown is computed without ROS (:func:`scene_view`,
+:func:`marker_specs`; ``mbrl-ros urdf --render`` draws the same markers); :func:`make_markers`
+only turns it into messages. The module imports no ROS package at import time.
 """
 
 from __future__ import annotations
