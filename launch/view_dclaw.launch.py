@@ -9,7 +9,8 @@ a running graph (``mbrl-ros launch pal_dclaw``, or a deploy graph) on the same `
   publishes TF for every link; the pip-only stack cannot publish TF itself (``tf2_msgs`` is not on
   PyPI);
 - ``rviz2`` opens ``config/view_dclaw.rviz``: the robot model from ``/robot_description``, the
-  valve and target markers (``/mbrl/<robot_id>/markers``), TF, fixed frame ``world``.
+  valve and target markers (``/mbrl/<robot_id>/markers``: the file names ``sim0``'s, another
+  ``robot_id`` gets a temporary copy naming its own), TF, fixed frame ``world``.
 
 ``robot:=dkitty`` shows the D'Kitty instead (same topics). Importing this file needs neither
 ``launch`` nor ``robot_state_publisher``: they are imported or looked up when the description is
@@ -40,6 +41,22 @@ def _package_available(name: str) -> bool:
         return False
 
 
+def _rviz_config_for(robot_id: str, template) -> str:
+    """The packaged RViz config shows ``sim0``'s markers; for another robot, a temporary copy
+    with its marker topic."""
+    import tempfile
+    from pathlib import Path
+
+    from mbrl_ros.nodes.visualization import markers_topic
+
+    if robot_id == "sim0":
+        return str(template)
+    text = Path(template).read_text().replace(markers_topic("sim0"), markers_topic(robot_id))
+    out = Path(tempfile.mkdtemp(prefix="mbrl_ros_rviz_")) / f"view_{robot_id}.rviz"
+    out.write_text(text)
+    return str(out)
+
+
 def _actions(context, *args, **kwargs) -> list:
     from launch.actions import LogInfo
     from launch.substitutions import LaunchConfiguration
@@ -62,7 +79,7 @@ def _actions(context, *args, **kwargs) -> list:
     else:
         actions.append(LogInfo(msg="robot_state_publisher is not installed: no TF (the markers still show)"))
     if value["rviz"].lower() in ("true", "1", "yes"):
-        config = value["rviz_config"] or str(graph.config_dir() / "view_dclaw.rviz")
+        config = value["rviz_config"] or _rviz_config_for(robot_id, graph.config_dir() / "view_dclaw.rviz")
         if _package_available("rviz2"):
             actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", config],
                                 output="screen"))

@@ -256,7 +256,10 @@ def test_view_launch_file_imports_without_ros_and_builds_rsp_and_rviz(monkeypatc
     assert rsp["parameters"] == [{"robot_description": urdf.robot_urdf("dclaw")}]
     assert rsp["remappings"] == [("joint_states", "/mbrl/sim3/urdf_joint_states")]
     config = nodes["rviz2"]["arguments"][1]
-    assert config.endswith("view_dclaw.rviz") and Path(config).is_file()
+    assert config.endswith("view_sim3.rviz") and "/mbrl/sim3/markers" in Path(config).read_text()
+    built = _fake_launch(monkeypatch, {}, {"robot_state_publisher", "rviz2"})
+    config = [a.kwargs for a in built if type(a).__name__ == "Node" and a.kwargs["package"] == "rviz2"][0]["arguments"][1]
+    assert Path(config) == ROOT / "config" / "view_dclaw.rviz"
 
     # neither installed: reported, nothing started
     built = _fake_launch(monkeypatch, {}, set())
