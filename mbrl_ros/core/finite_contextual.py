@@ -191,6 +191,7 @@ def run_contextual_game(mdp: FiniteMDP, spec, opts, seed: int, model) -> tuple[n
     follower = pretrained_policy_follower(mdp, prior, seed, opts.contextual_leaders, opts.contextual_epochs,
                                           opts.contextual_hidden)
     alpha = opts.mixing_weight(spec.name)
+    r_range = float(mdp.R[~mdp.terminal_mask].max() - mdp.R[~mdp.terminal_mask].min()) or 1.0
     P = torch.as_tensor(mdp.P)
     logP = torch.log(P.clamp_min(1e-300))
     live = torch.as_tensor(~mdp.terminal_mask)
@@ -210,7 +211,13 @@ def run_contextual_game(mdp: FiniteMDP, spec, opts, seed: int, model) -> tuple[n
             kl = torch.where(P > 0, P * (logP - torch.log(M)), torch.zeros_like(P)).sum(-1)
             obj = (d * kl).sum()
             if spec.model_objective is ModelObjective.AGENT_REWARD:
-                obj = alpha * obj - (1 - alpha) * torch_return(mdp, pi, M)
+                j = torch_return(mdp, pi, M)
+                if opts.agent_reward == "normalised":
+                    # per transition and per value range, as agent_reward_term: the follower's
+                    # episode length in M and the range are constants of the step
+                    length = torch_occupancy(mdp, pi.detach(), M.detach()).sum().clamp_min(1.0)
+                    j = j / (length * mdp.horizon * r_range)
+                obj = alpha * obj - (1 - alpha) * j
             if step == 0:
                 pi_k, M_k, objective = pi.detach().numpy(), M.detach().numpy(), float(obj.detach())
             opt.zero_grad()
