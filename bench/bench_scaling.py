@@ -212,16 +212,37 @@ def report(rows: list[dict], argv: str) -> str:
             f"{x['rate'] / ideal:.0%} | {x['round_s']:.2f} s | {x['surplus']} of {x['samples']} | "
             f"{x['collector_cpu_per_1k']:.2f} | {x['coordinator_cpu_per_1k']:.2f} | {x['cores_ours']:.2f} / "
             f"{x['cores_others']:.2f} | {x['load'][0]:.1f}, {x['load'][1]:.1f} |")
-    per_sample = np.nanmean([x["collector_cpu_per_1k"] + x["coordinator_cpu_per_1k"] for x in rows]) / 1000.0
+    coll_ms = float(np.nanmean([x["collector_cpu_per_1k"] for x in rows]))
+    coord_ms = float(np.nanmean([x["coordinator_cpu_per_1k"] for x in rows]))
+    per_sample = (coll_ms + coord_ms) / 1000.0
     bound = cores / per_sample if per_sample > 0 else float("nan")
     best = max(rows, key=lambda x: x["rate"])
+    below = [x for x in rows if x["k"] > 1 and x["rate"] < 0.8 * x["k"] * base]
     lines += [
         "",
-        f"A sample costs about {1000 * per_sample:.2f} CPU ms here (collector and coordinator intake together), so "
-        f"{cores} cores can take at most about {bound:.0f} samples/s, whatever the number of collectors "
-        f"(less what other processes take: the 'other processes' column). "
+        f"Per sample, a collector spends about {coll_ms:.2f} CPU ms (MuJoCo step, ONNX inference, packing, DDS) and "
+        f"the coordinator {coord_ms:.2f} ms (validation, MCAP record), so {cores} cores take at most about "
+        f"{bound:.0f} samples/s whatever the number of collectors, less what other processes take. "
         f"The measured rate peaks at {best['rate']:.0f} samples/s with {best['k']} collector(s).",
     ]
+    contended = [x for x in rows if x["cores_others"] > 0.25 * cores]
+    if contended:
+        lines.append(
+            f"Other processes held {min(x['cores_others'] for x in contended):.2f}..{max(x['cores_others'] for x in contended):.2f} "
+            f"of the {cores} cores during the measured rounds: the one-collector rate (the ideal's base) is then "
+            f"that of a collector with part of a core, and the graph's share of the CPU grows with its number of "
+            f"processes (the scheduler shares the CPU among runnable processes), which is why the rate still rose "
+            f"beyond the first collector with the CPU saturated. The per-sample costs are the figures that carry over "
+            f"to a quiet machine.")
+    if below:
+        k0 = below[0]
+        busy = k0["cores_ours"] + k0["cores_others"]
+        lines.append(
+            f"It leaves the ideal (efficiency under 80%) at {k0['k']} collectors: the cores were busy "
+            f"{busy:.2f} of {cores} ({k0['cores_ours']:.2f} this graph, {k0['cores_others']:.2f} other processes)"
+            + (", i.e. the CPU is saturated: more collectors only share it." if busy >= 0.85 * cores else
+               "; the CPU was not saturated, so the loss is in the round's end (collectors waiting for the "
+               "coordinator's count, episodes dropped at the round's end) and DDS delivery."))
     return "\n".join(lines)
 
 
@@ -231,6 +252,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--rounds", type=int, default=4, help="rounds after the first (each 800 samples)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    ap.add_argument("--save", type=Path, help="also write the measured rows as JSON to this file")
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as d:
@@ -243,6 +265,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"cores: graph {a['cores_ours']:.2f}, others {a['cores_others']:.2f}, "
                   f"surplus {a['surplus']}, wall {a['wall_s']:.0f} s, load {a['load'][0]:.1f}->{a['load'][1]:.1f}",
                   flush=True)
+    if args.save:
+        args.save.write_text(json.dumps(rows, indent=1))
     publish("scaling", report(rows, command_line()), write=not args.no_report)
     return 0
 
