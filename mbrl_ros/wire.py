@@ -459,7 +459,7 @@ def pack_json(kind: str, body: Mapping[str, Any]) -> str:
     return json.dumps(full, sort_keys=True, allow_nan=False)
 
 
-def unpack_json(text: str, expect_kind: str, required: Mapping[str, type | tuple] = ()) -> dict:
+def unpack_json(text: str, expect_kind: str, required: Optional[Mapping[str, type | tuple]] = None) -> dict:
     """Parse and validate a JSON message; ``required`` maps field names to types."""
     if len(text) > MAX_JSON_CHARS:
         raise WireError("oversized", f"{expect_kind} message of {len(text)} characters exceeds {MAX_JSON_CHARS}")
@@ -479,7 +479,7 @@ def unpack_json(text: str, expect_kind: str, required: Mapping[str, type | tuple
         raise WireError("schema_version", f"schema version {body.get('schema_version')!r} is not {SCHEMA_VERSION}")
     if body.get("kind") != expect_kind:
         raise WireError("kind", f"expected a {expect_kind} message, got {body.get('kind')!r}")
-    for key, typ in dict(required).items():
+    for key, typ in dict(required or {}).items():
         _req(body, key, typ, expect_kind)
     return body
 

@@ -53,9 +53,11 @@ class Episode:
     def at_wire_precision(self) -> "Episode":
         """This episode as the ROS graph's learners receive it: transitions travel as float32
         (:func:`mbrl_ros.wire.pack_episode`), so ``mbrl-ros train`` learns from the same numbers."""
-        f32 = lambda a: None if a is None else np.asarray(a, dtype=np.float32).astype(np.float64)
+        def f32(a: np.ndarray) -> np.ndarray:
+            return np.asarray(a, dtype=np.float32).astype(np.float64)
+
         return dataclasses.replace(self, obs=f32(self.obs), actions=f32(self.actions), rewards=f32(self.rewards),
-                                   aux=f32(self.aux))
+                                   aux=None if self.aux is None else f32(self.aux))
 
     def validate(self, task: Any) -> "Episode":
         """Raise ValueError on wrong sizes or non-finite values for ``task`` (a TaskSpec)."""
@@ -179,8 +181,9 @@ class EpisodeBuffer:
             "policy_versions": np.concatenate([np.full(len(e), e.policy_version) for e in eps]),
         }
         if eps[0].aux is not None:
-            out["aux"] = np.concatenate([e.aux[:-1] for e in eps])
-            out["next_aux"] = np.concatenate([e.aux[1:] for e in eps])
+            auxs = [e.aux for e in eps if e.aux is not None]  # every episode of a task has it
+            out["aux"] = np.concatenate([a[:-1] for a in auxs])
+            out["next_aux"] = np.concatenate([a[1:] for a in auxs])
         return out
 
     def initial_observations(self) -> np.ndarray:

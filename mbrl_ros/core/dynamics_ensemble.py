@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,14 @@ ABS_CLAMP = 100.0  # rollout states/actions never leave +-ABS_CLAMP (the referen
 
 class DynamicsEnsemble(nn.Module):
     """E MLP dynamics models over (model state z, action a) -> (z' - z [, reward])."""
+
+    in_shift: torch.Tensor  # buffers (typed for the checker: nn.Module's __getattr__ is untyped)
+    in_scale: torch.Tensor
+    out_shift: torch.Tensor
+    out_scale: torch.Tensor
+    out_mask: torch.Tensor
+    state_lo: torch.Tensor
+    state_hi: torch.Tensor
 
     def __init__(
         self,
@@ -199,7 +207,7 @@ def fit_ensemble(
         current = holdout_loss()
         if current > best:
             ensemble.load_state_dict(best_state)
-    result = {
+    result: dict[str, Any] = {
         "steps": steps,
         "train_loss": float(train_loss.mean()),
         "fit_s": time.perf_counter() - t0,

@@ -70,7 +70,7 @@ def rollout_policy(
         raise ValueError(f"start_aux must be [{n}, {aux_dim}] for {task.info.task_id}, got "
                          f"{None if start_aux is None else tuple(start_aux.shape)}")
     obs = start_obs.unsqueeze(0).expand(E, n, -1).contiguous()
-    aux = start_aux.unsqueeze(0).expand(E, n, -1).contiguous() if aux_dim else None
+    aux = start_aux.unsqueeze(0).expand(E, n, -1).contiguous() if aux_dim and start_aux is not None else None
     alive = torch.ones(E, n, device=obs.device)
     all_obs, all_act, all_rew, all_alive, all_term = [obs], [], [], [], []
     for _ in range(horizon):

@@ -11,7 +11,7 @@ and the value baseline must not jump between two NPG steps either).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ STD_FLOOR = 1e-2  # smallest normalisation scale (constant observation slots)
 class ObsFeatures(nn.Module):
     """obs [..., obs_dim] -> features [..., obs_dim + len(angle_slots)]: the observation without its
     wrapped-angle slots, then the cosines and the sines of those slots."""
+
+    _angles: torch.Tensor  # buffers (typed for the checker: nn.Module's __getattr__ is untyped)
+    _others: torch.Tensor
 
     def __init__(self, obs_dim: int, angle_slots: Sequence[int] = ()) -> None:
         super().__init__()
@@ -103,6 +106,10 @@ class GaussianMLPPolicy(nn.Module):
     exported to ONNX is ``clip(mu(s), -1, 1)``.
     """
 
+    obs_mean: torch.Tensor  # buffers
+    obs_std: torch.Tensor
+    mean_net: nn.Sequential
+
     def __init__(
         self,
         obs_dim: int,
@@ -120,8 +127,9 @@ class GaussianMLPPolicy(nn.Module):
         self.mean_net = mlp(self.features.dim, self.hidden, self.act_dim, nn.Tanh)
         # A small last layer starts the policy near the zero action (as the reference code does).
         with torch.no_grad():
-            self.mean_net[-1].weight.mul_(0.01)
-            self.mean_net[-1].bias.mul_(0.01)
+            last = cast(nn.Linear, self.mean_net[-1])
+            last.weight.mul_(0.01)
+            last.bias.mul_(0.01)
         self.log_std = nn.Parameter(torch.full((self.act_dim,), float(init_log_std)))
         self.register_buffer("obs_mean", torch.zeros(self.features.dim))
         self.register_buffer("obs_std", torch.ones(self.features.dim))
@@ -140,7 +148,7 @@ class GaussianMLPPolicy(nn.Module):
         """Set new feature statistics; rewrite the first layer so mu(s) does not change."""
         mean_t, std_t = _checked_stats(mean, std, self.obs_mean)
         if preserve_function:
-            _rescale_first_layer(self.mean_net[0], self.obs_mean, self.obs_std, mean_t, std_t)
+            _rescale_first_layer(cast(nn.Linear, self.mean_net[0]), self.obs_mean, self.obs_std, mean_t, std_t)
         self.obs_mean.copy_(mean_t)
         self.obs_std.copy_(std_t)
 
@@ -198,6 +206,12 @@ class ValueMLP(nn.Module):
 
     N_TIME_FEATURES = 4
 
+    obs_mean: torch.Tensor  # buffers
+    obs_std: torch.Tensor
+    ret_mean: torch.Tensor
+    ret_std: torch.Tensor
+    net: nn.Sequential
+
     def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128), angle_slots: Sequence[int] = ()) -> None:
         super().__init__()
         self.obs_dim = int(obs_dim)
@@ -224,7 +238,7 @@ class ValueMLP(nn.Module):
     def set_return_normalization(self, mean: float, std: float) -> None:
         """New target statistics; the last layer is rescaled so V(s, t) does not change."""
         std = max(float(std), 1e-6)
-        last: nn.Linear = self.net[-1]
+        last = cast(nn.Linear, self.net[-1])
         ratio = self.ret_std / std
         last.bias.copy_((last.bias * self.ret_std + self.ret_mean - mean) / std)
         last.weight.mul_(ratio)
@@ -237,7 +251,7 @@ class ValueMLP(nn.Module):
         V(s, t) does not change (the time columns are not normalised)."""
         mean_t, std_t = _checked_stats(mean, std, self.obs_mean)
         if preserve_function:
-            first: nn.Linear = self.net[0]
+            first = cast(nn.Linear, self.net[0])
             n = self.obs_features.dim
             obs_part = nn.Linear(n, first.out_features).to(first.weight.device)
             obs_part.weight.copy_(first.weight[:, :n])

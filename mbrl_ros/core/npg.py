@@ -117,8 +117,10 @@ def gaussian_fisher_product(
                     out = out + dh @ m.weight.detach().T
                 dh, li = out, li + 1
             else:
+                assert dh is not None  # a tanh always follows a linear layer
                 dh = dh * (1.0 - tanh_out[ti] ** 2)
                 ti += 1
+        assert dh is not None
         return dh
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
@@ -130,7 +132,7 @@ def gaussian_fisher_product(
             jv = manual_jvp(parts)
         else:
             tangents = tuple(parts[f"mean_net.{n}"] for n in names)
-            _, jv = jvp(lambda *p: functional_call(net, dict(zip(names, p)), (x,)), values, tangents)
+            _, jv = jvp(lambda *p: functional_call(net, dict(zip(names, p)), (x,)), values, tangents)[:2]
         jtu = torch.autograd.grad(mean, params, grad_outputs=jv * inv_var * scale, retain_graph=True)
         out = dict(zip((f"mean_net.{n}" for n in names), jtu))
         out["log_std"] = 2.0 * parts["log_std"]

@@ -83,8 +83,9 @@ def export_policy_onnx(policy: GaussianMLPPolicy, task_info: Any, iteration: int
     buf = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no extra package
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            wrapper, (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        torch.onnx.export(  # a file-like object is accepted (TorchScript exporter); the stubs say path only
+            wrapper, (example,), buf,  # type: ignore[arg-type]
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET, dynamo=False,
         )
     model = onnx.load_from_string(buf.getvalue())

@@ -69,9 +69,9 @@ class StartStates:
                 raise ValueError(f"{name} must be [n>0, {dim}], got {x.shape}")
             if not np.all(np.isfinite(x)):
                 raise ValueError(f"{name} contain non-finite values")
-        if aux_dim and len(self.initial_aux) != len(self.initial_obs):
+        if aux_dim and self.initial_aux is not None and len(self.initial_aux) != len(self.initial_obs):
             raise ValueError("initial_obs and initial_aux differ in length")
-        if aux_dim and self.obs is not None and len(self.aux) != len(self.obs):
+        if aux_dim and self.obs is not None and self.aux is not None and len(self.aux) != len(self.obs):
             raise ValueError("obs and aux differ in length")
 
 
@@ -113,7 +113,7 @@ class PolicyPlayer:
         obs = as_t(starts.initial_obs)[idx]
         aux = as_t(starts.initial_aux)[idx] if starts.initial_aux is not None else None
         n_mid = int(round(self.cfg.start_state_mix * n)) if starts.obs is not None else 0
-        if n_mid > 0:
+        if n_mid > 0 and starts.obs is not None:
             mid = torch.randint(0, len(starts.obs), (n_mid,), device=self.device)
             obs[:n_mid] = as_t(starts.obs)[mid]
             if aux is not None:
@@ -160,7 +160,10 @@ class PolicyPlayer:
         self.set_obs_normalization(starts.obs if starts.obs is not None else starts.initial_obs)
         ensemble.eval()
         H = self.horizon
-        kls, j_before, value_losses, entropies = [], [], [], []
+        kls: list[float] = []
+        j_before: list[float] = []
+        value_losses: list[float] = []
+        entropies: list[float] = []
         for _ in range(n_steps):
             start_obs, start_aux = self._start_states(starts)
             ro = rollout_policy(ensemble, self.task, self.policy, start_obs, H, start_aux=start_aux)

@@ -195,6 +195,7 @@ class StackelbergGame:
         """GATE: the exported candidate passes :class:`~mbrl_ros.core.gate.PolicyGate` (as in the
         graph) or never reaches the world: the policy player goes back to the deployed policy."""
         version = self.referee.candidate_policy_version
+        assert version is not None, "GATE without a candidate (the referee plans IMPROVE_POLICY first)"
         ok, why = self.policy_player.parameters_finite(), "non-finite policy parameters"
         warning = None
         if ok:
@@ -219,7 +220,9 @@ class StackelbergGame:
         self.deployed, self.deployed_log_std = self._candidate
         self._deployed_module = copy.deepcopy(self.policy_player.policy)
         self._candidate = None
-        self.referee.deployed(self.referee.candidate_policy_version)
+        version = self.referee.candidate_policy_version
+        assert version is not None
+        self.referee.deployed(version)
 
     PHASES: dict[Phase, Callable[["StackelbergGame"], None]] = {
         Phase.COLLECT: collect,

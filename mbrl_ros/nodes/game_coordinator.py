@@ -274,6 +274,7 @@ class GameCoordinator(Node):
             return
         self._record(TRANSITIONS, msg)
         rec = r.episode
+        assert rec is not None  # an accepted intake result carries its episode
         if purpose(rec) != "train":
             return
         self.diag.inc("samples", rec.length)
@@ -467,6 +468,7 @@ class GameCoordinator(Node):
             if self.referee.phase is not Phase.DEPLOY:
                 return
             blob = self._candidate
+            assert blob is not None  # DEPLOY follows a passed gate, which keeps its candidate
             self._deploy(blob)
             self.referee.deployed(blob.policy_version)
         self._publish_state()

@@ -77,7 +77,7 @@ def declare_game(node: Node) -> tuple[Any, Any]:
     extra = declare(node, "game_set", [], "more 'key=value' overrides, applied after game_overrides (launch set:=)", read_only=True)
     device = declare(node, "device", "cpu", "torch device: cpu | cuda | auto", read_only=True)
     declare(node, "log_dir", "", "run directory", read_only=True)
-    node.core_budget = declare_torch_threads(node)
+    setattr(node, "core_budget", declare_torch_threads(node))  # noqa: B010 - a Node attribute the learners read
     cfg = load_config(algo, task_id, list(overrides) + list(extra) + [f"seed={seed}", f"device={device}"])
     torch.manual_seed(cfg.seed)  # the players draw from their own streams (mbrl_ros.core.seeding)
     return get_task(task_id), cfg
@@ -104,6 +104,7 @@ class LearnerNode(Node):
 
     request_type: type = wire.FitModelRequest
     phase: str = "fit_model"
+    core_budget: CoreBudget  # set by declare_game
 
     def __init__(self, node_name: str, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -147,8 +148,14 @@ class LearnerNode(Node):
             self.get_logger().warning(f"rejected episode message: {r.message}")
         self.update_diagnostics()
 
+    @property
+    def buffer(self) -> EpisodeBuffer:
+        """The player's buffer (a learner's intake always has one)."""
+        assert self.intake.buffer is not None
+        return self.intake.buffer
+
     def update_diagnostics(self) -> None:
-        self.diag.set("buffer_transitions", len(self.intake.buffer))
+        self.diag.set("buffer_transitions", len(self.buffer))
 
     # -- requests -------------------------------------------------------------------------------
     def _on_state(self, msg: String) -> None:
@@ -163,7 +170,7 @@ class LearnerNode(Node):
             return
         self.on_game_state(state)
         req = state.request
-        if state.phase == self.phase and isinstance(req, self.request_type):
+        if state.phase == self.phase and req is not None and isinstance(req, self.request_type):
             with self._lock:
                 if req.id not in self.served and (self._job is None or self._job.request.id != req.id):
                     self._job = Job(req, state.iteration, state.data_policy_version)

@@ -141,8 +141,8 @@ class ModelLearner(LearnerNode):
         self._tick()
 
     def update_diagnostics(self) -> None:
-        self.diag.set("buffer_transitions", len(self.intake.buffer))
-        self.diag.set("buffer_episodes", len(self.intake.buffer.episode_ids()))
+        self.diag.set("buffer_transitions", len(self.buffer))
+        self.diag.set("buffer_episodes", len(self.buffer.episode_ids()))
         self.diag.set("episodes_total", len(self.intake.ids))
         self.diag.set("sequence_gaps", self.intake.gaps)
         self.diag.set("model_version", self.model_version)
