@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -63,7 +63,13 @@ class EpisodeAborted(Exception):
     """The running episode cannot finish (stop, e-stop, bad action, fault); it is dropped."""
 
 
-class CollectorBase:
+if TYPE_CHECKING:  # the mixin is always combined with a Node (Collector, HardwareCollector)
+    _NodeMixin = Node
+else:
+    _NodeMixin = object
+
+
+class CollectorBase(_NodeMixin):
     """The collector's behaviour, shared by the sim :class:`Collector` and the lifecycle
     :class:`~mbrl_ros.nodes.hardware_collector.HardwareCollector` (mixed into a ``Node``).
 
@@ -487,15 +493,15 @@ def _joint_names(env: Any) -> list[str]:
     try:
         import mujoco
 
-        model, sl = sim.model, sim.actuated
-        names = []
+        model, sl = sim.model, sim.actuated  # type: ignore[union-attr]  # no sim: the except below
+        names: list[str] = []
         for qadr in range(sl.start, sl.stop):
             j = int(np.nonzero(model.jnt_qposadr == qadr)[0][0])
             names.append(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j) or f"joint_{qadr}")
         return names
     except Exception:  # noqa: BLE001 - hardware worlds name joints themselves
-        names = getattr(env, "joint_names", None)
-        return list(names) if names else [f"joint_{i}" for i in range(n)]
+        given = getattr(env, "joint_names", None)
+        return list(given) if given else [f"joint_{i}" for i in range(n)]
 
 
 def main(args: Optional[list[str]] = None) -> None:

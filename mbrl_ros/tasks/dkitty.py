@@ -162,10 +162,15 @@ class _DKittyTask(FastActionPipeline, TaskSpec):
             "falling": self.falling_reward * xp.to_float(u < thr, u),
         }
 
+    def reward_terms(self, obs: Array, action: Array, next_obs: Array) -> dict[str, Array]:
+        """ROBEL's reward terms of the task (each subclass defines its own)."""
+        raise NotImplementedError
+
     def reward(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        total = None
-        for v in self.reward_terms(obs, action, next_obs).values():
-            total = v if total is None else total + v
+        terms = list(self.reward_terms(obs, action, next_obs).values())
+        total = terms[0]
+        for v in terms[1:]:
+            total = total + v
         return total
 
     def done(self, next_obs: Array) -> Array:
@@ -192,7 +197,7 @@ class _DKittyTask(FastActionPipeline, TaskSpec):
         return xp.concat([z[..., 0:3], *eul, z[..., 9:]], -1)
 
     def _fix_common(self, xp: Any, action: Array, next_obs: Array) -> Array:
-        out = xp.copy(next_obs)
+        out: Any = xp.copy(next_obs)  # numpy or torch: slice assignment works on both
         out[..., OBS_LAST_ACTION] = xp.clip(action, -1.0, 1.0)
         u, _, _ = _upright_and_facing(xp, next_obs[..., OBS_ROOT_EULER])
         out[..., OBS_UPRIGHT] = u[..., 0]
@@ -309,7 +314,7 @@ class DKittyOrient(_DKittyTask):
         desired_facing (the target lies on the ray obs.root_xy + t * obs.desired_facing, on the
         unit circle around the origin where ROBEL puts it)."""
         xp = array_namespace(next_obs)
-        out = self._fix_common(xp, action, next_obs)
+        out: Any = self._fix_common(xp, action, next_obs)  # numpy or torch
         _, f0, f1 = _upright_and_facing(xp, next_obs[..., OBS_ROOT_EULER])
         out[..., 49:50] = f0
         out[..., 50:51] = f1
@@ -413,6 +418,6 @@ class DKittyStand(_DKittyTask):
     def fix_known(self, obs: Array, action: Array, next_obs: Array) -> Array:
         """Exact parts: last_action, upright (from root_euler) and pose_error = -kitty_qpos."""
         xp = array_namespace(next_obs)
-        out = self._fix_common(xp, action, next_obs)
+        out: Any = self._fix_common(xp, action, next_obs)  # numpy or torch
         out[..., OBS_POSE_ERROR] = -next_obs[..., OBS_KITTY_QPOS]
         return out

@@ -56,7 +56,7 @@ class PointMassTask(TaskSpec):
         if is_torch(next_obs):
             import torch
 
-            return torch.cat([next_obs[..., :4], obs[..., 4:6]], dim=-1)
+            return torch.cat([next_obs[..., :4], obs[..., 4:6]], dim=-1)  # type: ignore[list-item]
         return np.concatenate([next_obs[..., :4], obs[..., 4:6]], axis=-1)
 
 
