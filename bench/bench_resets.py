@@ -180,14 +180,24 @@ def upper95(failed: int, n: int) -> float:
     return hi
 
 
+def speeds(s: dict) -> str:
+    if not (math.isfinite(s["peak_speed_median"]) and math.isfinite(s["peak_speed_max"])):
+        return "n/a"
+    return f"{s['peak_speed_median']:.2f} / {s['peak_speed_max']:.2f} rad/s"
+
+
 def report(out: Path) -> str:
     summaries = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    summaries.sort(key=lambda x: (x["label"] != "before", x["label"] != "after", x["label"]))
     lines = [
         "Scripted D'Claw resets on the servo emulator (its own process, MuJoCo in real time) at the robot's settings "
         "(`hardware/dclaw.yaml`: abort above 5.0 rad/s; ROBEL's reset timings), a short episode of uniform random "
         "actions between two resets (`bench/bench_resets.py`; issue 15). *Before*: the code before the fix "
         "(the re-engaged tops and bottoms were sent back to their stale goals; the emulated servos had no speed "
-        "bound). Peak speed: the largest joint speed the safety layer read during a reset (sampled every 50 ms).",
+        "bound). *after*: this code. *after-no-speed-bound*: this code with the emulated servos' speed bound off "
+        "(`--v-max inf`, MuJoCo's actuators alone): the reset's part without the servo's. Peak speed: the largest "
+        "joint speed the safety layer read during a reset (sampled every 50 ms; the old safety layer did not record "
+        "it). Upper bound: one-sided 95%, exact binomial.",
         "",
         "| run | task | resets | failed | failure rate (95% upper bound) | velocity aborts | disentangle retries "
         "| no reply (bus) | reset time median / p99 | peak joint speed median / max | load avg |",
@@ -198,7 +208,7 @@ def report(out: Path) -> str:
         lines.append(
             f"| {s['label']} | `{s['task']}` | {n} | {bad} | {bad / max(n, 1):.1%} (<= {upper95(bad, n):.1%}) "
             f"| {s['velocity_aborts']} | {s['retries']} | {s.get('comm_failures', 0)} | {s['duration_median_s']:.2f} / {s['duration_p99_s']:.2f} s "
-            f"| {s['peak_speed_median']:.2f} / {s['peak_speed_max']:.2f} rad/s | {s['load_avg']} |")
+            f"| {speeds(s)} | {s['load_avg']} |")
     lines.append("")
     for s in summaries:
         lines.append(f"- {s['label']} ({s['date']}): `{s['command']}`"

@@ -9,7 +9,8 @@ Modules (imported on first use, so ``import mbrl_ros.hardware`` stays cheap):
 * :mod:`~mbrl_ros.hardware.reset` - scripted D'Claw / D'Kitty resets
 * :mod:`~mbrl_ros.hardware.robot_env` - :class:`HardwareEnv`, the gymnasium world on hardware
 * :mod:`~mbrl_ros.hardware.protocol` - Protocol 2.0 packets (servo side, used by the emulator)
-* :mod:`~mbrl_ros.hardware.emulator` - :class:`ServoEmulator` on a pty (``mbrl-ros emulate``)
+* :mod:`~mbrl_ros.hardware.emulator` - :class:`ServoEmulator` on a pty (``mbrl-ros emulate``): physics
+  backend, servo model with faults, pty server
 
 Nothing here imports rclpy: the ROS hardware collector wraps :class:`HardwareEnv`.
 """
