@@ -35,6 +35,7 @@ setup(
             "model_learner = mbrl_ros.nodes.model_learner:main",
             "policy_improver = mbrl_ros.nodes.policy_improver:main",
             "game_coordinator = mbrl_ros.nodes.game_coordinator:main",
+            "policy_deployer = mbrl_ros.nodes.policy_deployer:main",
         ],
     },
 )

@@ -41,6 +41,7 @@ class GraphInfo:
     algo: str
     robot: str  # "dclaw" | "dkitty"
     task_id: str  # default task (the ``task`` argument may pick another of the same robot)
+    kind: str = "game"  # "game": a learning game; "deploy": a given policy on the robot, no learning nodes
 
 
 GRAPHS: dict[str, GraphInfo] = {
@@ -49,8 +50,18 @@ GRAPHS: dict[str, GraphInfo] = {
     "pal_dkitty": GraphInfo("pal_dkitty", "pal", "dkitty", "dkitty-orient-random"),
     "mal_dkitty": GraphInfo("mal_dkitty", "mal", "dkitty", "dkitty-orient-random"),
 }
+# Deploy graphs: the policy_deployer node (contract, gate, e-stop, episode count) and the
+# collector, no learning nodes (kept apart from GRAPHS, the learning games)
+DEPLOY_GRAPHS: dict[str, GraphInfo] = {
+    "deploy_dclaw": GraphInfo("deploy_dclaw", "deploy", "dclaw", "dclaw-turn-fixed", kind="deploy"),
+    "deploy_dkitty": GraphInfo("deploy_dkitty", "deploy", "dkitty", "dkitty-orient-random", kind="deploy"),
+}
+ALL_GRAPHS: dict[str, GraphInfo] = {**GRAPHS, **DEPLOY_GRAPHS}
 # The games a graph may play: PAL, or MAL and its two fixes (the model leads in all three).
-ALGOS_OF_GRAPH_GAME = {"pal": ("pal",), "mal": ("mal", "mal-agent-reward", "mal-noise")}
+ALGOS_OF_GRAPH_GAME = {"pal": ("pal",), "mal": ("mal", "mal-agent-reward", "mal-noise"), "deploy": ("deploy",)}
+# Arguments of the learning graphs that a deploy graph does not take (their defaults apply)
+_NOT_DEPLOY_ARGUMENTS = ("set", "samples", "algo", "device", "video", "role", "peers", "first_collector",
+                         "coordinator_key", "num_collectors")
 TASKS_OF_ROBOT = {
     "dclaw": ("dclaw-turn-fixed", "dclaw-turn-random"),
     "dkitty": ("dkitty-orient-random", "dkitty-stand-random"),
@@ -78,6 +89,23 @@ class LaunchArgument:
 def launch_arguments(graph: str) -> list[LaunchArgument]:
     """The arguments of ``graph`` with their defaults (strings, as ``ros2 launch`` hands them over)."""
     info = graph_info(graph)
+    if info.kind == "deploy":
+        return _deploy_arguments(info)
+    return _game_arguments(info)
+
+
+def _deploy_arguments(info: GraphInfo) -> list[LaunchArgument]:
+    """A deploy graph's arguments: the policy, the episode count, and the world's arguments."""
+    kept = [a for a in _game_arguments(info) if a.name not in _NOT_DEPLOY_ARGUMENTS]
+    return kept + [
+        LaunchArgument("policy", "", "the ONNX policy to run (policy.onnx / policy_final.onnx of a run); its "
+                                     "contract must match the task, else nothing starts (exit 2)"),
+        LaunchArgument("episodes", "10", "episodes to run, then exit 0 (0 = until stopped); the collector runs "
+                                         "the policy's mean action (deterministic evaluation)"),
+    ]
+
+
+def _game_arguments(info: GraphInfo) -> list[LaunchArgument]:
     return [
         LaunchArgument("use_sim", "true", "true: MuJoCo sim collectors; false: one hardware collector on device_path"),
         LaunchArgument("device_path", "/dev/ttyUSB0", "serial port of the Dynamixel bus (use_sim:=false)"),
@@ -111,9 +139,9 @@ def launch_arguments(graph: str) -> list[LaunchArgument]:
 
 def graph_info(graph: str) -> GraphInfo:
     try:
-        return GRAPHS[graph]
+        return ALL_GRAPHS[graph]
     except KeyError:
-        raise ValueError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}") from None
+        raise ValueError(f"unknown graph {graph!r}; choose one of {', '.join(ALL_GRAPHS)}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,6 +203,9 @@ class ResolvedGraph:
     peers: tuple[str, ...] = ()
     first_collector: int = 0
     coordinator_key: str = ""  # '' = the run's own key file (public_key_path)
+    policy: str = ""  # deploy graphs: the ONNX policy (checked against the task by resolve)
+    episodes: int = 0  # deploy graphs: episodes to run (0 = until stopped)
+    exploration: bool = True  # collectors sample the policy's Gaussian (deploy graphs: false, the mean action)
 
     @property
     def public_key_path(self) -> Path:
@@ -264,7 +295,8 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
     unknown = set(args) - set(known)
     if unknown:
         raise ValueError(f"unknown launch argument(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    a = {**known, **{k: str(v) for k, v in args.items()}}
+    hidden = {x.name: x.default for x in _game_arguments(info)} if info.kind == "deploy" else {}
+    a = {**hidden, **known, **{k: str(v) for k, v in args.items()}}
     use_sim = _as_bool("use_sim", a["use_sim"])
     task_id = a["task"].strip()
     if task_id not in TASKS_OF_ROBOT[info.robot]:
@@ -319,7 +351,13 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
                          "the learner and every collectors machine) or set ROS_DOMAIN_ID")
     else:
         domain = run_domain(log_dir.resolve())
+    policy, episodes, exploration = "", 0, True
+    if info.kind == "deploy":
+        policy = str(check_deploy_policy(a["policy"], task_id, info.robot))
+        episodes = _as_int("episodes", a["episodes"], 0, 10**6)
+        exploration = False  # evaluation: the mean action, as the in-process evaluation
     return ResolvedGraph(
+        policy=policy, episodes=episodes, exploration=exploration,
         info=info, algo=algo, use_sim=use_sim, device_path=a["device_path"], config=config.resolve(), overrides=overrides,
         num_collectors=num, samples=_as_int("samples", a["samples"], 0, 10**9),
         seed=_as_int("seed", a["seed"], 0, 2**31 - 1), log_dir=log_dir.resolve(), domain_id=domain,
@@ -353,6 +391,8 @@ def build_nodes(g: ResolvedGraph) -> list[NodeDescription]:
     ``role`` picks a part: ``learner`` the coordinator and the two players, ``collectors`` the
     collectors only, which then leave when the game they joined is over (``exit_when_done``)."""
     nodes: list[NodeDescription] = []
+    if g.info.kind == "deploy":
+        return [_deployer_node(g)] + _collector_nodes(g)
     if g.role in ("all", "learner"):
         nodes += _learner_nodes(g)
     if g.role in ("all", "collectors"):
@@ -380,6 +420,42 @@ def _learner_nodes(g: ResolvedGraph) -> list[NodeDescription]:
     return nodes
 
 
+def check_deploy_policy(path: str, task_id: str, robot: str) -> Path:
+    """The policy a deploy graph runs: an existing ONNX file whose contract is ``task_id``'s
+    (task, observation and action sizes). ``ValueError`` (one line) otherwise: nothing starts."""
+    text = str(path).strip()
+    if not text:
+        raise ValueError("policy:= is required: the ONNX policy to deploy (e.g. runs/<run>/policy.onnx)")
+    p = Path(text).expanduser()
+    if not p.is_file():
+        raise ValueError(f"policy:={text} does not exist")
+    from mbrl_ros.core.onnx_export import load_onnx_policy
+    from mbrl_ros.tasks import get_task
+
+    try:
+        contract = load_onnx_policy(p.read_bytes()).contract
+    except Exception as exc:  # noqa: BLE001 - ContractError, or onnxruntime's own errors on a corrupt file
+        raise ValueError(f"policy:={text} refused: {' '.join(str(exc).split())}") from None
+    theirs = str(contract.get("task_id"))
+    info = get_task(task_id).info
+    if theirs != task_id:
+        other = theirs.split("-")[0]
+        what = f"the {other}" if other != robot else f"task {theirs}"
+        raise ValueError(f"policy:={text} refused: it was trained for {theirs} ({what}), this graph runs {task_id} "
+                         f"on the {robot}; nothing was started")
+    if int(contract["obs_dim"]) != info.obs_dim or int(contract["act_dim"]) != info.act_dim:
+        raise ValueError(f"policy:={text} refused: contract sizes {contract['obs_dim']}/{contract['act_dim']} do not "
+                         f"match {task_id}'s {info.obs_dim}/{info.act_dim}; nothing was started")
+    return p.resolve()
+
+
+def _deployer_node(g: ResolvedGraph) -> NodeDescription:
+    return NodeDescription("policy_deployer", "policy_deployer", [str(g.config), {
+        "task": g.task_id, "policy": g.policy, "episodes": g.episodes, "log_dir": str(g.log_dir),
+        "mcap_path": str(g.mcap_path), "use_sim": g.use_sim, "seed": g.seed,
+    }], ends_run=True)
+
+
 def _collector_nodes(g: ResolvedGraph) -> list[NodeDescription]:
     files = [str(g.config)]
     alone = g.role == "collectors"  # no coordinator here: a collector ends with the game it joined
@@ -387,6 +463,8 @@ def _collector_nodes(g: ResolvedGraph) -> list[NodeDescription]:
     extra: dict[str, Any] = {"coordinator_key": g.coordinator_key or str(g.public_key_path)}
     if alone:
         extra["exit_when_done"] = True
+    if not g.exploration:  # deploy graphs: the policy's mean action (deterministic evaluation)
+        extra["exploration"] = False
     nodes = []
     if g.use_sim:
         for i in range(g.first_collector, g.first_collector + g.num_collectors):

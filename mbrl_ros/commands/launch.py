@@ -44,7 +44,7 @@ def _add_options(parser) -> None:
 
 def add_arguments(parser) -> None:
     _add_options(parser)
-    parser.add_argument("name", choices=sorted(graph.GRAPHS), help="graph to start")
+    parser.add_argument("name", choices=sorted(graph.ALL_GRAPHS), help="graph to start (deploy_*: run a policy, no learning)")
     # REMAINDER: options may also follow the name:=value arguments (parsed again in run())
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="name:=value",
                         help="launch arguments: " + ", ".join(a.name for a in graph.launch_arguments("pal_dclaw")))
@@ -241,9 +241,50 @@ def run(args) -> int:
     if g.role == "collectors":  # the game's records are on the learner's machine
         print(f"  the game's summary, records and policy are in the learner's log_dir; collector logs in {g.log_dir / 'logs'}")
         return status
+    if g.info.kind == "deploy":
+        print_deploy_summary(g.log_dir)
+        return status
     video = write_video(g) if g.video else None
     print_summary(g.log_dir, video=video)
     return status
+
+
+class _EpisodePrinter:
+    """Deploy graphs: each new line of ``<log_dir>/episodes.jsonl`` (the policy_deployer's count) as it comes."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.path, self.seen = log_dir / "episodes.jsonl", 0
+
+    def poll(self) -> None:
+        try:
+            lines = [x for x in self.path.read_text().splitlines() if x.strip()]
+        except OSError:
+            return
+        for line in lines[self.seen:]:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                break  # a line being written: read it next time
+            self.seen += 1
+            print(f"  episode {e['episode']:>4}  success {'yes' if e['success'] else 'no ':3}  return {e['return']:9.2f}"
+                  f"  ({e['robot_id']}, {e['wall_s']:.1f} s)", flush=True)
+
+
+def print_deploy_summary(log_dir: Path) -> None:
+    s = _read_json(log_dir / "summary.json")
+    if s is None:
+        print(f"no summary (the policy deployer did not finish); logs in {log_dir / 'logs'}")
+        return
+    success, ret = s.get("success"), s.get("mean_return")
+    print(f"  policy         {s['policy']} (v{s['policy_version']}, sha256 {s['sha256'][:12]})")
+    print(f"  world          {s['task']} ({'simulation' if s['use_sim'] else 'robot'})")
+    print(f"  episodes       {s['episodes']}" + (f" of {s['episodes_requested']}" if s.get("episodes_requested") else ""))
+    print(f"  success        {('%.2f' % success) if success is not None else 'n/a'} (deterministic: the mean action)")
+    print(f"  mean return    {('%.2f' % ret) if ret is not None else 'n/a'}")
+    print(f"  wall time      {s['wall_s']:.1f} s")
+    print(f"  MCAP record    {s.get('mcap')}")
+    print(f"  episodes       {s.get('episodes_file')}")
+    print(f"  logs           {log_dir / 'logs'}")
 
 
 def _watch(launcher: Launcher, args) -> int:
@@ -253,7 +294,10 @@ def _watch(launcher: Launcher, args) -> int:
     collectors = [n.name for n in launcher.nodes if not n.required]
     ender = next(n.name for n in launcher.nodes if n.ends_run)
     bar = None
-    if not args.no_progress and g.role != "collectors":
+    episodes = _EpisodePrinter(g.log_dir) if g.info.kind == "deploy" else None
+    if episodes is not None:
+        pass  # per-episode lines instead of a progress bar
+    elif not args.no_progress and g.role != "collectors":
         from tqdm import tqdm
 
         bar = tqdm(total=None, unit="sample", desc=args.name, dynamic_ncols=True, file=sys.stdout)
@@ -277,11 +321,20 @@ def _watch(launcher: Launcher, args) -> int:
                     bar.set_postfix_str(f"it {s['iteration']} {s['phase']} eval success {curve[-1] if curve else '-'}",
                                         refresh=False)
                     bar.refresh()
+            if episodes is not None:
+                episodes.poll()
             ev = launcher.poll()
             if ev is not None:
                 name, code = ev
+                if episodes is not None and name == ender:
+                    episodes.poll()
+                    if code == 2:  # the deployer refused the policy before anything moved
+                        lines = [x for x in launcher.tail(name, 40).splitlines() if "refused" in x or "error" in x]
+                        print(f"\n{args.name}: {lines[-1].strip() if lines else 'policy refused'}")
+                        return 2
                 if name == ender and code == 0:
-                    print(f"\n{args.name}: game over" + (" (but a node died during the run)" if failed else ""))
+                    what = "deployment" if episodes is not None else "game"
+                    print(f"\n{args.name}: {what} over" + (" (but a node died during the run)" if failed else ""))
                     return 1 if failed else 0
                 if name in collectors and launcher.alive(collectors):
                     failed = True
