@@ -1,10 +1,10 @@
 """Reproduce the poster's finite-MDP experiment: MAL's model hides a rewarding region; PAL,
 MAL + agent reward and MAL + random noise do not get fooled.
 
-    .venv/bin/python bench/finite_poster.py                 # 5 seeds, table + figures
-    .venv/bin/python bench/finite_poster.py --jobs 2        # seeds in parallel processes
-    .venv/bin/python bench/finite_poster.py --contextual    # + MAL against a contextual follower
-    .venv/bin/python bench/finite_poster.py --quick         # CI smoke run (no BENCHMARKS.md update)
+    .venv/bin/python -m bench.finite_poster                 # 5 seeds, table + figures
+    .venv/bin/python -m bench.finite_poster --jobs 2        # seeds in parallel processes
+    .venv/bin/python -m bench.finite_poster --contextual    # + MAL against a contextual follower
+    .venv/bin/python -m bench.finite_poster --quick         # CI smoke run (no BENCHMARKS.md update)
 
 Writes figures (mdp.png, models.png, curves.png) and results.json to --out (default
 runs/finite_poster/) and the table to BENCHMARKS.md, section "finite_poster".
@@ -46,7 +46,7 @@ def experiments(quick: bool, contextual: bool) -> list[dict]:
     # ablations that explain the finding
     rows.append({"variant": "tau = 0.001 (return term sees only the greedy path)", "formulation": "bilevel",
                  "algo": "mal-agent-reward", "options": {"iterations": it_b, "tau": 1e-3}})
-    rows.append({"variant": "alpha = 0.1 (return term dominates)", "formulation": "bilevel",
+    rows.append({"variant": "alpha = 0.1 (return term weighted 9x the loss)", "formulation": "bilevel",
                  "algo": "mal-agent-reward", "options": {"iterations": it_b, "alpha": 0.1}})
     rows.append({"variant": "uniform model prior", "formulation": "bilevel", "algo": "mal",
                  "options": {"iterations": it_b, "model_prior": "uniform"}})
@@ -105,12 +105,18 @@ def run_all(tasks: list[dict], jobs: int) -> list[dict]:
     chunks = [[] for _ in range(jobs)]
     for i, seed in enumerate(sorted(groups)):
         chunks[i % jobs].extend(groups[seed])
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True) for c in chunks if c]
+    root = Path(__file__).resolve().parent.parent
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.finite_poster", "--worker"], cwd=root,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in chunks if c]
+    # hand every worker its tasks first: communicate() on one worker at a time would leave the
+    # others waiting for their input, and the workers would run one after another
+    for p, c in zip(procs, [c for c in chunks if c]):
+        p.stdin.write(json.dumps(c))
+        p.stdin.close()
     results = []
     for p, c in zip(procs, [c for c in chunks if c]):
-        stdout, _ = p.communicate(json.dumps(c))
-        if p.returncode != 0:
+        stdout = p.stdout.read()
+        if p.wait() != 0:
             raise RuntimeError(f"worker failed with exit code {p.returncode}")
         results.extend(json.loads(stdout))
         print(f"worker done: {len(c)} runs", flush=True)
@@ -285,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_models(world, results, figures / "models.png")
     plot_curves(world, results, figures / "curves.png")
     (args.out / "results.json").write_text(json.dumps({"table": table, "runs": results}, indent=1))
-    cmd = ("bench/finite_poster.py" + (" --contextual" if args.contextual else "") + f" --seeds {seeds}"
+    cmd = ("python -m bench.finite_poster" + (" --contextual" if args.contextual else "") + f" --seeds {seeds}"
            + (f" --figures {figures}" if args.figures else ""))
     markdown += (f"\n\n`{cmd}` ({len(tasks)} runs, {wall:.0f} s wall with --jobs {args.jobs}). "
                  "Returns are exact expected returns (DP), not sampled averages.")
