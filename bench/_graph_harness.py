@@ -22,10 +22,25 @@ import yaml
 
 # A game small enough for CI (2 cores): 1-episode rounds, tiny models, a few gradient steps.
 TINY_GAME = [
-    "n_init=80", "samples_per_iter=40", "buffer_size=400", "ensemble_size=2", "model_hidden=[32,32]",
-    "model_epochs_aggressive=2", "model_epochs_conservative=1", "model_min_steps=10", "model_max_steps=20",
-    "model_holdout=0.0", "npg_trajectories=10", "npg_steps_conservative=1", "npg_steps_aggressive=2", "cg_iters=3",
-    "value_epochs=1", "eval_episodes=1", "rollout_horizon=10", "policy_hidden=[16,16]", "value_hidden=[16,16]",
+    "n_init=80",
+    "samples_per_iter=40",
+    "buffer_size=400",
+    "ensemble_size=2",
+    "model_hidden=[32,32]",
+    "model_epochs_aggressive=2",
+    "model_epochs_conservative=1",
+    "model_min_steps=10",
+    "model_max_steps=20",
+    "model_holdout=0.0",
+    "npg_trajectories=10",
+    "npg_steps_conservative=1",
+    "npg_steps_aggressive=2",
+    "cg_iters=3",
+    "value_epochs=1",
+    "eval_episodes=1",
+    "rollout_horizon=10",
+    "policy_hidden=[16,16]",
+    "value_hidden=[16,16]",
 ]
 
 
@@ -39,8 +54,14 @@ class Graph:
     def __init__(self, tmp: Path, domain_id: Optional[int] = None) -> None:
         self.tmp = tmp
         self.domain_id = free_domain_id() if domain_id is None else domain_id
-        self.env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                        ROS_LOG_DIR=str(tmp / "ros_logs"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        self.env = dict(
+            os.environ,
+            ROS_DOMAIN_ID=str(self.domain_id),
+            ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+            ROS_LOG_DIR=str(tmp / "ros_logs"),
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS="1",
+        )
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
 
@@ -49,8 +70,16 @@ class Graph:
         pfile.write_text(yaml.safe_dump({name: {"ros__parameters": params}}))
         log = self.tmp / f"{name}.{len(self.logs)}.log"
         self.logs[name] = log
-        argv = [sys.executable, "-m", f"mbrl_ros.nodes.{executable}", "--ros-args", "-r", f"__node:={name}",
-                "--params-file", str(pfile)]
+        argv = [
+            sys.executable,
+            "-m",
+            f"mbrl_ros.nodes.{executable}",
+            "--ros-args",
+            "-r",
+            f"__node:={name}",
+            "--params-file",
+            str(pfile),
+        ]
         with open(log, "wb") as f:
             p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.procs[name] = p

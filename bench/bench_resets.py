@@ -74,8 +74,14 @@ def start_emulator(v_max: Optional[float], priority: int) -> tuple[subprocess.Po
     cmd = [sys.executable, "-m", "bench.bench_resets", "--serve-emulator", "--realtime-priority", str(priority)]
     if v_max is not None:
         cmd += ["--v-max", str(v_max)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert proc.stdout is not None
     port = proc.stdout.readline().strip()
     if not port.startswith("/dev/"):
@@ -118,8 +124,12 @@ def run(args: argparse.Namespace) -> dict:
                 try:
                     _obs, info = env.reset(seed=args.seed * 100_000 + k)
                     rep = info["reset"]
-                    row.update(ok=True, retries=rep.retries, operator_calls=rep.operator_calls,
-                               max_error_rad=round(rep.max_error_rad, 4))
+                    row.update(
+                        ok=True,
+                        retries=rep.retries,
+                        operator_calls=rep.operator_calls,
+                        max_error_rad=round(rep.max_error_rad, 4),
+                    )
                 except (ResetError, SafetyError, BusError) as exc:
                     # BusError: the emulator process did not answer within the driver's packet
                     # timeout (a loaded machine); counted apart from the reset's own failures
@@ -137,8 +147,11 @@ def run(args: argparse.Namespace) -> dict:
                 f.flush()
                 fails = sum(not r["ok"] for r in rows)
                 if not row["ok"] or (k + 1) % 25 == 0:
-                    print(f"reset {k + 1}/{args.resets}: {fails} failed, {time.monotonic() - t_start:.0f} s"
-                          + (f"  [{row['error'][:160]}]" if not row["ok"] else ""), flush=True)
+                    print(
+                        f"reset {k + 1}/{args.resets}: {fails} failed, {time.monotonic() - t_start:.0f} s"
+                        + (f"  [{row['error'][:160]}]" if not row["ok"] else ""),
+                        flush=True,
+                    )
     finally:
         env.close()
         proc.send_signal(2)
@@ -150,17 +163,27 @@ def run(args: argparse.Namespace) -> dict:
     dur = np.array([r["duration_s"] for r in ok]) if ok else np.zeros(1)
     peak = np.array([r["peak_speed_rad_s"] for r in rows]) if rows else np.zeros(1)
     summary = {
-        "label": args.label, "task": args.task, "resets": len(rows), "failed": len(rows) - len(ok),
+        "label": args.label,
+        "task": args.task,
+        "resets": len(rows),
+        "failed": len(rows) - len(ok),
         "velocity_aborts": sum("velocity" in r.get("error", "") for r in rows),
         "comm_failures": sum(bool(r.get("comm")) for r in rows),
         "errors": sorted({r["error"][:120] for r in rows if not r["ok"]})[:5],
-        "retries": sum(r.get("retries", 0) for r in ok), "operator_calls": sum(r.get("operator_calls", 0) for r in ok),
-        "duration_median_s": float(np.median(dur)), "duration_p99_s": float(np.percentile(dur, 99)),
-        "peak_speed_median": float(np.nanmedian(peak)), "peak_speed_max": float(np.nanmax(peak)),
-        "steps_between": args.steps, "v_max": "default" if args.v_max is None else args.v_max,
-        "latency_ms": args.latency_ms, "realtime_priority": args.realtime_priority,
-        "wall_s": round(time.monotonic() - t_start, 1), "command": command_line(),
-        "load_avg": round(os.getloadavg()[0], 1), "date": time.strftime("%Y-%m-%d"),
+        "retries": sum(r.get("retries", 0) for r in ok),
+        "operator_calls": sum(r.get("operator_calls", 0) for r in ok),
+        "duration_median_s": float(np.median(dur)),
+        "duration_p99_s": float(np.percentile(dur, 99)),
+        "peak_speed_median": float(np.nanmedian(peak)),
+        "peak_speed_max": float(np.nanmax(peak)),
+        "steps_between": args.steps,
+        "v_max": "default" if args.v_max is None else args.v_max,
+        "latency_ms": args.latency_ms,
+        "realtime_priority": args.realtime_priority,
+        "wall_s": round(time.monotonic() - t_start, 1),
+        "command": command_line(),
+        "load_avg": round(os.getloadavg()[0], 1),
+        "date": time.strftime("%Y-%m-%d"),
     }
     (out / f"{args.label}.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -208,11 +231,14 @@ def report(out: Path) -> str:
         lines.append(
             f"| {s['label']} | `{s['task']}` | {n} | {bad} | {bad / max(n, 1):.1%} (<= {upper95(bad, n):.1%}) "
             f"| {s['velocity_aborts']} | {s['retries']} | {s.get('comm_failures', 0)} | {s['duration_median_s']:.2f} / {s['duration_p99_s']:.2f} s "
-            f"| {speeds(s)} | {s['load_avg']} |")
+            f"| {speeds(s)} | {s['load_avg']} |"
+        )
     lines.append("")
     for s in summaries:
-        lines.append(f"- {s['label']} ({s['date']}): `{s['command']}`"
-                     + (f"; errors: {'; '.join(s['errors'])}" if s["errors"] else ""))
+        lines.append(
+            f"- {s['label']} ({s['date']}): `{s['command']}`"
+            + (f"; errors: {'; '.join(s['errors'])}" if s["errors"] else "")
+        )
     return "\n".join(lines)
 
 
@@ -222,12 +248,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--steps", type=int, default=10, help="random-action steps between resets (default 10 = 1 s)")
     ap.add_argument("--task", default="dclaw-turn-random", choices=("dclaw-turn-random", "dclaw-turn-fixed"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--v-max", type=float, default=None,
-                    help="emulated servo no-load speed, rad/s (default: the emulator's XH430 value; inf = unbounded)")
-    ap.add_argument("--latency-ms", type=float, default=100.0,
-                    help="latency_timer_ms of the driver on the pty: its packet timeout is 2x this + 2 ms (default 100)")
-    ap.add_argument("--realtime-priority", type=int, default=20,
-                    help="SCHED_FIFO priority of the driver and the emulator (0 = normal scheduling; default 20)")
+    ap.add_argument(
+        "--v-max",
+        type=float,
+        default=None,
+        help="emulated servo no-load speed, rad/s (default: the emulator's XH430 value; inf = unbounded)",
+    )
+    ap.add_argument(
+        "--latency-ms",
+        type=float,
+        default=100.0,
+        help="latency_timer_ms of the driver on the pty: its packet timeout is 2x this + 2 ms (default 100)",
+    )
+    ap.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=20,
+        help="SCHED_FIFO priority of the driver and the emulator (0 = normal scheduling; default 20)",
+    )
     ap.add_argument("--label", default="after", help="name of this run in the table (default: after)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_resets"))
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")

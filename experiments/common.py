@@ -348,7 +348,10 @@ def pyplot() -> Any:
 def plot_band(ax: Any, band: dict, label: str, color: Optional[str] = None, marker: Optional[str] = None) -> None:
     """Mean line and min..max band of an :func:`aggregate` result."""
     x = np.asarray(band["samples"], dtype=float)
-    f = lambda k: np.array([np.nan if v is None else v for v in band[k]], dtype=float)
+
+    def f(k: str) -> np.ndarray:
+        return np.array([np.nan if v is None else v for v in band[k]], dtype=float)
+
     n = band["n_runs"]
     ax.plot(x, f("mean"), color=color, label=f"{label} (n={n})", marker=marker, ms=3, lw=1.6)
     if n > 1:

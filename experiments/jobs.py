@@ -175,8 +175,14 @@ def run_jobs(
 
         # On a terminal the bar redraws often; in a log file (no tty) a line every 30 s is enough.
         interval = 0.5 if sys.stderr.isatty() else 30.0
-        bar = tqdm(total=sum(j.total for j in todo + adopted), unit="samples", desc=desc, dynamic_ncols=True,
-                   mininterval=interval, maxinterval=max(10.0, interval))
+        bar = tqdm(
+            total=sum(j.total for j in todo + adopted),
+            unit="samples",
+            desc=desc,
+            dynamic_ncols=True,
+            mininterval=interval,
+            maxinterval=max(10.0, interval),
+        )
         if results:
             bar.write(f"reusing {len(results)} finished run(s) in {out}")
         if adopted:
@@ -190,9 +196,11 @@ def run_jobs(
         if bar is None:
             return
         units = sum(j.total for j in finished) + sum(done_units(j) for j in active)
-        bar.set_postfix(done=f"{len(finished)}/{len(todo) + len(adopted)}",
-                        failed=sum("error" in results[j.name] for j in finished),
-                        refresh=False)
+        bar.set_postfix(
+            done=f"{len(finished)}/{len(todo) + len(adopted)}",
+            failed=sum("error" in results[j.name] for j in finished),
+            refresh=False,
+        )
         if units > bar.n:
             bar.update(units - bar.n)
 
@@ -256,9 +264,9 @@ def run_jobs(
                         finished.append(job)
                     refresh([j for j, _, _ in running.values()] + adopted, finished)
             finally:  # interrupted (Ctrl-C, kill) or crashed: stop the workers we started
-                for job, proc, log in running.values():
+                for _job, proc, _log in running.values():
                     proc.terminate()
-                for job, proc, log in running.values():
+                for _job, proc, log in running.values():
                     try:
                         proc.wait(timeout=10)
                     except subprocess.TimeoutExpired:
@@ -298,8 +306,11 @@ def worker_command(script: Union[str, Path], job_dir: Path) -> tuple[list[str], 
         rel = script.relative_to(ROOT)
     except ValueError:
         rel = None
-    if rel is not None and len(rel.parts) > 1 and all((ROOT / Path(*rel.parts[:i]) / "__init__.py").exists()
-                                                      for i in range(1, len(rel.parts))):
+    if (
+        rel is not None
+        and len(rel.parts) > 1
+        and all((ROOT / Path(*rel.parts[:i]) / "__init__.py").exists() for i in range(1, len(rel.parts)))
+    ):
         return [sys.executable, "-m", ".".join(rel.with_suffix("").parts), "--worker", str(job_dir)], env
     # a script outside the packages (e.g. a test's): the repository goes on its import path
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))

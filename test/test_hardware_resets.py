@@ -97,8 +97,9 @@ def test_engaging_a_limp_joint_commands_it_from_where_it_is_not_from_its_stale_g
 def test_reset_after_an_episode_moves_no_joint_faster_than_its_reset_speed() -> None:
     # No servo speed bound here (v_max = inf): only the reset itself can keep the joints slow.
     with ServoEmulator("dclaw", physics="mujoco", realtime=True, v_max=float("inf")) as emu:
-        env = HardwareEnv("dclaw-turn-fixed", port=emu.port_path, reset_config=RESET,
-                          safety={"severity": {"velocity": "warn"}})
+        env = HardwareEnv(
+            "dclaw-turn-fixed", port=emu.port_path, reset_config=RESET, safety={"severity": {"velocity": "warn"}}
+        )
         env.connect()
         try:
             env.reset()

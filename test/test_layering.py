@@ -42,8 +42,21 @@ LAYERS: dict[str, int] = {
 }
 LAYER_NAMES = {0: "core/tasks", 1: "hardware/wire/graph", 2: "nodes", 3: "commands/cli/launch", 4: "bench/experiments"}
 NO_ROS = ("mbrl_ros", "mbrl_ros.core", "mbrl_ros.tasks", "mbrl_ros.hardware")
-ROS_EXACT = {"rclpy", "launch", "launch_ros", "launch_pytest", "ament_index_python", "builtin_interfaces",
-             "rosidl_runtime_py", "rosidl_parser", "rosbag2_py", "mcap_ros2", "ros2cli", "tf2_ros", "rmw"}
+ROS_EXACT = {
+    "rclpy",
+    "launch",
+    "launch_ros",
+    "launch_pytest",
+    "ament_index_python",
+    "builtin_interfaces",
+    "rosidl_runtime_py",
+    "rosidl_parser",
+    "rosbag2_py",
+    "mcap_ros2",
+    "ros2cli",
+    "tf2_ros",
+    "rmw",
+}
 ROS_SUFFIXES = ("_msgs", "_srvs", "_interfaces")
 ROS_PREFIXES = ("rcl", "rosidl", "rmw_", "tf2", "ros2", "launch_")
 
@@ -105,11 +118,14 @@ def ros_free(mod: str) -> bool:
 def test_every_module_has_a_layer() -> None:
     def known(mod: str) -> bool:
         parts = mod.split(".")
-        return (parts[0] in ("bench", "experiments") or mod == "mbrl_ros"
-                or ".".join(parts[:2]) in LAYERS)  # a new mbrl_ros/<x> must be placed, not inherit the root's
+        return (
+            parts[0] in ("bench", "experiments") or mod == "mbrl_ros" or ".".join(parts[:2]) in LAYERS
+        )  # a new mbrl_ros/<x> must be placed, not inherit the root's
 
     unknown = [module_name(f) for f in source_files() if not known(module_name(f))]
-    assert not unknown, f"modules without a layer in test_layering.LAYERS (add them, and to docs/architecture.md): {unknown}"
+    assert not unknown, (
+        f"modules without a layer in test_layering.LAYERS (add them, and to docs/architecture.md): {unknown}"
+    )
 
 
 @pytest.mark.parametrize("path", source_files(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -138,8 +154,12 @@ def _edits_sys_path(tree: ast.AST) -> list[int]:
             target = node.func.value  # sys.path.insert(...), sys.path.append(...)
         elif isinstance(node, (ast.Assign, ast.AugAssign)):
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-        if (isinstance(target, ast.Attribute) and target.attr == "path" and isinstance(target.value, ast.Name)
-                and target.value.id == "sys"):
+        if (
+            isinstance(target, ast.Attribute)
+            and target.attr == "path"
+            and isinstance(target.value, ast.Name)
+            and target.value.id == "sys"
+        ):
             lines.append(node.lineno)
     return lines
 

@@ -57,9 +57,7 @@ def robel_package_dir() -> Path:
     """Directory of the installed ``robel`` package, found without importing it."""
     spec = importlib.util.find_spec("robel")  # locates the package; does not execute it
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the ROBEL scene assets are missing: install them with `pip install --no-deps robel==0.1.2`"
-        )
+        raise RuntimeError("the ROBEL scene assets are missing: install them with `pip install --no-deps robel==0.1.2`")
     return Path(list(spec.submodule_search_locations)[0])
 
 

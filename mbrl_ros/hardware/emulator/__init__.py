@@ -32,7 +32,20 @@ from mbrl_ros.hardware.emulator.servo import (
 )
 
 __all__ = [
-    "FAULT_KINDS", "MA_PER_NM", "STALL_CURRENT_MA", "XH430_NO_LOAD_SPEED", "Faults", "FirstOrderBackend", "GoalWrite",
-    "PhysicsBackend", "RobelSimBackend", "Servo", "ServoBank", "ServoEmulator", "default_pose", "make_backend",
-    "parse_fault", "serve_forever",
+    "FAULT_KINDS",
+    "MA_PER_NM",
+    "STALL_CURRENT_MA",
+    "XH430_NO_LOAD_SPEED",
+    "Faults",
+    "FirstOrderBackend",
+    "GoalWrite",
+    "PhysicsBackend",
+    "RobelSimBackend",
+    "Servo",
+    "ServoBank",
+    "ServoEmulator",
+    "default_pose",
+    "make_backend",
+    "parse_fault",
+    "serve_forever",
 ]

@@ -47,8 +47,15 @@ class FirstOrderBackend:
     stays where it is. The object (valve) only moves when its motor drives it.
     """
 
-    def __init__(self, n_joints: int, q0: Optional[np.ndarray] = None, has_object: bool = False,
-                 tau: float = 0.05, v_max: float = XH430_NO_LOAD_SPEED, timestep: float = 0.0025) -> None:
+    def __init__(
+        self,
+        n_joints: int,
+        q0: Optional[np.ndarray] = None,
+        has_object: bool = False,
+        tau: float = 0.05,
+        v_max: float = XH430_NO_LOAD_SPEED,
+        timestep: float = 0.0025,
+    ) -> None:
         self.timestep = timestep
         self.tau, self.v_max = tau, v_max
         self.q = np.zeros(n_joints) if q0 is None else np.array(q0, dtype=float)
@@ -92,11 +99,15 @@ class FirstOrderBackend:
         qd = np.clip((self.target - self.q) / self.tau, -self.v_max, self.v_max)
         qd = np.where(self.torque & ~self.stuck, qd, 0.0)
         # first-order: do not overshoot the target in one step
-        self.q = np.where(np.abs(qd * dt) > np.abs(self.target - self.q), np.where(qd != 0, self.target, self.q), self.q + qd * dt)
+        self.q = np.where(
+            np.abs(qd * dt) > np.abs(self.target - self.q), np.where(qd != 0, self.target, self.q), self.q + qd * dt
+        )
         self.qd = qd
         if self.has_object and self.theta_target is not None:
             d = float(np.clip((self.theta_target - self.theta) / self.tau, -self.v_max, self.v_max))
-            self.theta = self.theta_target if abs(d * dt) >= abs(self.theta_target - self.theta) else self.theta + d * dt
+            self.theta = (
+                self.theta_target if abs(d * dt) >= abs(self.theta_target - self.theta) else self.theta + d * dt
+            )
             self.theta_d = d
         else:
             self.theta_d = 0.0
@@ -241,8 +252,14 @@ class RobelSimBackend:
         return self.sim.root_qpos()[:3], d.xquat[bid].copy()
 
 
-def make_backend(robot: str, n_joints: int, q0: np.ndarray, physics: str = "auto",
-                 task_id: Optional[str] = None, v_max: float = XH430_NO_LOAD_SPEED) -> PhysicsBackend:
+def make_backend(
+    robot: str,
+    n_joints: int,
+    q0: np.ndarray,
+    physics: str = "auto",
+    task_id: Optional[str] = None,
+    v_max: float = XH430_NO_LOAD_SPEED,
+) -> PhysicsBackend:
     """``physics``: "mujoco" (RobelSim), "first-order", or "auto" (MuJoCo when available).
 
     ``v_max``: the servos' no-load speed (rad/s; ``inf`` = unbounded, MuJoCo's actuators alone).
@@ -257,4 +274,3 @@ def make_backend(robot: str, n_joints: int, q0: np.ndarray, physics: str = "auto
                 raise ValueError(f"MuJoCo physics unavailable: {exc}") from exc
             log.warning("RobelSim unavailable (%s); using the first-order servo model", exc)
     return FirstOrderBackend(n_joints, q0=q0, has_object=(robot == "dclaw"), v_max=v_max)
-

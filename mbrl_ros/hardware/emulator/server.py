@@ -105,11 +105,21 @@ class ServoEmulator:
         q0: initial joint angles for the first-order model (default: ROBEL's reset pose).
     """
 
-    def __init__(self, robot: Union[str, RobotConfig] = "dclaw", baud: int = 1_000_000, physics: str = "auto",
-                 realtime: bool = True, wire_timing: bool = False, model: str = "XH430-W350",
-                 seed: int = 0, missing_ids: Sequence[int] = (), q0: Optional[Sequence[float]] = None,
-                 task_id: Optional[str] = None, reboot_s: float = 0.05,
-                 v_max: float = XH430_NO_LOAD_SPEED) -> None:
+    def __init__(
+        self,
+        robot: Union[str, RobotConfig] = "dclaw",
+        baud: int = 1_000_000,
+        physics: str = "auto",
+        realtime: bool = True,
+        wire_timing: bool = False,
+        model: str = "XH430-W350",
+        seed: int = 0,
+        missing_ids: Sequence[int] = (),
+        q0: Optional[Sequence[float]] = None,
+        task_id: Optional[str] = None,
+        reboot_s: float = 0.05,
+        v_max: float = XH430_NO_LOAD_SPEED,
+    ) -> None:
         self.config = robot if isinstance(robot, RobotConfig) else load_robot_config(robot)
         if baud not in ct.BAUD_CODES:
             raise ValueError(f"baud {baud} is not a Dynamixel baud rate; valid: {sorted(ct.BAUD_CODES)}")
@@ -121,9 +131,8 @@ class ServoEmulator:
         self.wire_timing = wire_timing
         self._rng = random.Random(seed)
         n_joints = len(self.config.joint_ids)
-        if q0 is None:
-            q0 = default_pose(self.robot, n_joints)
-        backend = make_backend(self.robot, n_joints, np.asarray(q0, float), physics, task_id, v_max=v_max)
+        start = default_pose(self.robot, n_joints) if q0 is None else np.asarray(q0, float)
+        backend = make_backend(self.robot, n_joints, start, physics, task_id, v_max=v_max)
         self.physics = "mujoco" if isinstance(backend, RobelSimBackend) else "first-order"
         self.bank = ServoBank(self.config, backend, ct.MODEL_NUMBERS[model], baud, missing_ids, reboot_s)
         self._lock = self.bank.lock
@@ -194,7 +203,9 @@ class ServoEmulator:
         self._running.set()
         self._threads = [threading.Thread(target=self._serve, name="servo-emulator-bus", daemon=True)]
         if self.realtime:
-            self._threads.append(threading.Thread(target=self._physics_loop, name="servo-emulator-physics", daemon=True))
+            self._threads.append(
+                threading.Thread(target=self._physics_loop, name="servo-emulator-physics", daemon=True)
+            )
         for t in self._threads:
             t.start()
         return self.port_path
@@ -272,6 +283,8 @@ class ServoEmulator:
                     _wait(rx_len * 10.0 / self.baud)  # the bus is busy while the packet is on the wire
 
     def _client_baud_ok(self) -> bool:
+        if self._slave is None:
+            return True
         try:
             speed = termios.tcgetattr(self._slave)[4]
         except (termios.error, TypeError):
@@ -293,7 +306,9 @@ class ServoEmulator:
             self.stats["tx_packets"] += 1
         if self.wire_timing:
             delay += (rx_len + len(out)) * 10.0 / self.baud
-            delay += max((self.servos[i].get("return_delay_time") * 2e-6 for i, _ in replies if i in self.servos), default=0.0)
+            delay += max(
+                (self.servos[i].get("return_delay_time") * 2e-6 for i, _ in replies if i in self.servos), default=0.0
+            )
         if delay > 0:
             _wait(delay)
             # Half-duplex bus: if the host gave up waiting and already sent its next instruction,
@@ -327,7 +342,9 @@ class ServoEmulator:
             out: list[Optional[tuple[int, bytes]]] = []
             if inst == p.PING:
                 for s in targets:
-                    out.append(self._status(s, 0, p.u16(s.get("model_number")) + bytes((s.get("firmware_version"),)), p.PING))
+                    out.append(
+                        self._status(s, 0, p.u16(s.get("model_number")) + bytes((s.get("firmware_version"),)), p.PING)
+                    )
             elif inst == p.READ and not broadcast:
                 out += [self._read(s, pkt.params) for s in targets]
             elif inst in (p.WRITE, p.REG_WRITE):
@@ -395,7 +412,7 @@ class ServoEmulator:
     def _sync_read(self, params: bytes) -> list[Optional[tuple[int, bytes]]]:
         if len(params) < 5:
             return []
-        addr, length = p.le_uint(params[:2]), p.le_uint(params[2:4])
+        length = p.le_uint(params[2:4])
         ids = list(params[4:])
         # Each motor answers in the order listed; a silent motor leaves a gap.
         return [self._read(s, params[:2], length) for s in self.bank.responders(ids, self.baud)]
@@ -430,7 +447,6 @@ class ServoEmulator:
             i += 5 + length
             for s in self.bank.responders([dxl_id], self.baud):
                 self.bank.apply_write(s, addr, data)
-
 
 
 def serve_forever(emulator: ServoEmulator, on_ready: Optional[Callable[[str], None]] = None) -> None:

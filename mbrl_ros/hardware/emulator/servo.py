@@ -62,7 +62,9 @@ class Servo:
 
     # -- raw table access ----------------------------------------------------------------------
     def _put(self, reg: ct.Register, value: int) -> None:
-        self.table[reg.address : reg.address + reg.size] = int(value & ((1 << (8 * reg.size)) - 1)).to_bytes(reg.size, "little")
+        self.table[reg.address : reg.address + reg.size] = int(value & ((1 << (8 * reg.size)) - 1)).to_bytes(
+            reg.size, "little"
+        )
 
     def get(self, name: str) -> int:
         reg = ct.REGISTERS[name]
@@ -142,15 +144,21 @@ def parse_fault(spec: str) -> tuple[str, dict]:
     )
 
 
-
 class ServoBank:
     """The motors of one robot: control tables, their coupling to the physics, and faults.
 
     Every method takes :attr:`lock` itself or expects the caller (the pty server) to hold it.
     """
 
-    def __init__(self, config: RobotConfig, backend: PhysicsBackend, model_number: int, baud: int,
-                 missing_ids: Sequence[int] = (), reboot_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        config: RobotConfig,
+        backend: PhysicsBackend,
+        model_number: int,
+        baud: int,
+        missing_ids: Sequence[int] = (),
+        reboot_s: float = 0.05,
+    ) -> None:
         self.config = config
         self.backend = backend
         self.reboot_s = reboot_s
@@ -177,7 +185,6 @@ class ServoBank:
 
     def sync_present(self) -> None:
         """Copy the backend state into every motor's present registers (raw units)."""
-        cfg = self.config
         q, qd, eff = self.backend.joint_positions(), self.backend.joint_velocities(), self.backend.joint_efforts()
         for i, dxl_id in enumerate(self.joint_ids):
             s = self.servos[dxl_id]
@@ -236,7 +243,9 @@ class ServoBank:
         ids = None if ids is None else [int(i) for i in ids]
         for i in ids or []:
             if i not in self.servos:
-                raise ValueError(f"no motor with ID {i} on the emulated {self.config.robot}; IDs: {sorted(self.servos)}")
+                raise ValueError(
+                    f"no motor with ID {i} on the emulated {self.config.robot}; IDs: {sorted(self.servos)}"
+                )
         with self.lock:
             f = self.faults
             if kind == "no_response":
@@ -311,7 +320,6 @@ class ServoBank:
         with self.lock:
             return self.backend.torso_pose()
 
-
     # -- the servos' side of the bus -----------------------------------------------------------
     def responders(self, ids: Sequence[int], baud: int) -> list[Servo]:
         """The servos among ``ids`` that answer on a bus at ``baud`` (not silent, not rebooting)."""
@@ -369,4 +377,3 @@ class ServoBank:
         s.set("goal_position", s.get("present_position"))
         s.registered = None
         s.unresponsive_until = time.monotonic() + self.reboot_s
-
