@@ -199,7 +199,8 @@ def test_agent_reward_term_is_scaled_by_the_per_dimension_loss():
     from mbrl_ros.core.policy_player import PolicyPlayer
 
     env = make_env(TASK)
-    cfg = load_config("mal-agent-reward", TASK, ["device=cpu", "ensemble_size=2", "agent_reward_batch=16"])
+    cfg = load_config("mal-agent-reward", TASK, ["device=cpu", "ensemble_size=2", "agent_reward_batch=16",
+                                                  "model_min_steps=5", "model_max_steps=10"])
     buf = EpisodeBuffer("aggregate", None)
     for e in collect_random_episodes(env, "ou", 400, np.random.default_rng(1), "d"):
         buf.add_episode(e)
