@@ -5,12 +5,14 @@ defaults for the whole family.
     .venv/bin/python -m bench.finite_traps                    # 50 MDPs, table -> BENCHMARKS.md
     .venv/bin/python -m bench.finite_traps --jobs 2           # in 2 worker processes
     .venv/bin/python -m bench.finite_traps --quick            # smoke run (no BENCHMARKS.md update)
+    .venv/bin/python -m bench.finite_traps --sweep --mdps 20  # alpha, tau and prior around the defaults
 
 Each family member is ``trap_mdp(seed)`` (mbrl_ros/core/finite_traps.py). A run's score is its
 final exact return normalised to 0 at the tempting value (the best return that never enters the
 region) and 1 at the optimum. Fooled: score < 0.1. Recovered: score >= 0.9.
 Writes results.json to --out (default runs/finite_traps/) and the table to BENCHMARKS.md, section
-"finite_traps". Workers are subprocesses that answer one JSON line per run (nothing is pickled).
+"finite_traps" ("finite_traps_sweep" with --sweep). Workers are subprocesses that answer one
+JSON line per run (nothing is pickled).
 """
 
 from __future__ import annotations
@@ -51,6 +53,20 @@ def experiments(iterations: dict[str, int]) -> list[dict]:
     rows.append({"formulation": "bilevel", "algo": "mal-agent-reward",
                  "variant": "the old term: raw J_tau, tau = 1 in reward units",
                  "options": {"iterations": iterations["bilevel"]} | OLD_AGENT_REWARD})
+    return rows
+
+
+def sweep(iterations: dict[str, int]) -> list[dict]:
+    """Rows around the defaults (``--sweep``): do the results hang on one value of alpha, tau or the prior?"""
+    b, p = {"iterations": iterations["bilevel"]}, {"iterations": iterations["practical"]}
+    rows = [{"formulation": "bilevel", "algo": "mal-agent-reward", "variant": f"alpha = {a}", "options": b | {"alpha": a}}
+            for a in (0.5, 0.99)]
+    rows += [{"formulation": "bilevel", "algo": "mal-agent-reward", "variant": f"tau = {t}", "options": b | {"tau": t}}
+             for t in (0.3, 3.0)]
+    rows.append({"formulation": "practical", "algo": "mal-noise", "variant": "alpha = 0.9 (10 random samples per iteration)",
+                 "options": p | {"alpha": 0.9}})
+    rows += [{"formulation": f, "algo": "mal", "variant": "uniform model prior", "options": o | {"model_prior": "uniform"}}
+             for f, o in (("bilevel", b), ("practical", p))]
     return rows
 
 
@@ -178,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--practical-iterations", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("runs/finite_traps"), help="results.json goes here")
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 MDPs, few iterations, no report")
+    parser.add_argument("--sweep", action="store_true",
+                        help="only rows around the defaults (alpha, tau, prior), to section finite_traps_sweep")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -189,12 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     n_mdps = 4 if args.quick else args.mdps
     iterations = {"bilevel": 8 if args.quick else args.bilevel_iterations,
                   "practical": 6 if args.quick else args.practical_iterations}
-    tasks = [dict(e, mdp=m, seed=s) for m in range(n_mdps) for s in range(args.seeds) for e in experiments(iterations)]
+    rows = sweep(iterations) if args.sweep else experiments(iterations)
+    tasks = [dict(e, mdp=m, seed=s) for m in range(n_mdps) for s in range(args.seeds) for e in rows]
     t0 = time.perf_counter()
     results = run_all(tasks, args.jobs)
     wall = time.perf_counter() - t0
     table = summarise(results)
-    cmd = ("python -m bench.finite_traps" + (" --quick" if args.quick else f" --mdps {n_mdps} --seeds {args.seeds}")
+    cmd = ("python -m bench.finite_traps" + (" --sweep" if args.sweep else "") + (" --quick" if args.quick else f" --mdps {n_mdps} --seeds {args.seeds}")
            + (f" --bilevel-iterations {args.bilevel_iterations}" if args.bilevel_iterations != 40 else "")
            + (f" --practical-iterations {args.practical_iterations}" if args.practical_iterations != 30 else ""))
     text = markdown(table, n_mdps, args.seeds, iterations, wall, cmd, args.jobs)
@@ -204,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         from bench._report import update_section
 
-        update_section("finite_traps", text)
-        print("wrote BENCHMARKS.md section finite_traps")
+        section = "finite_traps_sweep" if args.sweep else "finite_traps"
+        update_section(section, text)
+        print(f"wrote BENCHMARKS.md section {section}")
     return 0
 
 
