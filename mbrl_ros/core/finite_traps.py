@@ -163,17 +163,21 @@ def _build(p: dict[str, Any], rng: np.random.Generator, seed: int) -> TrapWorld:
                      v_opt, v_tempt, dict(p))
 
 
+def entry_probability(world: TrapWorld, policy=None) -> float:
+    """Probability that ``policy`` (default: the optimal one) enters the region. The region is
+    entered only through the door, so this is sum_t x_t(door) P(region | door)."""
+    mdp = world.mdp
+    pi = mdp.optimal()[0] if policy is None else policy
+    s, a = world.door
+    return float(mdp.occupancy(pi)[:, s, a].sum() * mdp.P[s, a, world.region].sum())
+
+
 def is_trap(world: TrapWorld, margin: float = 0.5) -> bool:
     """The trap structure: the optimum beats the tempting value by ``margin`` times the tempting
-    reward, and the optimal policy enters the region through the door with probability > 1/2."""
-    mdp = world.mdp
+    reward, and the optimal policy enters the region (through the door) with probability > 1/2."""
     if world.optimal_value < world.tempting_value + margin * world.params["tempting_reward"]:
         return False
-    pi, _ = mdp.optimal()
-    x = mdp.occupancy(pi)
-    door_s, door_a = world.door
-    return bool(x[:, door_s, door_a].sum() * (1.0 - world.params["slip"]) > 0.5 or
-                x[:, world.region].sum() > 0.5)
+    return entry_probability(world) > 0.5
 
 
 def trap_mdp(seed: int, max_tries: int = 100) -> TrapWorld:
