@@ -273,7 +273,7 @@ def test_every_generated_mdp_is_a_trap_behind_its_hidden_transition() -> None:
         assert w.tempting_value == pytest.approx(optimal_value_avoiding(mdp, w.region))
         # the door is *the* hidden transition: closed, the best the world offers is the tempting value
         assert _closed_door(w).optimal()[1] == pytest.approx(w.tempting_value), w.seed
-        # the tempting action pays something at once; the door's first step does not pay more than entering
+        # the tempting action pays something at once (what makes it tempting)
         assert mdp.expected_reward()[w.start, w.tempting_action] > 0
         assert w.score(w.optimal_value) == pytest.approx(1.0) and w.score(w.tempting_value) == pytest.approx(0.0)
 
