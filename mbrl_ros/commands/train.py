@@ -3,6 +3,10 @@
 Example: ``mbrl-ros train --algo pal --task dclaw-turn-fixed --samples 20000 --seed 0 --out runs/pal0``.
 Writes ``metrics.jsonl``, ``policy.onnx``, ``curve.png``, ``checkpoint/`` and ``summary.json`` to
 ``--out`` and prints the summary as one JSON line at the end.
+
+Sim-to-real: ``--set randomize_dynamics=true`` trains under ROBEL's dynamics randomisation,
+``--set dynamics=dclaw-weak`` fixes a perturbed world (``mbrl_ros.tasks.sim.PERTURBATIONS``),
+``--init-from RUN_DIR [--init-from-parts policy,model,buffer]`` starts from a finished run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a hyper-parameter (repeatable), e.g. --set npg_steps_conservative=6")
     parser.add_argument("--resume", default=None, metavar="DIR", help="continue a run from DIR (or DIR/checkpoint)")
+    parser.add_argument("--init-from", default=None, metavar="RUN_DIR",
+                        help="start a new game from a finished run's policy (fine-tuning, e.g. on a perturbed "
+                             "world: --set dynamics=dclaw-weak); its task and network widths must match")
+    parser.add_argument("--init-from-parts", default="policy", metavar="PARTS",
+                        help="what --init-from carries over: policy (always), model, buffer; comma-separated "
+                             "(default: policy)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="torch device (default: the config's device, auto = CUDA when available)")
     parser.add_argument("--threads", default="auto",
                         help="torch threads: a number, or auto (default): before every phase, the cores "
@@ -62,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides.append(f"device={args.device}")
 
+    if args.init_from is not None and args.resume is not None:
+        raise ValueError("--resume continues a run, --init-from starts a new one from it: give one of them")
     if args.resume is not None:
         import json as _json
         from pathlib import Path
@@ -94,7 +106,24 @@ def run(args: argparse.Namespace) -> int:
             from mbrl_ros.tasks import canonical_task_id
 
             task_id = canonical_task_id(task_id)
-        cfg = load_config(args.algo or "pal", task_id, overrides)
-        summary = train(cfg, args.out, progress=not args.no_progress, cores=cores)
+        init_parts = ("policy",)
+        if args.init_from is None:
+            cfg = load_config(args.algo or "pal", task_id, overrides)
+        else:
+            from mbrl_ros.core.config import GameConfig, apply_overrides
+            from mbrl_ros.core.train import init_checkpoint_dir, parse_init_parts
+
+            init_parts = parse_init_parts(args.init_from_parts)
+            src = init_checkpoint_dir(args.init_from)  # a missing checkpoint is an error before any world is built
+            # the source run's hyper-parameters (its networks' widths above all), then --algo and --set
+            cfg = GameConfig.from_dict(json.loads((src / "state.json").read_text())["config"])
+            if cfg.task_id != task_id:
+                raise ValueError(f"--init-from {args.init_from} learnt {cfg.task_id}, not {task_id}")
+            if args.algo is not None:
+                cfg.algo = args.algo
+            apply_overrides(cfg, overrides)
+            cfg.validate()
+        summary = train(cfg, args.out, progress=not args.no_progress, cores=cores, init_from=args.init_from,
+                        init_parts=init_parts)
     print(json.dumps(summary))
     return 0

@@ -107,6 +107,10 @@ class GameConfig:
     checkpoint_every: int = 1  # iterations between checkpoints (0 = only at the end)
     device: str = "auto"  # cpu | cuda | auto (CUDA when available)
 
+    # --- the simulated world (sim-to-real experiments; mbrl_ros.tasks.sim) -------------------
+    randomize_dynamics: bool = False  # training world re-draws ROBEL's RandomDynamics every episode (evaluation: not)
+    dynamics: str = ""  # fixed physics of training and evaluation worlds: a PERTURBATIONS name or 'param:value/...'
+
     # -- derived values -----------------------------------------------------------------
     def n_per_iter(self, horizon: int) -> int:
         """N: real samples per iteration (explicit value, or the per-task horizon rule)."""

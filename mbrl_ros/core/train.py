@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from mbrl_ros.core.config import GameConfig, apply_overrides
 from mbrl_ros.core.report import (  # noqa: F401 - re-exported: the benches read them from here
@@ -31,9 +31,14 @@ from mbrl_ros.core.stackelberg import StackelbergGame
 POINTMASS_IDS = ("pointmass", "pointmass-fixed")
 
 
-def make_world(task_id: str) -> Any:
-    """The simulated world of ``task_id`` (the ROBEL tasks, or the test-only point mass)."""
+def make_world(task_id: str, randomize_dynamics: bool = False, dynamics: str = "") -> Any:
+    """The simulated world of ``task_id`` (the ROBEL tasks, or the test-only point mass).
+
+    ``randomize_dynamics``: ROBEL's RandomDynamics draw at every reset; ``dynamics``: fixed
+    physics (:func:`mbrl_ros.tasks.sim.parse_dynamics`), applied after any draw."""
     if task_id in POINTMASS_IDS:
+        if randomize_dynamics or dynamics:
+            raise ValueError(f"{task_id} has no dynamics to randomise or perturb")
         from mbrl_ros.tasks.pointmass import PointMassEnv
 
         return PointMassEnv(fixed_goal=task_id == "pointmass-fixed")
@@ -41,7 +46,77 @@ def make_world(task_id: str) -> Any:
         from mbrl_ros.tasks import make_env
     except ImportError as exc:  # the task layer is missing: a clear message
         raise ValueError(f"cannot load the task layer (mbrl_ros.tasks.make_env): {exc}") from None
-    return make_env(task_id)
+    if not randomize_dynamics and not dynamics:
+        return make_env(task_id)
+    env = make_env(task_id, randomize_dynamics=bool(randomize_dynamics))
+    if not hasattr(env, "set_physics"):
+        raise ValueError(f"{task_id}: its world has no physics parameters to randomise or perturb")
+    from mbrl_ros.tasks.sim import apply_dynamics
+
+    apply_dynamics(env, dynamics)
+    return env
+
+
+INIT_PARTS = ("policy", "model", "buffer")
+
+
+def parse_init_parts(text: Union[str, Sequence[str], None]) -> tuple[str, ...]:
+    """``"policy,model"`` -> ``("policy", "model")``; the policy is always among them."""
+    items = text.split(",") if isinstance(text, str) else list(text or ())
+    parts = tuple(dict.fromkeys(p.strip() for p in items if p.strip())) or ("policy",)
+    bad = [p for p in parts if p not in INIT_PARTS]
+    if bad:
+        raise ValueError(f"--init-from-parts: unknown part(s) {', '.join(bad)}; choose from {', '.join(INIT_PARTS)}")
+    if "policy" not in parts:
+        raise ValueError("--init-from-parts must include policy (a game starts from a policy)")
+    return parts
+
+
+def init_checkpoint_dir(run_dir: Union[str, Path]) -> Path:
+    """The checkpoint of a finished run (``RUN_DIR`` or ``RUN_DIR/checkpoint``), checked."""
+    d = Path(run_dir).expanduser()
+    d = d / "checkpoint" if (d / "checkpoint").is_dir() else d
+    if not (d / "state.json").is_file() or not (d / "weights.safetensors").is_file():
+        raise ValueError(f"--init-from {run_dir}: no checkpoint there (expected {d / 'state.json'} and "
+                         "weights.safetensors, as mbrl-ros train writes)")
+    return d
+
+
+def init_game_from(game: StackelbergGame, run_dir: Union[str, Path], parts: Sequence[str] = ("policy",)) -> dict:
+    """Start ``game`` from a finished run: its policy (and value), optionally its model and its
+    buffer. The game's counters, random streams and sample count stay fresh: only what was
+    learnt is carried over. Returns ``{source, parts, source_samples, source_final_success}``."""
+    from mbrl_ros.core.buffers import EpisodeBuffer
+    from mbrl_ros.core.checkpoint import load_module, read_checkpoint
+
+    d = init_checkpoint_dir(run_dir)
+    parts = parse_init_parts(list(parts))
+    tensors, state = read_checkpoint(d)
+    src = state.get("config", {})
+    if src.get("task_id") != game.cfg.task_id:
+        raise ValueError(f"--init-from {run_dir}: the run learnt {src.get('task_id')!r}, this game plays "
+                         f"{game.cfg.task_id!r}")
+    targets = {"policy": [("policy", game.policy_player.policy), ("value", game.policy_player.value)],
+               "model": [("ensemble", game.model_player.ensemble)]}
+    for part in parts:
+        for prefix, module in targets.get(part, []):
+            try:
+                load_module(prefix, module, tensors)
+            except RuntimeError as exc:  # shapes: another policy_hidden / model_hidden / ensemble_size
+                first = str(exc).strip().splitlines()[-1].strip()
+                raise ValueError(f"--init-from {run_dir}: its {prefix} network does not fit this game's "
+                                 f"configuration ({first}); use the source run's widths") from None
+    if "model" in parts:
+        game.model_player.n_fits = int(state.get("model_fits", 0))  # warm start: a fitted model
+    if "buffer" in parts:
+        capacity = game.buffer.capacity
+        game.buffer = EpisodeBuffer.load(d)
+        game.buffer.set_capacity(capacity)
+    game.deployed = None  # the first collection exports the loaded policy and gates it, as always
+    summary_path = d.parent / "summary.json"
+    src_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return {"source": str(d.parent), "parts": list(parts), "source_samples": int(state.get("samples", 0)),
+            "source_final_success": src_summary.get("final_success")}
 
 
 def default_threads() -> int:
@@ -92,6 +167,8 @@ def train(
     device: Optional[str] = None,
     on_iteration: Optional[Callable[[dict], None]] = None,
     cores: Optional[Any] = None,
+    init_from: Optional[Union[str, Path]] = None,
+    init_parts: Sequence[str] = ("policy",),
 ) -> dict:
     """Play the game ``cfg`` in its simulated world; returns the summary dict.
 
@@ -99,8 +176,11 @@ def train(
     checkpoint with the checkpoint's configuration plus ``resume_overrides`` (e.g. a larger
     ``samples`` budget), and ``cfg`` is ignored except for those overrides. ``cores``: a
     :class:`~mbrl_ros.core.threads.CoreBudget` that re-chooses torch's threads before every
-    phase (None: leave torch's setting alone).
+    phase (None: leave torch's setting alone). ``init_from``: a finished run whose policy
+    (``init_parts``: and its model, buffer) the new game starts from (:func:`init_game_from`).
     """
+    if resume is not None and init_from is not None:
+        raise ValueError("--resume continues a run, --init-from starts a new one from it: give one of them")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
@@ -117,11 +197,17 @@ def train(
         apply_overrides(cfg, resume_overrides or {})
         cfg.validate()
         history = _read_metrics(ckpt_dir.parent / "metrics.jsonl", state["completed_iteration"])
-    world, eval_world = make_world(cfg.task_id), make_world(cfg.task_id)
+    # randomisation is for the training world only: evaluation measures the world itself
+    world = make_world(cfg.task_id, cfg.randomize_dynamics, cfg.dynamics)
+    eval_world = make_world(cfg.task_id, False, cfg.dynamics)
     game = StackelbergGame(cfg, world, eval_world, device)
     game.core_budget = cores
+    init: Optional[dict] = None
     if ckpt_dir is not None:
         game.load(ckpt_dir)
+    elif init_from is not None:
+        init = init_game_from(game, init_from, init_parts)
+        (out / "init_from.json").write_text(json.dumps(init, indent=1))
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     metrics_path = out / "metrics.jsonl"
     metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
@@ -181,6 +267,8 @@ def train(
         "policy": str(out / "policy.onnx"),
         "out": str(out),
     }
+    if init is not None:
+        summary["init_from"] = init
     if stop.signal is not None:
         summary["stopped_by"] = stop.signal
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

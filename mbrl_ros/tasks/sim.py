@@ -49,6 +49,54 @@ PHYSICS_PARAMS: dict[str, tuple[tuple[str, ...], str]] = {
     "total_mass": (("dkitty",), "total robot mass in kg (mj_setTotalmass scales all bodies)"),
 }
 
+# Named fixed worlds for sim-to-real experiments (``--set dynamics=NAME``), every value inside
+# ROBEL's RandomDynamics ranges above. The D'Claw scene's joint and valve damping (0.1) is already
+# the top of ROBEL's range, so a "stiffer" claw is made with dry friction and contact friction.
+PERTURBATIONS: dict[str, dict[str, float]] = {
+    # a weak, sticky claw: kp 1.5 of 2.0 (range 1..3), friction loss at the range's top (0.005,
+    # nominal 0) on every claw joint and the valve, contact friction 1.2 (range 0.8..1.2)
+    "dclaw-weak": {"actuator_gain": 1.5, "joint_frictionloss": 0.005, "valve_frictionloss": 0.005,
+                   "valve_damping": 0.1, "geom_friction": 1.2},
+    # the same with the weakest servo ROBEL draws (kp 1.0)
+    "dclaw-weakest": {"actuator_gain": 1.0, "joint_frictionloss": 0.005, "valve_frictionloss": 0.005,
+                      "valve_damping": 0.1, "geom_friction": 1.2},
+    # a heavy, stiff D'Kitty: kp 2.8 (range 2.8..3.2 for orient), mass 2.0 kg (1.6..2.0)
+    "dkitty-heavy": {"actuator_gain": 2.8, "total_mass": 2.0, "joint_frictionloss": 0.005},
+}
+
+
+def parse_dynamics(text: str, robot: str) -> dict[str, float]:
+    """``--set dynamics=...``: '' (the scene as is), a name of :data:`PERTURBATIONS`, or
+    ``name:value`` items separated by ``/`` or spaces (e.g. ``actuator_gain:1.2/valve_damping:0.1``,
+    names of :data:`PHYSICS_PARAMS`). Returns ``{parameter: value}``; ``ValueError`` names the bad item."""
+    text = str(text or "").strip()
+    if not text:
+        return {}
+    if text in PERTURBATIONS:
+        out = dict(PERTURBATIONS[text])
+    else:
+        out = {}
+        for item in text.replace("/", " ").split():
+            name, sep, value = item.partition(":")
+            if not sep:
+                raise ValueError(f"dynamics item {item!r} is neither a named world ({', '.join(PERTURBATIONS)}) "
+                                 "nor parameter:value")
+            out[name.strip()] = _finite_scalar(value, f"dynamics {name}")
+    for name in out:
+        if name not in PHYSICS_PARAMS or robot not in PHYSICS_PARAMS[name][0]:
+            valid = [k for k, (robots, _) in PHYSICS_PARAMS.items() if robot in robots]
+            raise ValueError(f"dynamics: {name!r} is not a physics parameter of the {robot}; valid: {', '.join(valid)}")
+    return out
+
+
+def apply_dynamics(env: Any, text: str) -> dict[str, float]:
+    """Fix the world's physics to ``text`` (see :func:`parse_dynamics`); the values persist over
+    resets and override a per-episode randomisation. Returns what was applied."""
+    values = parse_dynamics(text, env.task.info.robot)
+    for name, value in values.items():
+        env.set_physics(name, value)
+    return values
+
 
 class SimulationWarning(RuntimeWarning):
     """MuJoCo reported an instability (e.g. mjWARN_BADQACC) during a step."""

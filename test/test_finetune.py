@@ -1,0 +1,139 @@
+"""Sim-to-real fine-tuning: ``--init-from`` starts a game at the loaded policy's return; fixed and
+randomised dynamics of the simulated world (``--set dynamics=...``, ``--set randomize_dynamics=true``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.cli import main
+from mbrl_ros.core.config import load_config
+from mbrl_ros.core.train import init_game_from, parse_init_parts, train
+
+torch.set_num_threads(1)
+
+TINY = ["model_hidden=[32, 32]", "npg_trajectories=16", "eval_episodes=4", "n_init=60", "samples_per_iter=40",
+        "buffer_size=200", "model_epochs_aggressive=10", "model_min_steps=20", "cg_iters=5"]
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("source")
+    train(load_config("pal", "pointmass", [*TINY, "max_iterations=3"]), out, progress=False)
+    return out
+
+
+def test_init_from_starts_the_game_at_the_loaded_policys_return(source_run: Path, tmp_path: Path) -> None:
+    final = _rows(source_run / "metrics.jsonl")[-1]
+    fresh = load_config("pal", "pointmass", [*TINY, "max_iterations=1", "seed=5"])  # other seed: other data
+    summary = train(fresh, tmp_path / "ft", progress=False, init_from=source_run)
+    first = _rows(tmp_path / "ft" / "metrics.jsonl")[0]
+    assert first["iteration"] == 0
+    # the same deterministic evaluation of the same policy in the same world: the same numbers
+    assert first["eval_return"] == final["eval_return"] and first["eval_success"] == final["eval_success"]
+    assert summary["init_from"]["parts"] == ["policy"] and summary["init_from"]["source_samples"] > 0
+    assert summary["samples"] <= fresh.samples and first["samples"] == fresh.n_init  # only new samples count
+    # a fresh game (no --init-from) starts elsewhere: the test can fail
+    scratch = train(load_config("pal", "pointmass", [*TINY, "max_iterations=1", "seed=5"]), tmp_path / "s",
+                    progress=False)
+    assert _rows(tmp_path / "s" / "metrics.jsonl")[0]["eval_return"] != final["eval_return"], scratch
+
+
+def test_init_from_parts_carry_the_model_and_the_buffer(source_run: Path) -> None:
+    from mbrl_ros.core.buffers import EpisodeBuffer
+    from mbrl_ros.core.stackelberg import StackelbergGame
+    from mbrl_ros.tasks.pointmass import PointMassEnv
+
+    cfg = load_config("pal", "pointmass", [*TINY, "seed=9"])
+    src = StackelbergGame(cfg, PointMassEnv(), PointMassEnv())
+    src.load(source_run / "checkpoint")
+    game = StackelbergGame(cfg, PointMassEnv(), PointMassEnv())
+    init_game_from(game, source_run, parse_init_parts("policy,model,buffer"))
+    for a, b in zip(game.model_player.ensemble.parameters(), src.model_player.ensemble.parameters()):
+        assert torch.equal(a, b)
+    assert len(game.buffer) == len(EpisodeBuffer.load(source_run / "checkpoint")) > 0
+    assert game.samples == 0 and game.referee.iteration == 0  # a new game, not a resume
+    only_policy = StackelbergGame(cfg, PointMassEnv(), PointMassEnv())
+    init_game_from(only_policy, source_run)
+    assert len(only_policy.buffer) == 0
+    assert not all(torch.equal(a, b) for a, b in zip(only_policy.model_player.ensemble.parameters(),
+                                                      src.model_player.ensemble.parameters()))
+
+
+def test_init_from_refuses_bad_sources_and_parts(source_run: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(ValueError, match="unknown part"):
+        parse_init_parts("policy,critic")
+    with pytest.raises(ValueError, match="must include policy"):
+        parse_init_parts("model")
+    cfg = load_config("pal", "pointmass", [*TINY, "model_hidden=[16, 16]"])
+    with pytest.raises(ValueError, match="does not fit"):
+        train(cfg, tmp_path / "x", progress=False, init_from=source_run, init_parts=("policy", "model"))
+    with pytest.raises(ValueError, match="one of them"):
+        train(cfg, tmp_path / "y", progress=False, init_from=source_run, resume=source_run)
+    assert main(["train", "--task", "pointmass", "--out", str(tmp_path / "z"), "--init-from", str(tmp_path)]) == 2
+    assert "no checkpoint there" in capsys.readouterr().err
+    assert main(["train", "--task", "pointmass-fixed", "--out", str(tmp_path / "z"),
+                 "--init-from", str(source_run)]) == 2
+    assert "learnt pointmass" in capsys.readouterr().err
+
+
+# -- the simulated world's dynamics --------------------------------------------------------
+def test_named_perturbations_lie_inside_robels_ranges_and_change_the_world() -> None:
+    pytest.importorskip("mujoco")
+    from mbrl_ros.core.train import make_world
+    from mbrl_ros.tasks.sim import DYNAMICS_RANDOMIZATION, PERTURBATIONS, parse_dynamics
+
+    r = DYNAMICS_RANDOMIZATION["dclaw"]
+    for name in ("dclaw-weak", "dclaw-weakest"):
+        p = PERTURBATIONS[name]
+        assert r["kp"][0] <= p["actuator_gain"] < 2.0  # weaker than the scene's kp 2
+        for key in ("joint_frictionloss", "valve_frictionloss"):
+            assert r["dof_frictionloss"][0] <= p[key] <= r["dof_frictionloss"][1]
+        assert r["dof_damping"][0] <= p["valve_damping"] <= r["dof_damping"][1]
+    world = make_world("dclaw-turn-fixed", dynamics="dclaw-weak")
+    phys = world.physics()
+    assert phys["actuator_gain"][0] == 1.5 and phys["valve_frictionloss"] == 0.005
+    world.reset(seed=3)
+    assert world.physics()["actuator_gain"][0] == 1.5  # kept over resets
+    assert parse_dynamics("actuator_gain:1.2/valve_damping:0.05", "dclaw") == {"actuator_gain": 1.2,
+                                                                              "valve_damping": 0.05}
+    for bad, match in (("valve_damping", "neither"), ("total_mass:2", "not a physics parameter"),
+                       ("actuator_gain:nan", "finite")):
+        with pytest.raises(ValueError, match=match):
+            parse_dynamics(bad, "dclaw")
+    with pytest.raises(ValueError, match="no dynamics"):
+        make_world("pointmass", dynamics="dclaw-weak")
+
+
+def test_randomized_dynamics_redraw_every_episode_inside_robels_ranges() -> None:
+    pytest.importorskip("mujoco")
+    from mbrl_ros.core.train import make_world
+    from mbrl_ros.tasks.sim import DYNAMICS_RANDOMIZATION
+
+    r = DYNAMICS_RANDOMIZATION["dclaw"]
+    world = make_world("dclaw-turn-fixed", randomize_dynamics=True)
+    gains = []
+    for seed in range(4):
+        world.reset(seed=seed)
+        p = world.physics()
+        gains.append(p["actuator_gain"][0])
+        assert r["kp"][0] <= p["actuator_gain"][0] <= r["kp"][1]
+        assert all(r["dof_damping"][0] <= d <= r["dof_damping"][1] for d in p["joint_damping"])
+    assert len(set(gains)) == 4
+    world.reset(seed=0)
+    assert world.physics()["actuator_gain"][0] == gains[0]  # the draw follows the episode's seed
+    # a fixed perturbation wins over the draw
+    fixed = make_world("dclaw-turn-fixed", randomize_dynamics=True, dynamics="actuator_gain:1.1")
+    fixed.reset(seed=1)
+    assert fixed.physics()["actuator_gain"][0] == 1.1
+    cfg = load_config("pal", "dclaw-turn-fixed", ["randomize_dynamics=true", "dynamics=dclaw-weak"])
+    assert cfg.randomize_dynamics and cfg.dynamics == "dclaw-weak"
+    np.testing.assert_equal(make_world("dclaw-turn-fixed").physics()["actuator_gain"][0], 2.0)
