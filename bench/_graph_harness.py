@@ -66,6 +66,12 @@ class Graph:
         self.logs: dict[str, Path] = {}
 
     def start(self, executable: str, name: str, params: dict[str, Any]) -> subprocess.Popen:
+        # the run's signing key: a coordinator started here keeps it in <tmp>/keys, collectors trust it
+        if executable == "game_coordinator":
+            params = {"key_dir": str(self.tmp / "keys"), **params}
+        elif executable in ("collector", "hardware_collector"):
+            self.signer()  # the key exists before a collector looks for it (also in tests without a coordinator)
+            params = {"coordinator_key": str(self.tmp / "keys" / "coordinator_ed25519.pub"), **params}
         pfile = self.tmp / f"{name}.params.yaml"
         pfile.write_text(yaml.safe_dump({name: {"ros__parameters": params}}))
         log = self.tmp / f"{name}.{len(self.logs)}.log"
@@ -84,6 +90,13 @@ class Graph:
             p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.procs[name] = p
         return p
+
+    def signer(self) -> Any:
+        """The key a coordinator started here signs with (created if none is yet): for tests that
+        play the coordinator themselves (``mbrl_ros.security.Signer``)."""
+        from mbrl_ros.security import Signer
+
+        return Signer.load_or_create(self.tmp, key_dir=self.tmp / "keys")
 
     def log(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace") if name in self.logs else ""

@@ -8,7 +8,8 @@ them crosses the link. Then:
 
 - host A: ``mbrl-ros launch pal_dclaw role:=learner peers:=<B>`` (coordinator, model learner,
   policy improver);
-- host B: ``role:=collectors num_collectors:=2 peers:=<A>``; collector_1 is SIGKILLed once it
+- host B: ``role:=collectors num_collectors:=2 peers:=<A> coordinator_key:=<the learner's public
+  key>``; collector_1 is SIGKILLed once it
   has published, mid-episode at full sim speed;
 - host B, later: one more collector (``first_collector:=2``) once the game has deployed a new
   policy; it must receive the latest policy (TRANSIENT_LOCAL) and collect with it.
@@ -220,8 +221,15 @@ def test_learner_and_collectors_on_two_hosts_unicast_only(two_hosts: TwoHosts, t
     _wait(lambda: Path(str(sniff_out) + ".ready").exists(), 30, "the packet counter", [sniffer])
     learner = hosts.start("A", launch + ["role:=learner", f"peers:={hosts.addr['B']}", f"log_dir:={learner_dir}"],
                           tmp_path / "learner.out")
+    # the coordinator creates the run's signing key; the collectors get its public key as text
+    # (as an operator pastes it from the learner's output), the late one as a copied file
+    pub = learner_dir / "keys" / "coordinator_ed25519.pub"
+    _wait(pub.is_file, 180, "the coordinator's public key", [learner])
+    key = pub.read_text().strip()
     collectors = hosts.start("B", launch + ["role:=collectors", "num_collectors:=2", f"peers:={hosts.addr['A']}",
-                                            f"log_dir:={coll_dir}"], tmp_path / "collectors.out")
+                                            f"log_dir:={coll_dir}", f"coordinator_key:={key}"], tmp_path / "collectors.out")
+    copied = tmp_path / "coordinator.pub"
+    copied.write_text(key + "\n")
     mcap = learner_dir / "record" / "transitions.mcap"
     late = None
     try:
@@ -235,7 +243,8 @@ def test_learner_and_collectors_on_two_hosts_unicast_only(two_hosts: TwoHosts, t
               240, "policy v2 deployed", [learner, collectors])
         joined_at = _read_json(learner_dir / "game_state.json")["deployed_policy_version"]
         late = hosts.start("B", launch + ["role:=collectors", "num_collectors:=1", "first_collector:=2",
-                                          f"peers:={hosts.addr['A']}", f"log_dir:={late_dir}"], tmp_path / "late.out")
+                                          f"peers:={hosts.addr['A']}", f"log_dir:={late_dir}", f"coordinator_key:={copied}"],
+                           tmp_path / "late.out")
         learner.wait(timeout=420)
         collectors.wait(timeout=60)
         late.wait(timeout=60)
@@ -248,6 +257,7 @@ def test_learner_and_collectors_on_two_hosts_unicast_only(two_hosts: TwoHosts, t
     # the collectors leave on their own when the game is over; the killed one makes the status 1
     assert collectors.returncode == 1 and "collector_1 exited with status -9" in out["collectors"], out["collectors"][-3000:]
     assert "game over for this machine's collectors" in out["collectors"]
+    assert f"coordinator_key:={key}" in out["learner"]  # the learner printed how collectors join
     assert late.returncode == 0 and "game over for this machine's collectors" in out["late"], out["late"][-3000:]
 
     link = json.loads(sniff_out.read_text())

@@ -134,6 +134,7 @@ def test_collector_latches_robot_description_and_publishes_markers(tmp_path: Pat
     graph = Graph(tmp_path)
     probe = Probe(graph.domain_id)
     try:
+        signer = graph.signer()  # this test plays the coordinator: the collector runs only what it signs
         graph.start("collector", "collector_viz", {"task": task_id, "robot_id": "viz0", "seed": 0,
                                                    "joint_state_rate_hz": 50.0})
         diags = probe.subscribe(DiagnosticArray, "/diagnostics", 50)
@@ -150,8 +151,9 @@ def test_collector_latches_robot_description_and_publishes_markers(tmp_path: Pat
         # a game that asks for data, and an approved policy: the collector runs episodes
         pub_s = probe.publisher(String, GAME_STATE, latched_qos())
         pub_p = probe.publisher(UInt8MultiArray, POLICY_DEPLOYED, latched_qos())
-        pub_p.publish(wire.to_msg(wire.pack_policy(_onnx_policy(task_id), task_id=task_id, policy_version=0, model_version=0,
-                                                   iteration=0, approved=True, published_at=time.time())))
+        pub_p.publish(wire.to_msg(signer.sign_record(wire.pack_policy(
+            _onnx_policy(task_id), task_id=task_id, policy_version=0, model_version=0, iteration=0, approved=True,
+            published_at=time.time()))))
         # built with the wire's own GameState type, so a change of the schema shows here at once
         state = wire.GameState(
             algo="pal", task_id=task_id, iteration=0, phase="collect", model_version=0, policy_version=0,
@@ -159,7 +161,7 @@ def test_collector_latches_robot_description_and_publishes_markers(tmp_path: Pat
             sample_budget=100000, round_samples=0, round_target=100000, round_random_samples=0,
             round_random_target=0, behavior="policy", collect=True, estop=False, done=False, request=None,
             eval_success=None, success_curve=(), wall_s=0.0)
-        pub_s.publish(String(data=state.to_json()))
+        pub_s.publish(String(data=signer.sign_json(state.to_json(), "game_state")))
         probe.spin_until(lambda: markers and joints, 90, "markers and URDF joint states during an episode")
         _assert_valid(markers[-1][1], task_id)
         js = joints[-1][1]

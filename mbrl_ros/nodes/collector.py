@@ -23,6 +23,7 @@ Run: ``ros2 run mbrl_ros collector --ros-args -p task:=dclaw-turn-fixed -p robot
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -30,6 +31,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
@@ -38,7 +40,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String, UInt8MultiArray
 
-from mbrl_ros import wire
+from mbrl_ros import security, wire
 from mbrl_ros.core.seeding import collection_rng
 from mbrl_ros.core.world import BadAction, behavior_policy, random_policy, run_episode
 from mbrl_ros.nodes import (
@@ -102,6 +104,12 @@ class CollectorBase(_NodeMixin):
                                       read_only=True)
         self.finished = False  # run_node stops spinning and exits when True
         self._done_timer: Any = None
+        self.coordinator_key = declare(self, "coordinator_key", "",
+                                       "the coordinator's public key, 'ed25519:<base64>' or a .pub file: only the "
+                                       "policies and game states it signed are used", read_only=True)
+        self.key_wait_s = declare(self, "key_wait_s", 120.0, "how long to wait at start for the coordinator_key file",
+                                  read_only=True, lo=0.0, hi=3600.0)
+        self.estop_latch = security.EstopLatch()  # anyone raises the e-stop; only the coordinator's signed release clears it
         self.stream = f"{os.getpid():x}-{secrets.token_hex(3)}"  # this process's episode stream
         self._rng = collection_rng(self.seed)  # the same episodes as mbrl-ros train --seed (one collector)
         self._lock = threading.Lock()
@@ -129,6 +137,7 @@ class CollectorBase(_NodeMixin):
         self._joint_names = _joint_names(env)
 
     def _setup_comms(self) -> None:
+        self.verifier = self._load_verifier()  # before any subscription: nothing unverified is ever used
         self.diag = DiagnosticsPublisher(self, hardware_id=self.robot_id)
         self.diag.track_rate("steps")
         self.metrics = MetricPublisher(self)
@@ -142,6 +151,25 @@ class CollectorBase(_NodeMixin):
         from mbrl_ros.nodes.visualization import RobotVisualizer
 
         self.viz = RobotVisualizer(self, self.task_id, self.robot_id)
+
+    def _load_verifier(self) -> security.Verifier:
+        """The coordinator's public key; a key file that is not there yet (the coordinator of this
+        run creates it at its start) is waited for up to ``key_wait_s``."""
+        spec = str(self.coordinator_key).strip()
+        if not spec:
+            raise ValueError("no coordinator_key: pass the coordinator's public key ('ed25519:<base64>' or its "
+                             "keys/coordinator_ed25519.pub); a collector runs only what that key signed")
+        if not spec.startswith(security.PUBLIC_PREFIX):
+            path, deadline = Path(spec).expanduser(), time.monotonic() + float(self.key_wait_s)
+            if not path.is_file():
+                self.get_logger().info(f"waiting for the coordinator's public key {path}")
+            while not path.is_file():
+                if time.monotonic() > deadline:
+                    raise ValueError(f"the coordinator's public key {path} did not appear within {self.key_wait_s} s")
+                time.sleep(0.1)
+        verifier = security.Verifier(spec)
+        self.get_logger().info(f"trusting {security.describe(verifier)}")
+        return verifier
 
     def _start_loop(self) -> None:
         self._stop.clear()
@@ -158,8 +186,12 @@ class CollectorBase(_NodeMixin):
     # -- subscriptions ------------------------------------------------------------------
     def _on_state(self, msg: String) -> None:
         try:
-            state = wire.unpack_game_state(msg.data)
-        except wire.WireError as exc:
+            body = self.verifier.verify_json(msg.data, "game_state")  # the coordinator's signed states only
+            release = body.pop("estop_release", 0)
+            if not isinstance(release, int) or isinstance(release, bool) or release < 0:
+                raise wire.WireError("header", f"game_state estop_release {release!r} must be an integer >= 0")
+            state = wire.unpack_game_state(json.dumps(body))
+        except (wire.WireError, security.SignatureError) as exc:
             self._rejected("game_state", exc)
             return
         if state.task_id != self.task_id:
@@ -168,6 +200,15 @@ class CollectorBase(_NodeMixin):
         with self._lock:
             self._state = state
             self._since_state = 0
+        change = self.estop_latch.signed_state(state.estop, release)
+        if change == "raise":
+            self._estop_action("the coordinator's game state")
+        elif change == "release":
+            with self._lock:
+                self._estop = False
+            self.on_estop_clear()
+            self.get_logger().info(f"e-stop released by the coordinator (signed release #{release})")
+            self.diag.clear_fault()
         if state.done and self.exit_when_done and self._done_timer is None:
             # a second's grace: the last published episode is acknowledged before the process goes
             self.get_logger().info("the game is over: leaving")
@@ -182,7 +223,9 @@ class CollectorBase(_NodeMixin):
     def _on_policy(self, msg: UInt8MultiArray) -> None:
         received = time.time()
         try:
-            blob = wire.unpack_policy(wire.from_msg(msg), expect_task=self.task_id, check_contract=False,
+            data = wire.from_msg(msg)
+            self.verifier.verify_record(data, "policy")  # signed by the coordinator, or it never runs
+            blob = wire.unpack_policy(data, expect_task=self.task_id, check_contract=False,
                                       max_bytes=wire.MAX_POLICY_BYTES)
             if blob.header.get("approved") is not True:
                 raise wire.WireError("contract", f"policy v{blob.policy_version} was not approved by the coordinator")
@@ -194,7 +237,7 @@ class CollectorBase(_NodeMixin):
                 log_std = np.asarray(log_std, dtype=np.float64)
                 if log_std.shape != (self.task.info.act_dim,) or not np.all(np.isfinite(log_std)) or np.any(log_std > 1.0):
                     raise wire.WireError("contract", f"policy v{blob.policy_version}: bad log_std {blob.header.get('log_std')}")
-        except wire.WireError as exc:
+        except (wire.WireError, security.SignatureError) as exc:
             self._rejected("policy", exc)
             return
         loaded = LoadedPolicy(blob.policy_version, policy, log_std, wire.sha256_hex(blob.onnx),
@@ -205,17 +248,23 @@ class CollectorBase(_NodeMixin):
         self.get_logger().info(f"policy v{blob.policy_version} received (sha256 {loaded.sha256[:12]})")
 
     def _on_estop(self, msg: Bool) -> None:
+        """``true`` from anyone stops the robot; ``false`` from anyone releases nothing (the topic is
+        open to every participant): only the coordinator's signed release clears the e-stop."""
+        if msg.data:
+            newly = self.estop_latch.raise_estop()
+            if newly or not self._estop:
+                self._estop_action("/mbrl/estop")
+        elif self.estop_latch.held:
+            self.diag.inc("rejected_estop_release_unsigned")
+            self.diag.warn("ignored 'false' on /mbrl/estop: only the coordinator's signed release clears the e-stop")
+            self.get_logger().warning("ignored 'false' on /mbrl/estop: only the coordinator's signed release clears the e-stop")
+
+    def _estop_action(self, why: str) -> None:
         with self._lock:
-            changed = self._estop != bool(msg.data)
-            self._estop = bool(msg.data)
-        if changed and msg.data:
-            self.on_estop()  # first: the log line and the diagnostic can wait, the motors cannot
-            self.get_logger().warning("E-STOP: collection stopped")
-            self.diag.fault("e-stop active")
-        elif changed:
-            self.on_estop_clear()
-            self.get_logger().info("e-stop released")
-            self.diag.clear_fault()
+            self._estop = True
+        self.on_estop()  # first: the log line and the diagnostic can wait, the motors cannot
+        self.get_logger().warning(f"E-STOP: collection stopped ({why})")
+        self.diag.fault("e-stop active")
 
     def on_estop(self) -> None:
         """Stop the world now (the hardware world drops torque; the sim simply stops stepping)."""

@@ -47,7 +47,7 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from mbrl_ros import wire
+from mbrl_ros import security, wire
 from mbrl_ros.core.gate import GateResult, GateSettings, PolicyGate, probe_rows
 from mbrl_ros.core.report import plot_curve, success_milestones
 from mbrl_ros.core.rules import CollectionRound, GameRules, IterationMetrics
@@ -104,6 +104,13 @@ class GameCoordinator(Node):
         self.policy_gate = PolicyGate(self.task, self.gate_settings, on_robot=not self.use_sim)
         self.phase_timeout = declare(self, "phase_timeout_s", 600.0, "a phase running longer is reported (WARN)", lo=1.0, hi=1e6)
         self.max_policy_bytes = declare(self, "max_policy_bytes", wire.MAX_POLICY_BYTES, "largest policy blob", read_only=True, lo=1024, hi=1 << 30)
+        # Only the coordinator moves a robot: approved policies and game states are signed with the
+        # run's Ed25519 key (created now, or loaded when this run already has one); collectors run
+        # nothing else (mbrl_ros.security)
+        self.key_dir = declare(self, "key_dir", "", "directory of the run's signing key ('' = log_dir/keys)", read_only=True)
+        self.signer = security.Signer.load_or_create(self.log_dir, self.key_dir or None)
+        self.get_logger().info(f"signing key {self.signer.key_id}; collectors verify with coordinator_key:="
+                               f"{self.signer.public_text} ({security.key_paths(self.log_dir, self.key_dir or None)[1]})")
 
         self.referee = Referee(self.spec)
         self.horizon = self.task.info.horizon
@@ -112,6 +119,7 @@ class GameCoordinator(Node):
         self.intake = EpisodeIntake(self.task)
         self._lock = threading.RLock()
         self._estop = False
+        self._estop_release = 0  # the operator's releases so far; signed in the game state (collectors clear on a new one)
         self._collect = False
         self._request: wire.Request = None  # the open request of the current phase
         self.round = CollectionRound(self.rules.round_target(0), self.rules.random_target(self.rules.round_target(0)))
@@ -205,7 +213,7 @@ class GameCoordinator(Node):
         (the per-episode count updates skip both: the 1 Hz state keeps them current)."""
         state = self.state()
         msg = String()
-        msg.data = state.to_json()
+        msg.data = self._signed(state)
         s = state.to_body()
         self._pub_state.publish(msg)
         if not persist:
@@ -218,6 +226,12 @@ class GameCoordinator(Node):
         self.diag.set("model_version", s["model_version"])
         self.diag.set("deployed_policy_version", s["deployed_policy_version"])
         self.diag.status_message(f"iteration {s['iteration']}, {s['phase']}, {s['samples']}/{s['sample_budget']} samples")
+
+    def _signed(self, state: wire.GameState) -> str:
+        """The state's JSON with the e-stop release count, signed: the only game state collectors follow."""
+        body = json.loads(state.to_json())
+        body["estop_release"] = self._estop_release
+        return self.signer.sign_json(json.dumps(body, sort_keys=True), "game_state")
 
     def _write_state_file(self, s: dict) -> None:
         """``log_dir/game_state.json``: the launcher's progress bar reads it (no ROS needed)."""
@@ -255,13 +269,28 @@ class GameCoordinator(Node):
         return resp
 
     def _srv_estop_clear(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        self._publish_estop(False)
-        self._set_estop(False, "service call")
-        resp.success, resp.message = True, "e-stop released; the game continues"
+        """The operator's release, the only one: a signed game state with a new release count."""
+        with self._lock:
+            self._estop_release += 1
+        self._set_estop(False, "service call (operator)")
+        self._publish_state()  # the signed release, also when this node held no e-stop itself
+        # then withdraw this node's own latched 'true' from the topic (a late joiner would read it as
+        # a raise), a second later: the collectors have the signed release and ignore the 'false'
+        self._estop_topic_timer = self.create_timer(1.0, self._withdraw_estop_topic)
+        resp.success, resp.message = True, f"e-stop released (signed release #{self._estop_release}); the game continues"
         return resp
 
+    def _withdraw_estop_topic(self) -> None:
+        self._estop_topic_timer.cancel()
+        if not self._estop:
+            self._publish_estop(False)
+
     def _on_estop_topic(self, msg: Bool) -> None:
-        self._set_estop(bool(msg.data), "/mbrl/estop topic")
+        if msg.data:  # anyone may stop the robots
+            self._set_estop(True, "/mbrl/estop topic")
+        elif self._estop:  # ... but 'false' from anyone releases nothing: only the operator's service does
+            self._refuse("e-stop release", "'false' on /mbrl/estop ignored; only /mbrl/estop_clear releases the e-stop",
+                         "rejected_estop_release_unsigned")
 
     # -- results from the world and the players ----------------------------------------
     def _on_transitions(self, msg: UInt8MultiArray) -> None:
@@ -479,6 +508,7 @@ class GameCoordinator(Node):
             "model_version", "iteration", "approved")}
         data = wire.pack_policy(blob.onnx, task_id=blob.task_id, policy_version=blob.policy_version,
                                 model_version=blob.model_version, iteration=blob.iteration, approved=True, **header)
+        data = self.signer.sign_record(data)  # collectors run only what this run's key signed
         self._pub_deployed.publish(wire.to_msg(data))
         self._deployed = blob
         self.metrics.publish("deployed_policy_version", blob.policy_version)

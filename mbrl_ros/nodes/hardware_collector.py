@@ -165,6 +165,9 @@ class HardwareCollector(CollectorBase, LifecycleNode):
         return resp
 
     def _srv_clear_estop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        if self.estop_latch.held:  # the graph's e-stop: only the coordinator's signed release clears it
+            resp.success, resp.message = False, "the graph's e-stop holds: only the coordinator releases it (/mbrl/estop_clear)"
+            return resp
         with self._lock:
             self._estop = False
         if self.env is not None:

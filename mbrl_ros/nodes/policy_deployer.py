@@ -31,7 +31,7 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from mbrl_ros import wire
+from mbrl_ros import security, wire
 from mbrl_ros.core.gate import GateSettings, PolicyGate, probe_rows
 from mbrl_ros.nodes import (
     ESTOP, ESTOP_CLEAR_SERVICE, ESTOP_SERVICE, GAME_STATE, POLICY_DEPLOYED, TRANSITIONS, latched_qos, run_node,
@@ -119,6 +119,9 @@ class PolicyDeployer(Node):
         self.onnx = onnx
         self.version = int(self.policy.contract.get("version", 0))
         self.sha256 = wire.sha256_hex(onnx)
+        # the collectors run only what the run's key signed (mbrl_ros.security): this node signs as the coordinator does
+        self.signer = security.Signer.load_or_create(self.log_dir)
+        self._estop_release = 0  # the operator's releases so far, signed in the game state
 
         self._lock = threading.RLock()
         self._estop = False
@@ -151,7 +154,7 @@ class PolicyDeployer(Node):
         self._publish_estop(False)
         data = wire.pack_policy(onnx, task_id=self.task_id, policy_version=self.version, model_version=0, iteration=0,
                                 approved=True, published_at=time.time(), source=str(self.policy_path))
-        self._pub_deployed.publish(wire.to_msg(data))
+        self._pub_deployed.publish(wire.to_msg(self.signer.sign_record(data)))
         self._publish_state()
         self.create_timer(1.0, self._publish_state)
         self.create_timer(0.05, self._tick)
@@ -177,7 +180,9 @@ class PolicyDeployer(Node):
 
     def _publish_state(self) -> None:
         msg = String()
-        msg.data = self.state().to_json()
+        body = json.loads(self.state().to_json())
+        body["estop_release"] = self._estop_release  # collectors leave an e-stop only on a new, signed count
+        msg.data = self.signer.sign_json(json.dumps(body, sort_keys=True), "game_state")
         self._pub_state.publish(msg)
         self._record(GAME_STATE, msg)
         s = self.state().to_body()
@@ -220,13 +225,27 @@ class PolicyDeployer(Node):
         return resp
 
     def _srv_estop_clear(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        self._publish_estop(False)
-        self._set_estop(False, "service call")
+        """The operator's release, the only one: a signed game state with a new release count."""
+        with self._lock:
+            self._estop_release += 1
+        self._set_estop(False, "service call (operator)")
+        self._publish_state()
+        # withdraw this node's latched 'true' a second later (the collectors have the signed release by then)
+        self._estop_topic_timer = self.create_timer(1.0, self._withdraw_estop_topic)
         resp.success, resp.message = True, "e-stop released; deployment continues"
         return resp
 
+    def _withdraw_estop_topic(self) -> None:
+        self._estop_topic_timer.cancel()
+        if not self._estop:
+            self._publish_estop(False)
+
     def _on_estop_topic(self, msg: Bool) -> None:
-        self._set_estop(bool(msg.data), "/mbrl/estop topic")
+        if msg.data:  # anyone may stop the robot; 'false' from anyone releases nothing
+            self._set_estop(True, "/mbrl/estop topic")
+        elif self._estop:
+            self.diag.inc("rejected_estop_release_unsigned")
+            self.get_logger().warning("ignored 'false' on /mbrl/estop: only /mbrl/estop_clear releases the e-stop")
 
     # -- episodes ------------------------------------------------------------------------
     def _on_transitions(self, msg: UInt8MultiArray) -> None:
