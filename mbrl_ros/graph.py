@@ -61,7 +61,7 @@ ALL_GRAPHS: dict[str, GraphInfo] = {**GRAPHS, **DEPLOY_GRAPHS}
 ALGOS_OF_GRAPH_GAME = {"pal": ("pal",), "mal": ("mal", "mal-agent-reward", "mal-noise"), "deploy": ("deploy",)}
 # Arguments of the learning graphs that a deploy graph does not take (their defaults apply)
 _NOT_DEPLOY_ARGUMENTS = ("set", "samples", "algo", "device", "video", "role", "peers", "first_collector",
-                         "coordinator_key", "num_collectors")
+                         "coordinator_key", "num_collectors", "init_from")
 TASKS_OF_ROBOT = {
     "dclaw": ("dclaw-turn-fixed", "dclaw-turn-random"),
     "dkitty": ("dkitty-orient-random", "dkitty-stand-random"),
@@ -131,6 +131,8 @@ def _game_arguments(info: GraphInfo) -> list[LaunchArgument]:
                                     "then off); '' = localhost-only discovery in sim, the subnet on a robot"),
         LaunchArgument("first_collector", "0", "index of this machine's first collector (names, robot ids and reset "
                                                "seeds); give every collectors machine of a run its own range"),
+        LaunchArgument("init_from", "", "a finished run (mbrl-ros train --out DIR) whose policy the game starts "
+                                        "from instead of a fresh one (sim-to-real fine-tuning); '' = fresh"),
         LaunchArgument("coordinator_key", "", "the coordinator's public key that collectors verify approved policies "
                                               "and game states with: 'ed25519:<base64>' or a .pub file; '' = the "
                                               "run's own (<log_dir>/keys/coordinator_ed25519.pub; role:=all only)"),
@@ -203,6 +205,7 @@ class ResolvedGraph:
     peers: tuple[str, ...] = ()
     first_collector: int = 0
     coordinator_key: str = ""  # '' = the run's own key file (public_key_path)
+    init_from: str = ""  # learning graphs: a finished run whose policy the game starts from
     policy: str = ""  # deploy graphs: the ONNX policy (checked against the task by resolve)
     episodes: int = 0  # deploy graphs: episodes to run (0 = until stopped)
     exploration: bool = True  # collectors sample the policy's Gaussian (deploy graphs: false, the mean action)
@@ -352,12 +355,19 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
     else:
         domain = run_domain(log_dir.resolve())
     policy, episodes, exploration = "", 0, True
+    init_from = a["init_from"].strip()
+    if init_from:
+        src = Path(init_from).expanduser()
+        src = src / "checkpoint" if (src / "checkpoint").is_dir() else src
+        if not (src / "state.json").is_file():
+            raise ValueError(f"init_from:={init_from} is not a finished run (no checkpoint/state.json there)")
+        init_from = str(src.resolve())
     if info.kind == "deploy":
         policy = str(check_deploy_policy(a["policy"], task_id, info.robot))
         episodes = _as_int("episodes", a["episodes"], 0, 10**6)
         exploration = False  # evaluation: the mean action, as the in-process evaluation
     return ResolvedGraph(
-        policy=policy, episodes=episodes, exploration=exploration,
+        policy=policy, episodes=episodes, exploration=exploration, init_from=init_from,
         info=info, algo=algo, use_sim=use_sim, device_path=a["device_path"], config=config.resolve(), overrides=overrides,
         num_collectors=num, samples=_as_int("samples", a["samples"], 0, 10**9),
         seed=_as_int("seed", a["seed"], 0, 2**31 - 1), log_dir=log_dir.resolve(), domain_id=domain,
@@ -415,7 +425,8 @@ def _learner_nodes(g: ResolvedGraph) -> list[NodeDescription]:
         NodeDescription("model_learner", "model_learner", files + [{
             **common, "checkpoint_dir": str(g.log_dir / "model_learner"), "mcap_path": str(g.mcap_path),
         }]),
-        NodeDescription("policy_improver", "policy_improver", files + [dict(common)]),
+        NodeDescription("policy_improver", "policy_improver", files + [
+            {**common, "init_from": g.init_from} if g.init_from else dict(common)]),
     ]
     return nodes
 

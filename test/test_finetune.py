@@ -137,3 +137,51 @@ def test_randomized_dynamics_redraw_every_episode_inside_robels_ranges() -> None
     cfg = load_config("pal", "dclaw-turn-fixed", ["randomize_dynamics=true", "dynamics=dclaw-weak"])
     assert cfg.randomize_dynamics and cfg.dynamics == "dclaw-weak"
     np.testing.assert_equal(make_world("dclaw-turn-fixed").physics()["actuator_gain"][0], 2.0)
+
+
+# -- the graph: init_from:= ---------------------------------------------------------------
+@pytest.mark.ros
+def test_launch_init_from_starts_the_graph_game_at_the_loaded_policys_return(tmp_path: Path) -> None:
+    """``mbrl-ros launch pal_dclaw init_from:=RUN``: the coordinator's iteration-0 evaluation is
+    the loaded policy's (evaluated here in-process on the same seeds), not a fresh policy's."""
+    pytest.importorskip("rclpy")
+    pytest.importorskip("mujoco")
+    import os
+    import subprocess
+    import sys
+
+    from ros_harness import free_domain_id
+
+    from mbrl_ros import graph
+    from mbrl_ros.core.onnx_export import load_onnx_policy
+    from mbrl_ros.core.rules import GameRules
+    from mbrl_ros.core.schedule import game_spec
+    from mbrl_ros.core.stackelberg import StackelbergGame
+    from mbrl_ros.core.train import make_world
+    from mbrl_ros.core.world import evaluate
+
+    smoke = yaml_overrides(graph.config_dir() / "ros_smoke.yaml")
+    cfg = load_config("pal", "dclaw-turn-fixed", [*smoke, "seed=11"])  # another seed: another initial policy
+    source = tmp_path / "source"
+    game = StackelbergGame(cfg, make_world(cfg.task_id), None, "cpu")
+    game.save(source / "checkpoint")
+    act = load_onnx_policy(game.policy_player.to_onnx_bytes(0, 0), expect_task=cfg.task_id).act
+    expected = evaluate(make_world(cfg.task_id), act,
+                        GameRules(cfg, game_spec("pal"), 40).eval_seeds(cfg.eval_episodes))
+    log_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "mbrl_ros.cli", "launch", "pal_dclaw", "config:=smoke", f"samples:={cfg.n_init}",
+            f"init_from:={source}", f"log_dir:={log_dir}", f"domain_id:={free_domain_id()}", "--no-progress",
+            "--timeout", "300"]
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=400,
+                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert r.returncode == 0, r.stdout.decode(errors="replace")
+    first = _rows(log_dir / "metrics.jsonl")[0]
+    assert first["iteration"] == 0
+    assert first["eval_return"] == pytest.approx(expected["return"], abs=1e-6)
+    assert "initial policy loaded from" in (log_dir / "logs" / "policy_improver.log").read_text()
+
+
+def yaml_overrides(path: Path) -> list[str]:
+    import yaml
+
+    return list(yaml.safe_load(path.read_text())["/**"]["ros__parameters"]["game_overrides"])

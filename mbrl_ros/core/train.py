@@ -82,31 +82,46 @@ def init_checkpoint_dir(run_dir: Union[str, Path]) -> Path:
     return d
 
 
+def _load_into(run_dir: Union[str, Path], tensors: dict, modules: Sequence[tuple[str, Any]]) -> None:
+    """Load the checkpoint's ``prefix.*`` tensors into each module; a shape mismatch is one clear line."""
+    from mbrl_ros.core.checkpoint import load_module
+
+    for prefix, module in modules:
+        try:
+            load_module(prefix, module, tensors)
+        except RuntimeError as exc:  # shapes: another policy_hidden / model_hidden / ensemble_size
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise ValueError(f"--init-from {run_dir}: its {prefix} network does not fit this game's "
+                             f"configuration ({first}); use the source run's widths") from None
+
+
+def init_policy_player_from(player: Any, task_id: str, run_dir: Union[str, Path]) -> dict:
+    """Load a finished run's policy and value into a policy player (the graph's policy_improver
+    with ``init_from:=``); returns the source's state.json."""
+    from mbrl_ros.core.checkpoint import read_checkpoint
+
+    d = init_checkpoint_dir(run_dir)
+    tensors, state = read_checkpoint(d)
+    if state.get("config", {}).get("task_id") != task_id:
+        raise ValueError(f"--init-from {run_dir}: the run learnt {state.get('config', {}).get('task_id')!r}, this "
+                         f"game plays {task_id!r}")
+    _load_into(run_dir, tensors, [("policy", player.policy), ("value", player.value)])
+    return state
+
+
 def init_game_from(game: StackelbergGame, run_dir: Union[str, Path], parts: Sequence[str] = ("policy",)) -> dict:
     """Start ``game`` from a finished run: its policy (and value), optionally its model and its
     buffer. The game's counters, random streams and sample count stay fresh: only what was
     learnt is carried over. Returns ``{source, parts, source_samples, source_final_success}``."""
     from mbrl_ros.core.buffers import EpisodeBuffer
-    from mbrl_ros.core.checkpoint import load_module, read_checkpoint
+    from mbrl_ros.core.checkpoint import read_checkpoint
 
     d = init_checkpoint_dir(run_dir)
     parts = parse_init_parts(list(parts))
-    tensors, state = read_checkpoint(d)
-    src = state.get("config", {})
-    if src.get("task_id") != game.cfg.task_id:
-        raise ValueError(f"--init-from {run_dir}: the run learnt {src.get('task_id')!r}, this game plays "
-                         f"{game.cfg.task_id!r}")
-    targets = {"policy": [("policy", game.policy_player.policy), ("value", game.policy_player.value)],
-               "model": [("ensemble", game.model_player.ensemble)]}
-    for part in parts:
-        for prefix, module in targets.get(part, []):
-            try:
-                load_module(prefix, module, tensors)
-            except RuntimeError as exc:  # shapes: another policy_hidden / model_hidden / ensemble_size
-                first = str(exc).strip().splitlines()[-1].strip()
-                raise ValueError(f"--init-from {run_dir}: its {prefix} network does not fit this game's "
-                                 f"configuration ({first}); use the source run's widths") from None
+    state = init_policy_player_from(game.policy_player, game.cfg.task_id, d)
     if "model" in parts:
+        tensors, _ = read_checkpoint(d)
+        _load_into(run_dir, tensors, [("ensemble", game.model_player.ensemble)])
         game.model_player.n_fits = int(state.get("model_fits", 0))  # warm start: a fitted model
     if "buffer" in parts:
         capacity = game.buffer.capacity

@@ -29,6 +29,7 @@ from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
 from mbrl_ros.core.seeding import POLICY_PLAYER, TorchStream
 from mbrl_ros.nodes import MODEL, POLICY_CANDIDATE, POLICY_WEIGHTS, latched_qos, run_node, weights_qos
 from mbrl_ros.nodes.learner import Job, LearnerNode
+from mbrl_ros.nodes.parameters import declare
 from mbrl_ros.nodes.policy_weights import policy_to_bytes
 
 
@@ -44,6 +45,14 @@ class PolicyImprover(LearnerNode):
         with self.stream.active():
             self.player = PolicyPlayer(self.task, self.cfg)
         self.stream.device = self.player.device if self.player.device.type == "cuda" else None
+        # init_from:= (issue 15): the game starts from a finished run's policy instead of a fresh one
+        init_from = declare(self, "init_from", "", "finished run whose policy the game starts from ('' = fresh)",
+                            read_only=True)
+        if init_from:
+            from mbrl_ros.core.train import init_policy_player_from
+
+            init_policy_player_from(self.player, self.task.info.task_id, init_from)
+            self.get_logger().info(f"initial policy loaded from {init_from}")
         self.model_player = ModelPlayer(self.task, self.cfg)  # only to load the published ensembles
         self._model: Optional[wire.ModelBlob] = None
         self._model_lock = threading.Lock()
