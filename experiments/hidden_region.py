@@ -12,8 +12,8 @@ asks each game's model what it believes about the hidden region:
   moving right is predicted to cross the wall line (probes at the entrance's bottom, middle
   and top).
 
-    .venv/bin/python experiments/hidden_region.py --quick             # pipeline check, ~1 min
-    .venv/bin/python experiments/hidden_region.py --jobs 1            # 4 games x 5 seeds, sequential
+    .venv/bin/python -m experiments.hidden_region --quick             # pipeline check, ~1 min
+    .venv/bin/python -m experiments.hidden_region --jobs 1            # 4 games x 5 seeds, sequential
 
 Writes ``<out>/hidden_region.png``, ``<out>/results.json`` and (not with ``--quick``) the
 figure ``docs/figures/hidden_region.png`` and the BENCHMARKS.md section "experiments_hidden_region".
