@@ -337,6 +337,15 @@ class EstopLatch:
         return ""
 
 
+def sign_game_state(signer: Signer, state_json: str, estop_release: int) -> str:
+    """A game state as collectors follow it: its JSON with the operator's e-stop release count
+    (``estop_release``, see :class:`EstopLatch`), signed as a ``game_state``. One function for the
+    game coordinator and the deploy graphs' policy_deployer."""
+    body = json.loads(state_json)
+    body["estop_release"] = int(estop_release)
+    return signer.sign_json(json.dumps(body, sort_keys=True), "game_state")
+
+
 def describe(verifier: Optional[Verifier]) -> str:
     """One line for logs: which key a node trusts."""
     return "no coordinator key (signatures not checked)" if verifier is None else f"coordinator key {verifier.key_id}"

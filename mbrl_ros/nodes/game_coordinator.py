@@ -229,9 +229,7 @@ class GameCoordinator(Node):
 
     def _signed(self, state: wire.GameState) -> str:
         """The state's JSON with the e-stop release count, signed: the only game state collectors follow."""
-        body = json.loads(state.to_json())
-        body["estop_release"] = self._estop_release
-        return self.signer.sign_json(json.dumps(body, sort_keys=True), "game_state")
+        return security.sign_game_state(self.signer, state.to_json(), self._estop_release)
 
     def _write_state_file(self, s: dict) -> None:
         """``log_dir/game_state.json``: the launcher's progress bar reads it (no ROS needed)."""

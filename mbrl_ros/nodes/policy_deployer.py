@@ -180,9 +180,8 @@ class PolicyDeployer(Node):
 
     def _publish_state(self) -> None:
         msg = String()
-        body = json.loads(self.state().to_json())
-        body["estop_release"] = self._estop_release  # collectors leave an e-stop only on a new, signed count
-        msg.data = self.signer.sign_json(json.dumps(body, sort_keys=True), "game_state")
+        # signed with the e-stop release count, as the game coordinator's: collectors follow nothing else
+        msg.data = security.sign_game_state(self.signer, self.state().to_json(), self._estop_release)
         self._pub_state.publish(msg)
         self._record(GAME_STATE, msg)
         s = self.state().to_body()
