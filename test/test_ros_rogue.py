@@ -68,8 +68,15 @@ def test_rogue_policy_state_and_estop_release_are_rejected(world: str, tmp_path:
     from std_msgs.msg import Bool, String, UInt8MultiArray
     from std_srvs.srv import Trigger
 
-    from mbrl_ros.nodes import ESTOP, ESTOP_CLEAR_SERVICE, GAME_STATE, POLICY_DEPLOYED, TRANSITIONS, latched_qos, \
-        transitions_qos
+    from mbrl_ros.nodes import (
+        ESTOP,
+        ESTOP_CLEAR_SERVICE,
+        GAME_STATE,
+        POLICY_DEPLOYED,
+        TRANSITIONS,
+        latched_qos,
+        transitions_qos,
+    )
 
     emu = None
     extra: list[str] = []
