@@ -67,19 +67,22 @@ def differences(in_process: list[dict], in_graph: list[dict], rel: float = 1e-9)
     return out
 
 
-def run_pair(graph: str, samples: int, seed: int, param_file: Path, work: Path, timeout: float) -> dict[str, Any]:
-    """Run the graph and ``train`` once each; returns both metrics, timings and the differences."""
+def run_pair(graph: str, samples: int, seed: int, param_file: Path, work: Path, timeout: float,
+             algo: Optional[str] = None) -> dict[str, Any]:
+    """Run the graph and ``train`` once each (``algo``: e.g. mal-noise on a MAL graph); returns
+    both metrics, timings and the differences."""
     params, sets = one_thread_settings(param_file)
     config = work / "params.yaml"
     config.write_text(yaml.safe_dump(params))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    algo, task = ALGO_OF_GRAPH[graph], TASK_OF_GRAPH[graph]
+    algo, task = algo or ALGO_OF_GRAPH[graph], TASK_OF_GRAPH[graph]
     argv = {
         "train": [sys.executable, "-m", "mbrl_ros.cli", "train", "--algo", algo, "--task", task, "--samples",
                   str(samples), "--seed", str(seed), "--out", str(work / "train"), "--threads", "1", "--no-progress"]
         + [a for s in sets for a in ("--set", s)],
         "graph": [sys.executable, "-m", "mbrl_ros.cli", "launch", graph, f"config:={config}", f"samples:={samples}",
-                  f"seed:={seed}", f"log_dir:={work / 'graph'}", "--no-progress", "--timeout", str(int(timeout))],
+                  f"seed:={seed}", f"log_dir:={work / 'graph'}", f"algo:={algo}", "--no-progress",
+                  "--timeout", str(int(timeout))],
     }
     wall = {}
     for name, cmd in argv.items():

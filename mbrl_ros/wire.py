@@ -596,6 +596,7 @@ class GameState:
     eval_success: Optional[float]
     success_curve: tuple[Optional[float], ...]
     wall_s: float
+    noise_policy: str = "mlp"  # the random policies the collectors play when behavior is "random" (required on the wire)
 
     def to_body(self) -> dict[str, Any]:
         body = {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -632,7 +633,14 @@ class GameState:
             estop=_field(b, "estop", bool, k), done=_field(b, "done", bool, k), request=_request(b),
             eval_success=_field(b, "eval_success", (int, float), k, lo=0.0, hi=1.0, optional=True),
             success_curve=tuple(curve), wall_s=float(_field(b, "wall_s", (int, float), k, lo=0.0)),
+            noise_policy=_field(b, "noise_policy", str, k, choices=_noise_policies()),
         )
+
+
+def _noise_policies() -> tuple[str, ...]:
+    from mbrl_ros.core.exploration import NOISE_POLICIES  # the random policies of MAL + random noise
+
+    return NOISE_POLICIES
 
 
 def unpack_game_state(text: str) -> GameState:

@@ -22,7 +22,8 @@ def _state(**kw) -> str:
             "estop": False, "done": False, "deployed_policy_version": 2, "samples": 480, "wall_s": 1.25,
             "model_version": 2, "policy_version": 2, "data_policy_version": 1, "sample_budget": 800, "request": {},
             "candidate_policy_version": 2, "round_samples": 0, "round_target": 200, "round_random_samples": 0,
-            "round_random_target": 0, "behavior": "policy", "eval_success": None, "success_curve": []}
+            "round_random_target": 0, "behavior": "policy", "eval_success": None, "success_curve": [],
+            "noise_policy": "mlp"}
     body.update(kw)
     return wire.pack_json("game_state", body)
 

@@ -245,7 +245,8 @@ def _state(**kw) -> dict:
          "policy_version": 1, "deployed_policy_version": 1, "candidate_policy_version": 1, "data_policy_version": 0,
          "samples": 10, "sample_budget": 100, "round_samples": 40, "round_target": 200, "round_random_samples": 0,
          "round_random_target": 0, "behavior": "policy", "collect": True, "estop": False, "done": False,
-         "request": {}, "eval_success": 0.5, "success_curve": [None, 0.5], "wall_s": 3.0}
+         "request": {}, "eval_success": 0.5, "success_curve": [None, 0.5], "wall_s": 3.0,
+         "noise_policy": "mlp"}
     s.update(kw)
     return s
 
@@ -266,7 +267,8 @@ def test_game_state_validation() -> None:
         wire.pack_json("game_state", _state(samples=float("nan")))
 
 
-@pytest.mark.parametrize("field", ["behavior", "round_target", "deployed_policy_version", "success_curve", "wall_s"])
+@pytest.mark.parametrize("field", ["behavior", "round_target", "deployed_policy_version", "success_curve", "wall_s",
+                                   "noise_policy"])
 def test_game_state_without_a_field_is_refused(field: str) -> None:
     """Every field is required: no consumer guesses a default (e.g. behavior = policy)."""
     body = _state()
@@ -275,7 +277,7 @@ def test_game_state_without_a_field_is_refused(field: str) -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    {"behavior": "wander"}, {"phase": "dance"}, {"samples": -1}, {"deployed_policy_version": -2},
+    {"behavior": "wander"}, {"phase": "dance"}, {"noise_policy": "brownian"}, {"samples": -1}, {"deployed_policy_version": -2},
     {"eval_success": 1.5}, {"eval_success": True}, {"collect": 1}, {"success_curve": [2.0]},
     {"request": {"kind": "fit_model", "id": "f", "aggressive": True, "model_version": 1}},  # no episode_ids
     {"request": {"kind": "improve_policy", "id": "i", "model_version": 1, "n_steps": -3, "policy_version": 2,

@@ -5,8 +5,11 @@ they shared torch's global generator, the model player's minibatches would depen
 numbers the policy player drew before it (and the other way round), and the two ways of running
 the game could not agree. Each player therefore owns a torch random stream, seeded from the
 game's seed and the player's name, and draws from it only inside :meth:`TorchStream.active`
-(construction of its networks, every move). The collectors' stream (episode resets, exploration
-noise, random-policy actions) is a numpy generator of the game's seed (:func:`collection_rng`).
+(construction of its networks, every move). Every episode a collector plays has its own numpy
+generator (:func:`start_episode`), derived from the collector's seed and the episode's index
+among the episodes it has delivered: its reset, exploration noise and random policy. An episode
+that is started but dropped (a stop, a round that filled meanwhile) therefore shifts nothing:
+the next one draws what the dropped one would have, as ``mbrl-ros train`` draws it.
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ def stream_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def collection_rng(seed: int) -> np.random.Generator:
-    """The generator of a collector's episode resets and exploration noise (one collector of a
-    graph seeded ``seed`` and ``mbrl-ros train --seed seed`` draw the same episodes)."""
-    return np.random.default_rng(int(seed))
+def start_episode(seed: int, index: int) -> tuple[int, np.random.Generator]:
+    """The reset seed and the generator of episode ``index`` (0, 1, ... among the episodes
+    delivered so far) of a collector seeded ``seed``: one collector of a graph seeded ``seed``
+    and ``mbrl-ros train --seed seed`` play the same episodes. The reset seed is drawn first,
+    then the behaviour (random-policy weights, exploration noise) draws from the generator."""
+    rng = np.random.default_rng([int(seed), int(index)])
+    return int(rng.integers(0, 2**31 - 1)), rng
 
 
 class TorchStream:

@@ -36,9 +36,10 @@ from mbrl_ros.core.onnx_export import OnnxPolicy, load_onnx_policy
 from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
 from mbrl_ros.core.rules import GameRules, IterationMetrics, success_held
 from mbrl_ros.core.schedule import Phase, Referee, game_spec
-from mbrl_ros.core.seeding import MODEL_PLAYER, POLICY_PLAYER, TorchStream, collection_rng
-from mbrl_ros.core.world import behavior_policy, collect_episodes, evaluate, random_policy
-from mbrl_ros.core.exploration import collect_random_episodes
+from mbrl_ros.core.seeding import MODEL_PLAYER, POLICY_PLAYER, TorchStream, start_episode
+from mbrl_ros.core.buffers import Episode
+from mbrl_ros.core.exploration import new_random_policy
+from mbrl_ros.core.world import ActFn, behavior_policy, evaluate, run_episode
 
 __all__ = ["StackelbergGame", "success_held"]
 
@@ -67,7 +68,7 @@ class StackelbergGame:
         self.task = world.task
         if self.task.info.task_id != cfg.task_id:
             raise ValueError(f"config is for task {cfg.task_id!r} but the world runs {self.task.info.task_id!r}")
-        self.rng = collection_rng(cfg.seed)  # episode resets, exploration noise, random actions
+        self.episodes_played = 0  # index of the next episode: its reset and noise (seeding.start_episode)
         self.model_stream = TorchStream(cfg.seed, MODEL_PLAYER)
         self.policy_stream = TorchStream(cfg.seed, POLICY_PLAYER)
         with self.model_stream.active():
@@ -150,14 +151,17 @@ class StackelbergGame:
         assert self.deployed is not None
         it, version = self.referee.iteration, self.referee.deployed_policy_version
         n = self.rules.round_target(it)
-        act = behavior_policy(self.deployed.act, self.task.info.act_dim, self.deployed_log_std, self.rng)
-        episodes = collect_episodes(self.world, act, n, self.rng, version, f"it{it}-v{version}")
+        info, deployed, log_std = self.task.info, self.deployed, self.deployed_log_std
+        episodes = self._play(n, lambda rng: behavior_policy(deployed.act, info.act_dim, log_std, rng),
+                              version, f"it{it}-v{version}")
         n_random = self.rules.random_target(n)
         if n_random > 0:
-            # a fresh random policy per episode (core/exploration.py), not independent actions
-            own_obs = np.concatenate([e.obs for e in episodes])  # standardises the random networks' input
-            episodes += collect_random_episodes(self.world, self.cfg.noise_policy, n_random, self.rng,
-                                                f"it{it}-random", own_obs)
+            # a fresh random policy per episode (core/exploration.py), its inputs standardised with
+            # this round's policy episodes, as the graph's collectors do
+            own_obs = np.concatenate([e.obs for e in episodes])
+            kind = self.cfg.noise_policy
+            episodes += self._play(n_random, lambda rng: new_random_policy(kind, info.obs_dim, info.act_dim, rng, own_obs),
+                                   -1, f"it{it}-random")
         episodes = [ep.at_wire_precision() for ep in episodes]  # what the graph's learners would receive
         for ep in episodes:
             self.buffer.add_episode(ep.validate(self.task))
@@ -171,6 +175,16 @@ class StackelbergGame:
             collect_s=self._it.get("collect_s", 0.0) + time.perf_counter() - t0,
         )
         self.referee.data_collected(version)
+
+    def _play(self, n: int, behave: Callable[[np.random.Generator], ActFn], version: int, prefix: str) -> list[Episode]:
+        """Whole episodes until ``n`` samples; episode k resets and explores with
+        :func:`~mbrl_ros.core.seeding.start_episode` (seed, k), as collector k-th episodes do."""
+        episodes: list[Episode] = []
+        while sum(len(e) for e in episodes) < n:
+            reset_seed, rng = start_episode(self.cfg.seed, self.episodes_played)
+            episodes.append(run_episode(self.world, behave(rng), reset_seed, f"{prefix}-{len(episodes)}", version))
+            self.episodes_played += 1
+        return episodes
 
     def fit_model(self) -> None:
         """FIT_MODEL: the model player's move (aggressive for a follower, and for M_0)."""
@@ -307,7 +321,7 @@ class StackelbergGame:
             "wall_s": self.wall_s,
             "model_fits": self.model_player.n_fits,
             "npg_updates": self.policy_player.n_updates,
-            "numpy_rng": self.rng.bit_generator.state,
+            "episodes_played": self.episodes_played,
             "value_optimizer": m_vopt,
             "model_optimizer": m_mopt,
         }
@@ -324,7 +338,7 @@ class StackelbergGame:
         if f"rng_{MODEL_PLAYER}" in tensors:  # checkpoints before the per-player streams start them afresh
             self.model_stream.load_state_tensors(tensors)
             self.policy_stream.load_state_tensors(tensors)
-        self.rng.bit_generator.state = state["numpy_rng"]
+        self.episodes_played = int(state.get("episodes_played", 0))
         capacity = self.buffer.capacity  # the configured size: a resume may change buffer_size
         self.buffer = EpisodeBuffer.load(directory)
         self.buffer.set_capacity(capacity)

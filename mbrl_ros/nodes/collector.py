@@ -8,8 +8,9 @@ Safety, in the order a command passes them:
 1. only a policy the coordinator approved (``/mbrl/policy/deployed``, ``approved: true``, the
    version named in the game state, SHA-256 and ONNX contract checked here again) is run, and
    a new one is swapped in only between episodes; when the game state asks for random-policy
-   data (``behavior: random``, MAL + random noise) actions are uniform in [-1, 1] and the
-   episode is tagged ``behavior: random``, policy version -1;
+   data (``behavior: random``, MAL + random noise) each episode plays a fresh random policy of
+   the state's ``noise_policy`` (``mbrl_ros.core.exploration``, as ``mbrl-ros train``) and is
+   tagged ``behavior: random``, policy version -1;
 2. a non-finite or wrongly sized action aborts the episode before it reaches the world;
 3. the world maps the action through ``task.action_to_targets`` (clip to [-1, 1], joint range,
    velocity limit): the policy cannot bypass it;
@@ -41,8 +42,9 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String, UInt8MultiArray
 
 from mbrl_ros import security, wire
-from mbrl_ros.core.seeding import collection_rng
-from mbrl_ros.core.world import BadAction, behavior_policy, random_policy, run_episode
+from mbrl_ros.core.seeding import start_episode
+from mbrl_ros.core.exploration import new_random_policy
+from mbrl_ros.core.world import BadAction, behavior_policy, run_episode
 from mbrl_ros.nodes import (
     ESTOP, GAME_STATE, POLICY_DEPLOYED, TRANSITIONS, joint_states_topic, latched_qos, run_node, sensor_qos,
     transitions_qos,
@@ -111,9 +113,12 @@ class CollectorBase(_NodeMixin):
                                   read_only=True, lo=0.0, hi=3600.0)
         self.estop_latch = security.EstopLatch()  # anyone raises the e-stop; only the coordinator's signed release clears it
         self.stream = f"{os.getpid():x}-{secrets.token_hex(3)}"  # this process's episode stream
-        self._rng = collection_rng(self.seed)  # the same episodes as mbrl-ros train --seed (one collector)
         self._lock = threading.Lock()
         self._state: Optional[wire.GameState] = None
+        # MAL + random noise: the random networks read observations standardised with this
+        # round's policy episodes (as mbrl-ros train does); a round = (iteration, deployed version)
+        self._round_key: Optional[tuple[int, int]] = None
+        self._round_obs: list[np.ndarray] = []
         self._pending: Optional[LoadedPolicy] = None
         self._policy: Optional[LoadedPolicy] = None
         self._estop = False
@@ -200,6 +205,9 @@ class CollectorBase(_NodeMixin):
         with self._lock:
             self._state = state
             self._since_state = 0
+            if (state.iteration, state.deployed_policy_version) != self._round_key:
+                self._round_key = (state.iteration, state.deployed_policy_version)
+                self._round_obs = []
         change = self.estop_latch.signed_state(state.estop, release)
         if change == "raise":
             self._estop_action("the coordinator's game state")
@@ -369,20 +377,29 @@ class CollectorBase(_NodeMixin):
                 time.sleep(0.1)
                 continue
             self._publish(rec)
+            if rec.behavior == "policy":
+                with self._lock:
+                    self._round_obs.append(rec.obs)
 
     def _run_episode(self, lp: Optional[LoadedPolicy]) -> wire.EpisodeRecord:
-        """One whole episode of ``lp`` (``None``: the uniform random policy) through the core's
+        """One whole episode of ``lp`` (``None``: a fresh random policy of the game's ``noise_policy``,
+        :mod:`mbrl_ros.core.exploration`) through the core's
         episode runner (:func:`mbrl_ros.core.world.run_episode`, as ``mbrl-ros train``), with
         real-time pacing and the stop checks before every step; raises :class:`EpisodeAborted`
         when it cannot finish."""
         env, task = self.env, self.task
         behavior, version = ("policy", lp.version) if lp is not None else ("random", -1)
-        seed = int(self._rng.integers(0, 2**31 - 1))
-        if lp is None:
-            behave = random_policy(task.info.act_dim, self._rng)
+        # this collector's episode number `sequence` fixes its reset and noise (as mbrl-ros train's):
+        # an episode started and dropped is played again with the same draws
+        seed, rng = start_episode(self.seed, self.sequence)
+        if lp is None:  # a fresh random policy per episode
+            with self._lock:
+                kind = self._state.noise_policy if self._state is not None else "uniform"
+                data = np.concatenate(self._round_obs) if self._round_obs else None
+            behave = new_random_policy(kind, task.info.obs_dim, task.info.act_dim, rng, data)
         else:
             log_std = None if self._deterministic() else lp.log_std
-            behave = behavior_policy(lp.policy.act, task.info.act_dim, log_std, self._rng)
+            behave = behavior_policy(lp.policy.act, task.info.act_dim, log_std, rng)
         clipped = 0
         period = task.info.dt
         realtime = bool(self.realtime)

@@ -205,7 +205,7 @@ class GameCoordinator(Node):
                 collect=bool(self._collect and not self._estop), estop=self._estop, done=r.phase is Phase.DONE,
                 request=request, eval_success=self.history[-1].get("eval_success") if self.history else None,
                 success_curve=tuple(h.get("eval_success") for h in self.history),
-                wall_s=round(time.monotonic() - self.t0, 3),
+                wall_s=round(time.monotonic() - self.t0, 3), noise_policy=self.cfg.noise_policy,
             )
 
     def _publish_state(self, persist: bool = True) -> None:
