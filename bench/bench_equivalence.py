@@ -97,6 +97,15 @@ def run_pair(graph: str, samples: int, seed: int, param_file: Path, work: Path, 
             "wall": wall, "differences": differences(a, b)}
 
 
+def default_samples(graph: str, iterations: int = 5) -> int:
+    """The initial round and ``iterations`` iterations of the graph's game (its config's N_init and N)."""
+    from mbrl_ros.core.config import load_config
+    from mbrl_ros.tasks import get_task
+
+    cfg = load_config(ALGO_OF_GRAPH[graph], TASK_OF_GRAPH[graph])
+    return cfg.n_init + iterations * cfg.n_per_iter(get_task(TASK_OF_GRAPH[graph]).info.horizon)
+
+
 def report(results: list[dict], param_file: Path) -> str:
     lines = [
         "## One rulebook: `mbrl-ros launch` and `mbrl-ros train` play the same game",
@@ -127,7 +136,8 @@ def report(results: list[dict], param_file: Path) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--graph", action="append", choices=sorted(ALGO_OF_GRAPH), help="graph(s) to check (default: pal_dclaw, mal_dclaw)")
-    p.add_argument("--samples", type=int, default=2000, help="sample budget of each run")
+    p.add_argument("--samples", type=int, default=0,
+                   help="sample budget of each run (0: the game's N_init + 5 N, i.e. the initial round and 5 iterations)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", type=Path, default=ROOT / "config" / "ros_graph.yaml", help="graph parameter file")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
@@ -135,8 +145,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
     results = []
     for graph in args.graph or ["pal_dclaw", "mal_dclaw"]:
+        samples = args.samples or default_samples(graph)
         with tempfile.TemporaryDirectory(prefix=f"equivalence-{graph}-") as d:
-            results.append(run_pair(graph, args.samples, args.seed, args.config.resolve(), Path(d), args.timeout))
+            results.append(run_pair(graph, samples, args.seed, args.config.resolve(), Path(d), args.timeout))
     publish("equivalence", report(results, args.config.resolve()), write=not args.no_write)
     return 0 if all(not r["differences"] for r in results) else 1
 
