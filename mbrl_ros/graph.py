@@ -227,7 +227,9 @@ class ResolvedGraph:
 
 def split_overrides(text: str) -> list[str]:
     """``"a=1,b=[64,64];c=x"`` -> ``["a=1", "b=[64,64]", "c=x"]`` (commas inside brackets kept)."""
-    items, depth, cur = [], 0, []
+    items: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch in "[(":
             depth += 1

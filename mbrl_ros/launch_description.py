@@ -37,7 +37,7 @@ def _graph_actions(context, graph_name: str) -> list:
 
 def generate_for(graph_name: str):
     """The LaunchDescription of one named graph: its declared arguments, then its nodes."""
-    from launch import LaunchDescription
+    from launch import LaunchDescription  # type: ignore[attr-defined]  # ROS 2 launch (full installs; no stubs)
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
     declared = [

@@ -18,6 +18,7 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"] if os.environ
 import argparse  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 HELP = "write the URDF of a robot (generated from its MuJoCo scene) to a file or stdout; --render: a PNG of the view"
 _TASK = {"dclaw": "dclaw-turn-random", "dkitty": "dkitty-orient-random"}  # the episode a rendered view shows
@@ -60,8 +61,8 @@ def render_view(robot: str, width: int = 480, height: int = 360, seed: int = 0, 
     spec = mujoco.MjSpec.from_string(robot_urdf(robot).replace("</robot>", ext + "</robot>"))
     # a floor and lights for the picture (the URDF has neither; RViz and Foxglove bring their own)
     spec.worldbody.add_geom(type=mujoco.mjtGeom.mjGEOM_PLANE, size=[2.0, 2.0, 0.01], rgba=[0.82, 0.84, 0.86, 1.0])
-    for pos in ([0.6, -0.6, 1.2], [-0.6, 0.4, 1.0]):
-        spec.worldbody.add_light(pos=pos, dir=-np.asarray(pos) / np.linalg.norm(pos), diffuse=[0.6, 0.6, 0.6])
+    for light in ([0.6, -0.6, 1.2], [-0.6, 0.4, 1.0]):
+        spec.worldbody.add_light(pos=light, dir=-np.asarray(light) / np.linalg.norm(light), diffuse=[0.6, 0.6, 0.6])
     spec.visual.global_.offwidth, spec.visual.global_.offheight = width, height
     spec.visual.headlight.ambient = [0.35, 0.35, 0.35]
     spec.visual.headlight.diffuse = [0.4, 0.4, 0.4]
@@ -74,7 +75,8 @@ def render_view(robot: str, width: int = 480, height: int = 360, seed: int = 0, 
         rng = np.random.default_rng(seed)
         for _ in range(steps):
             obs, *_ = env.step(rng.uniform(-1.0, 1.0, env.action_space.shape))
-        view = scene_view(env.unwrapped.task, obs, target=env.unwrapped.get_state()["target"])
+        world: Any = env.unwrapped  # the RobelEnv: its task and simulator state
+        view = scene_view(world.task, obs, target=world.get_state()["target"])
     finally:
         env.close()
     for name, q in view.joints.items():
@@ -87,7 +89,8 @@ def render_view(robot: str, width: int = 480, height: int = 360, seed: int = 0, 
         cam.lookat[:] = (0.0, 0.0, 0.16)
         cam.distance, cam.azimuth, cam.elevation = 0.58, 100.0, -22.0
     else:
-        cam.lookat[:] = (float(view.torso[0]), float(view.torso[1]), 0.15)
+        torso = view.torso if view.torso is not None else np.zeros(3)
+        cam.lookat[:] = (float(torso[0]), float(torso[1]), 0.15)
         cam.distance, cam.azimuth, cam.elevation = 1.6, 120.0, -30.0
     renderer = mujoco.Renderer(model, height=height, width=width)
     try:

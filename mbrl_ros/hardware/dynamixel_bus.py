@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import dynamixel_sdk as sdk
 import numpy as np
@@ -133,7 +133,7 @@ class _PortHandler(sdk.PortHandler):
 class _StatusKeepingSyncRead(sdk.GroupSyncRead):
     """``GroupSyncRead`` that keeps each motor's status error byte and the first silent ID."""
 
-    def rxPacket(self):  # noqa: N802
+    def rxPacket(self) -> int:  # noqa: N802
         self.last_result = False
         self.errors: dict[int, int] = {}
         self.failed_id: Optional[int] = None
@@ -152,7 +152,7 @@ class _StatusKeepingSyncRead(sdk.GroupSyncRead):
 class _StatusKeepingBulkRead(sdk.GroupBulkRead):
     """``GroupBulkRead`` that keeps each motor's status error byte and the first silent ID."""
 
-    def rxPacket(self):  # noqa: N802
+    def rxPacket(self) -> int:  # noqa: N802
         self.last_result = False
         self.errors = {}
         self.failed_id = None
@@ -210,8 +210,8 @@ class DynamixelBus:
         self.stats = BusStats()
         self._port: Optional[_PortHandler] = None
         self._ph = sdk.PacketHandler(2.0)
-        self._reader = None
-        self._goal_writer = None
+        self._reader: Any = None  # _StatusKeepingSyncRead or _StatusKeepingBulkRead once open
+        self._goal_writer: Any = None  # sdk.GroupSyncWrite once open
         self._atexit_registered = False
         self.latency_ms = config.latency_timer_ms
         ids = np.array([m.dxl_id for m in self.joints])
@@ -265,12 +265,12 @@ class DynamixelBus:
                     want = ct.MODEL_NUMBERS[self.config.model]
                     wrong = {i: m for i, m in found.items() if m != want}
                     if wrong:
-                        names = {i: ct.MODEL_NAMES.get(m, str(m)) for i, m in wrong.items()}
+                        names = {i: ct.MODEL_NAMES.get(m, str(m)) if m is not None else "silent" for i, m in wrong.items()}
                         raise BusError(f"motor model mismatch (expected {self.config.model}): {names}")
                 self.model_numbers = {i: int(m) for i, m in found.items() if m is not None}
                 self._make_groups()
             except Exception:
-                self._port.closePort()
+                port.closePort()
                 self._port = None
                 raise
             if not self._atexit_registered:
@@ -299,7 +299,8 @@ class DynamixelBus:
                 self.disable_torque()
             except BusError as exc:
                 log.error("torque off at close failed: %s", exc)
-            self._port.closePort()
+            if self._port is not None:
+                self._port.closePort()
             self._port = None
             if self._atexit_registered:
                 atexit.unregister(self._at_exit)
@@ -320,6 +321,7 @@ class DynamixelBus:
     def _need_open(self) -> _PortHandler:
         if not self.is_open:
             raise BusError(f"bus on {self.config.port} is not open (call open())")
+        assert self._port is not None
         return self._port
 
     def _fail(self, message: str, dxl_id: Optional[int] = None) -> None:

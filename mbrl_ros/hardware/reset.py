@@ -154,7 +154,7 @@ def dclaw_reset(safety: SafetyLayer, initial_angle: float, cfg: Optional[ResetCo
                 state = safety.read_state()
                 if state is None:
                     raise ResetError(f"safety abort during reset: {safety.abort_reason}")
-                if abs(state.object_position - initial_angle) <= cfg.tolerance_rad:
+                if state.object_position is not None and abs(state.object_position - initial_angle) <= cfg.tolerance_rad:
                     break
                 if time.monotonic() > t_end:
                     report.notes.append(f"valve reached {state.object_position:.3f} rad, wanted {initial_angle:.3f}")
@@ -181,7 +181,9 @@ def dclaw_reset(safety: SafetyLayer, initial_angle: float, cfg: Optional[ResetCo
                     move_to(safety, DCLAW_RESET_POSE, cfg, DCLAW_BOTTOM, timeout_s=cfg.rest_s)
                     err = move_to(safety, DCLAW_RESET_POSE, cfg)
                 else:
-                    bad = np.flatnonzero(np.abs(safety.last_state.position - DCLAW_RESET_POSE) > cfg.check_tolerance_rad)
+                    last = safety.last_state
+                    assert last is not None  # move_to read the joints at least once
+                    bad = np.flatnonzero(np.abs(last.position - DCLAW_RESET_POSE) > cfg.check_tolerance_rad)
                     names = ", ".join(f"{bus.joints[i].name} (ID {bus.joints[i].dxl_id})" for i in bad)
                     _ask(operator, f"D'Claw did not reach its reset pose after {cfg.retries} retries: {names} "
                                    f"more than {math.degrees(cfg.check_tolerance_rad):.0f} deg off. Free the "

@@ -103,7 +103,7 @@ class HardwareEnv(gymnasium.Env):
                  on_event: Optional[Callable[[SafetyEvent], None]] = None) -> None:
         from mbrl_ros.tasks import get_task
 
-        self.task = get_task(task_id)
+        self.task: Any = get_task(task_id)  # a ROBEL task: its robot's initial_state, targets and reward terms
         info = self.task.info
         if isinstance(robot_config, RobotConfig):
             cfg = robot_config
@@ -258,7 +258,7 @@ class HardwareEnv(gymnasium.Env):
         st = self._tracker_state(required=True)
         if st is None:
             with self._tracker_lock:
-                age = time.monotonic() - self._pose[0]
+                age = time.monotonic() - self._pose[0] if self._pose is not None else float("inf")
             raise TrackerError(f"the torso pose is {age:.2f} s old (tracker_timeout_s = "
                                f"{self.safety_config.tracker_timeout_s}): is the tracker running?")
         return st

@@ -118,8 +118,9 @@ class SafetyConfig:
         unknown = set(merged) - names
         if unknown:
             raise ValueError(f"unknown safety parameters {sorted(unknown)}; valid: {sorted(names)}")
-        return cls(severity=sev, **{k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
-                                    for k, v in merged.items()})
+        values: dict[str, Any] = {k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+                                  for k, v in merged.items()}
+        return cls(severity=sev, **values)
 
 
 @dataclass(frozen=True)

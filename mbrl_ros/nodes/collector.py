@@ -33,7 +33,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -289,7 +289,7 @@ class CollectorBase(_NodeMixin):
             except Exception as exc:  # noqa: BLE001 - e.g. a hardware world that is not connected
                 self.get_logger().error(f"clearing the world's e-stop failed: {exc}")
 
-    def _rejected(self, what: str, exc: wire.WireError) -> None:
+    def _rejected(self, what: str, exc: Union[wire.WireError, security.SignatureError]) -> None:
         self.diag.inc(f"rejected_{what}_{exc.reason}")
         self.diag.warn(f"rejected {what}: {exc}")
         self.get_logger().warning(f"rejected {what} message: {exc}")
