@@ -37,8 +37,9 @@ def _graph_actions(context, graph_name: str) -> list:
 
 def generate_for(graph_name: str):
     """The LaunchDescription of one named graph: its declared arguments, then its nodes."""
-    from launch import LaunchDescription  # type: ignore[attr-defined]  # ROS 2 launch (full installs; no stubs)
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from launch import LaunchDescription  # type: ignore[attr-defined]  # ROS 2 launch (full installs; no stubs)
 
     declared = [
         DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)

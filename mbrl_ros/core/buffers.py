@@ -12,10 +12,9 @@ State is saved as safetensors (arrays) + JSON (episode metadata); never pickle.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 

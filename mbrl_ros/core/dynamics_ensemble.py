@@ -17,7 +17,6 @@ import math
 import time
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 

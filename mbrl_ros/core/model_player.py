@@ -77,7 +77,9 @@ class ModelPlayer:
         targets = z_next - z
         if self.cfg.learned_reward:
             targets = np.concatenate([targets, d["rewards"][:, None]], axis=1)
-        as_t = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=self.device)
+        def as_t(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=self.device)
+
         return as_t(np.concatenate([z, a], axis=1)), as_t(targets), as_t(np.concatenate([z, z_next]))
 
     def holdout_mask(self, buffer: EpisodeBuffer) -> torch.Tensor:

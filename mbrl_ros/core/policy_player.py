@@ -108,7 +108,9 @@ class PolicyPlayer:
     def _start_states(self, starts: StartStates) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """npg_trajectories start states: real initial states, a fraction from intermediate ones."""
         n = self.cfg.npg_trajectories
-        as_t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
+        def as_t(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
+
         idx = torch.randint(0, len(starts.initial_obs), (n,), device=self.device)
         obs = as_t(starts.initial_obs)[idx]
         aux = as_t(starts.initial_aux)[idx] if starts.initial_aux is not None else None
@@ -163,7 +165,6 @@ class PolicyPlayer:
         kls: list[float] = []
         j_before: list[float] = []
         value_losses: list[float] = []
-        entropies: list[float] = []
         for _ in range(n_steps):
             start_obs, start_aux = self._start_states(starts)
             ro = rollout_policy(ensemble, self.task, self.policy, start_obs, H, start_aux=start_aux)

@@ -25,11 +25,17 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from mbrl_ros.core.buffers import EpisodeBuffer
+from mbrl_ros.core.buffers import Episode, EpisodeBuffer
 from mbrl_ros.core.checkpoint import (
-    load_module, load_optimizer, module_tensors, optimizer_state, read_checkpoint, write_checkpoint,
+    load_module,
+    load_optimizer,
+    module_tensors,
+    optimizer_state,
+    read_checkpoint,
+    write_checkpoint,
 )
 from mbrl_ros.core.config import GameConfig
+from mbrl_ros.core.exploration import new_random_policy
 from mbrl_ros.core.gate import GateSettings, PolicyGate, probe_rows
 from mbrl_ros.core.model_player import ModelPlayer
 from mbrl_ros.core.onnx_export import OnnxPolicy, load_onnx_policy
@@ -37,8 +43,6 @@ from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
 from mbrl_ros.core.rules import GameRules, IterationMetrics, success_held
 from mbrl_ros.core.schedule import Phase, Referee, game_spec
 from mbrl_ros.core.seeding import MODEL_PLAYER, POLICY_PLAYER, TorchStream, start_episode
-from mbrl_ros.core.buffers import Episode
-from mbrl_ros.core.exploration import new_random_policy
 from mbrl_ros.core.world import ActFn, behavior_policy, evaluate, run_episode
 
 __all__ = ["StackelbergGame", "success_held"]

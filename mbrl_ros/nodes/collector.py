@@ -42,11 +42,18 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String, UInt8MultiArray
 
 from mbrl_ros import security, wire
-from mbrl_ros.core.seeding import start_episode
 from mbrl_ros.core.exploration import new_random_policy
+from mbrl_ros.core.seeding import start_episode
 from mbrl_ros.core.world import BadAction, behavior_policy, run_episode
 from mbrl_ros.nodes import (
-    ESTOP, GAME_STATE, POLICY_DEPLOYED, TRANSITIONS, joint_states_topic, latched_qos, run_node, sensor_qos,
+    ESTOP,
+    GAME_STATE,
+    POLICY_DEPLOYED,
+    TRANSITIONS,
+    joint_states_topic,
+    latched_qos,
+    run_node,
+    sensor_qos,
     transitions_qos,
 )
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher

@@ -53,14 +53,22 @@ from mbrl_ros.core.report import plot_curve, success_milestones
 from mbrl_ros.core.rules import CollectionRound, GameRules, IterationMetrics
 from mbrl_ros.core.schedule import OrderViolation, Phase, Referee, game_spec
 from mbrl_ros.nodes import (
-    ESTOP, ESTOP_CLEAR_SERVICE, ESTOP_SERVICE, GAME_STATE, MODEL, POLICY_CANDIDATE, POLICY_DEPLOYED, TRANSITIONS,
-    latched_qos, run_node, transitions_qos,
+    ESTOP,
+    ESTOP_CLEAR_SERVICE,
+    ESTOP_SERVICE,
+    GAME_STATE,
+    MODEL,
+    POLICY_CANDIDATE,
+    POLICY_DEPLOYED,
+    TRANSITIONS,
+    latched_qos,
+    run_node,
+    transitions_qos,
 )
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.episode_intake import EpisodeIntake, purpose
-from mbrl_ros.nodes.model_learner import declare_game
+from mbrl_ros.nodes.learner import declare_game
 from mbrl_ros.nodes.parameters import declare
-
 
 
 class GameCoordinator(Node):

@@ -41,7 +41,12 @@ from mbrl_ros.core.schedule import ModelObjective
 from mbrl_ros.core.seeding import MODEL_PLAYER, TorchStream
 from mbrl_ros.nodes import MODEL, POLICY_WEIGHTS, TRANSITIONS, latched_qos, run_node, weights_qos
 from mbrl_ros.nodes.learner import (  # noqa: F401 - declare_game / thread helpers: historical import path
-    AUTO_MAX_THREADS, Job, LearnerNode, declare_game, declare_torch_threads, torch_thread_budget,
+    AUTO_MAX_THREADS,
+    Job,
+    LearnerNode,
+    declare_game,
+    declare_torch_threads,
+    torch_thread_budget,
 )
 from mbrl_ros.nodes.parameters import declare
 from mbrl_ros.nodes.policy_weights import load_policy_bytes, new_policy

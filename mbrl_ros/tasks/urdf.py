@@ -176,7 +176,7 @@ def _link_xml(model: mujoco.MjModel, b: int, name: str) -> list[str]:
         rgba = _rgba(model, g)
         if rgba[3] < 1.0 and (model.geom_contype[g] or model.geom_conaffinity[g]) and painted:
             rgba = painted[0]
-        for k, (pos, quat, geometry) in enumerate(_geom_shapes(model, g)):
+        for pos, quat, geometry in _geom_shapes(model, g):
             color = "rgba_" + "".join(f"{int(round(255 * c)):02x}" for c in rgba)
             rgba_text = " ".join(f"{c:.4g}" for c in rgba)
             for kind in ("visual", "collision"):
