@@ -1,6 +1,6 @@
 # One-command setup, tests and demo for mbrl_ros. Everything comes from PyPI and Debian.
 #   make setup   create/refresh .venv (idempotent; quick when nothing changed)
-#   make test    setup, then the whole test suite
+#   make test    setup, then lint + type check (ruff, mypy), then the whole test suite
 #   make demo    setup, then a short PAL run on the simulated D'Claw through the ROS 2 graph
 #   make bench   setup, then the quick benchmarks (figures into BENCHMARKS.md; every script: python -m bench.<name>)
 
@@ -13,7 +13,7 @@ STAMP := $(VENV)/.stamp-setup
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench clean system-deps
+.PHONY: setup lint test demo bench clean system-deps
 
 setup: $(STAMP)
 
@@ -39,7 +39,13 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml $
 	@touch $(STAMP)
 	@echo "[setup] done"
 
-test: setup
+# lint (ruff) and type check (mypy) of mbrl_ros/ first: both must be clean
+lint: setup
+	$(VENV)/bin/ruff check mbrl_ros
+	$(VENV)/bin/ruff format --check mbrl_ros
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: setup

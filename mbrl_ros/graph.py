@@ -60,8 +60,19 @@ ALL_GRAPHS: dict[str, GraphInfo] = {**GRAPHS, **DEPLOY_GRAPHS}
 # The games a graph may play: PAL, or MAL and its two fixes (the model leads in all three).
 ALGOS_OF_GRAPH_GAME = {"pal": ("pal",), "mal": ("mal", "mal-agent-reward", "mal-noise"), "deploy": ("deploy",)}
 # Arguments of the learning graphs that a deploy graph does not take (their defaults apply)
-_NOT_DEPLOY_ARGUMENTS = ("set", "samples", "algo", "device", "video", "role", "peers", "first_collector",
-                         "coordinator_key", "num_collectors", "init_from")
+_NOT_DEPLOY_ARGUMENTS = (
+    "set",
+    "samples",
+    "algo",
+    "device",
+    "video",
+    "role",
+    "peers",
+    "first_collector",
+    "coordinator_key",
+    "num_collectors",
+    "init_from",
+)
 TASKS_OF_ROBOT = {
     "dclaw": ("dclaw-turn-fixed", "dclaw-turn-random"),
     "dkitty": ("dkitty-orient-random", "dkitty-stand-random"),
@@ -98,10 +109,18 @@ def _deploy_arguments(info: GraphInfo) -> list[LaunchArgument]:
     """A deploy graph's arguments: the policy, the episode count, and the world's arguments."""
     kept = [a for a in _game_arguments(info) if a.name not in _NOT_DEPLOY_ARGUMENTS]
     return kept + [
-        LaunchArgument("policy", "", "the ONNX policy to run (policy.onnx / policy_final.onnx of a run); its "
-                                     "contract must match the task, else nothing starts (exit 2)"),
-        LaunchArgument("episodes", "10", "episodes to run, then exit 0 (0 = until stopped); the collector runs "
-                                         "the policy's mean action (deterministic evaluation)"),
+        LaunchArgument(
+            "policy",
+            "",
+            "the ONNX policy to run (policy.onnx / policy_final.onnx of a run); its "
+            "contract must match the task, else nothing starts (exit 2)",
+        ),
+        LaunchArgument(
+            "episodes",
+            "10",
+            "episodes to run, then exit 0 (0 = until stopped); the collector runs "
+            "the policy's mean action (deterministic evaluation)",
+        ),
     ]
 
 
@@ -109,8 +128,12 @@ def _game_arguments(info: GraphInfo) -> list[LaunchArgument]:
     return [
         LaunchArgument("use_sim", "true", "true: MuJoCo sim collectors; false: one hardware collector on device_path"),
         LaunchArgument("device_path", "/dev/ttyUSB0", "serial port of the Dynamixel bus (use_sim:=false)"),
-        LaunchArgument("config", "", "ROS parameter file for all nodes: a path, or a name (demo = config/ros_demo.yaml, "
-                                     "smoke = config/ros_smoke.yaml); '' = config/ros_graph.yaml"),
+        LaunchArgument(
+            "config",
+            "",
+            "ROS parameter file for all nodes: a path, or a name (demo = config/ros_demo.yaml, "
+            "smoke = config/ros_smoke.yaml); '' = config/ros_graph.yaml",
+        ),
         LaunchArgument("set", "", "game hyper-parameter overrides 'key=value,key=value' (see config/<algo>.yaml)"),
         LaunchArgument("num_collectors", "1", f"sim collectors, one process each (1..{MAX_COLLECTORS})"),
         LaunchArgument("samples", "0", "budget of real samples (0 = the game config's budget)"),
@@ -118,24 +141,52 @@ def _game_arguments(info: GraphInfo) -> list[LaunchArgument]:
         LaunchArgument("log_dir", "", "run directory for logs, checkpoints, MCAP, metrics ('' = runs/<graph>-<time>)"),
         LaunchArgument("domain_id", "", "ROS_DOMAIN_ID for every node ('' = inherit the environment, else 0)"),
         LaunchArgument("task", info.task_id, f"task id (one of {', '.join(TASKS_OF_ROBOT[info.robot])})"),
-        LaunchArgument("algo", info.algo, f"game (one of {', '.join(ALGOS_OF_GRAPH_GAME[info.algo])}; "
-                                          "mal-agent-reward and mal-noise are MAL with the poster's fixes)"),
+        LaunchArgument(
+            "algo",
+            info.algo,
+            f"game (one of {', '.join(ALGOS_OF_GRAPH_GAME[info.algo])}; "
+            "mal-agent-reward and mal-noise are MAL with the poster's fixes)",
+        ),
         LaunchArgument("realtime", "false", "collectors run at the task's 10 Hz (true) or as fast as possible"),
         LaunchArgument("device", "cpu", "torch device of the learners: cpu | cuda | auto"),
-        LaunchArgument("video", "false", "true: after the game, render one episode of the final policy offscreen to "
-                                         "<log_dir>/policy.gif (mbrl-ros launch; needs OSMesa)"),
-        LaunchArgument("role", "all", "which nodes this machine starts: all | learner (coordinator, model learner, "
-                                      "policy improver) | collectors (num_collectors collectors that join the game "
-                                      "they find and end when it is over)"),
-        LaunchArgument("peers", "", "unicast discovery peers HOST[,HOST] (ROS_STATIC_PEERS; multicast discovery is "
-                                    "then off); '' = localhost-only discovery in sim, the subnet on a robot"),
-        LaunchArgument("first_collector", "0", "index of this machine's first collector (names, robot ids and reset "
-                                               "seeds); give every collectors machine of a run its own range"),
-        LaunchArgument("init_from", "", "a finished run (mbrl-ros train --out DIR) whose policy the game starts "
-                                        "from instead of a fresh one (sim-to-real fine-tuning); '' = fresh"),
-        LaunchArgument("coordinator_key", "", "the coordinator's public key that collectors verify approved policies "
-                                              "and game states with: 'ed25519:<base64>' or a .pub file; '' = the "
-                                              "run's own (<log_dir>/keys/coordinator_ed25519.pub; role:=all only)"),
+        LaunchArgument(
+            "video",
+            "false",
+            "true: after the game, render one episode of the final policy offscreen to "
+            "<log_dir>/policy.gif (mbrl-ros launch; needs OSMesa)",
+        ),
+        LaunchArgument(
+            "role",
+            "all",
+            "which nodes this machine starts: all | learner (coordinator, model learner, "
+            "policy improver) | collectors (num_collectors collectors that join the game "
+            "they find and end when it is over)",
+        ),
+        LaunchArgument(
+            "peers",
+            "",
+            "unicast discovery peers HOST[,HOST] (ROS_STATIC_PEERS; multicast discovery is "
+            "then off); '' = localhost-only discovery in sim, the subnet on a robot",
+        ),
+        LaunchArgument(
+            "first_collector",
+            "0",
+            "index of this machine's first collector (names, robot ids and reset "
+            "seeds); give every collectors machine of a run its own range",
+        ),
+        LaunchArgument(
+            "init_from",
+            "",
+            "a finished run (mbrl-ros train --out DIR) whose policy the game starts "
+            "from instead of a fresh one (sim-to-real fine-tuning); '' = fresh",
+        ),
+        LaunchArgument(
+            "coordinator_key",
+            "",
+            "the coordinator's public key that collectors verify approved policies "
+            "and game states with: 'ed25519:<base64>' or a .pub file; '' = the "
+            "run's own (<log_dir>/keys/coordinator_ed25519.pub; role:=all only)",
+        ),
     ]
 
 
@@ -305,10 +356,14 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
     use_sim = _as_bool("use_sim", a["use_sim"])
     task_id = a["task"].strip()
     if task_id not in TASKS_OF_ROBOT[info.robot]:
-        raise ValueError(f"task:={task_id} does not run on the {info.robot}; choose one of {', '.join(TASKS_OF_ROBOT[info.robot])}")
+        raise ValueError(
+            f"task:={task_id} does not run on the {info.robot}; choose one of {', '.join(TASKS_OF_ROBOT[info.robot])}"
+        )
     algo = a["algo"].strip()
     if algo not in ALGOS_OF_GRAPH_GAME[info.algo]:
-        raise ValueError(f"algo:={algo} is not played by {graph}; choose one of {', '.join(ALGOS_OF_GRAPH_GAME[info.algo])}")
+        raise ValueError(
+            f"algo:={algo} is not played by {graph}; choose one of {', '.join(ALGOS_OF_GRAPH_GAME[info.algo])}"
+        )
     name = a["config"].strip()
     if not name:
         config = config_dir() / "ros_graph.yaml"
@@ -324,14 +379,18 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
             raise ValueError(f"set:= item {item!r} is not of the form key=value")
     num = _as_int("num_collectors", a["num_collectors"], 1, MAX_COLLECTORS)
     if not use_sim and num != 1:
-        raise ValueError("use_sim:=false drives one robot: num_collectors must be 1 (start more graphs for more robots)")
+        raise ValueError(
+            "use_sim:=false drives one robot: num_collectors must be 1 (start more graphs for more robots)"
+        )
     role = a["role"].strip().lower()
     if role not in ROLES:
         raise ValueError(f"role:={a['role']} must be one of {', '.join(ROLES)}")
     peers = parse_peers(a["peers"])
     first = _as_int("first_collector", a["first_collector"], 0, MAX_FIRST_COLLECTOR)
     if first + num - 1 > MAX_FIRST_COLLECTOR:
-        raise ValueError(f"first_collector:={first} with num_collectors:={num} goes past collector {MAX_FIRST_COLLECTOR}")
+        raise ValueError(
+            f"first_collector:={first} with num_collectors:={num} goes past collector {MAX_FIRST_COLLECTOR}"
+        )
     if a["device"] not in ("cpu", "cuda", "auto"):
         raise ValueError(f"device:={a['device']} must be cpu, cuda or auto")
     if a["log_dir"].strip():
@@ -341,9 +400,11 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         log_dir = Path("runs") / f"{graph}-{stamp}" if role == "all" else Path("runs") / f"{graph}-{role}-{stamp}"
     key = a["coordinator_key"].strip()
     if role == "collectors" and not key:
-        raise ValueError("role:=collectors needs coordinator_key:= (the 'ed25519:...' line the learner's mbrl-ros launch "
-                         "printed, or a copy of its <log_dir>/keys/coordinator_ed25519.pub): collectors run only what "
-                         "that key signed")
+        raise ValueError(
+            "role:=collectors needs coordinator_key:= (the 'ed25519:...' line the learner's mbrl-ros launch "
+            "printed, or a copy of its <log_dir>/keys/coordinator_ed25519.pub): collectors run only what "
+            "that key signed"
+        )
     if key and not key.startswith("ed25519:") and not Path(key).expanduser().is_file():
         raise ValueError(f"coordinator_key:={key} is neither 'ed25519:<base64>' nor an existing key file")
     if a["domain_id"].strip():
@@ -352,8 +413,10 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         domain = _as_int("ROS_DOMAIN_ID", os.environ["ROS_DOMAIN_ID"], 0, 232)
     elif role != "all":
         # the machines of a split run must meet in one domain, which no machine can pick alone
-        raise ValueError(f"role:={role} needs the run's domain on every machine: pass domain_id:=N (the same N on "
-                         "the learner and every collectors machine) or set ROS_DOMAIN_ID")
+        raise ValueError(
+            f"role:={role} needs the run's domain on every machine: pass domain_id:=N (the same N on "
+            "the learner and every collectors machine) or set ROS_DOMAIN_ID"
+        )
     else:
         domain = run_domain(log_dir.resolve())
     policy, episodes, exploration = "", 0, True
@@ -369,12 +432,28 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         episodes = _as_int("episodes", a["episodes"], 0, 10**6)
         exploration = False  # evaluation: the mean action, as the in-process evaluation
     return ResolvedGraph(
-        policy=policy, episodes=episodes, exploration=exploration, init_from=init_from,
-        info=info, algo=algo, use_sim=use_sim, device_path=a["device_path"], config=config.resolve(), overrides=overrides,
-        num_collectors=num, samples=_as_int("samples", a["samples"], 0, 10**9),
-        seed=_as_int("seed", a["seed"], 0, 2**31 - 1), log_dir=log_dir.resolve(), domain_id=domain,
-        task_id=task_id, realtime=_as_bool("realtime", a["realtime"]), device=a["device"],
-        video=_as_bool("video", a["video"]), role=role, peers=peers, first_collector=first,
+        policy=policy,
+        episodes=episodes,
+        exploration=exploration,
+        init_from=init_from,
+        info=info,
+        algo=algo,
+        use_sim=use_sim,
+        device_path=a["device_path"],
+        config=config.resolve(),
+        overrides=overrides,
+        num_collectors=num,
+        samples=_as_int("samples", a["samples"], 0, 10**9),
+        seed=_as_int("seed", a["seed"], 0, 2**31 - 1),
+        log_dir=log_dir.resolve(),
+        domain_id=domain,
+        task_id=task_id,
+        realtime=_as_bool("realtime", a["realtime"]),
+        device=a["device"],
+        video=_as_bool("video", a["video"]),
+        role=role,
+        peers=peers,
+        first_collector=first,
         coordinator_key=str(Path(key).expanduser().resolve()) if key and not key.startswith("ed25519:") else key,
     )
 
@@ -414,21 +493,48 @@ def build_nodes(g: ResolvedGraph) -> list[NodeDescription]:
 
 def _learner_nodes(g: ResolvedGraph) -> list[NodeDescription]:
     common: dict[str, Any] = {
-        "algo": g.algo, "task": g.task_id, "seed": g.seed, "log_dir": str(g.log_dir), "device": g.device,
+        "algo": g.algo,
+        "task": g.task_id,
+        "seed": g.seed,
+        "log_dir": str(g.log_dir),
+        "device": g.device,
     }
     if g.overrides:  # (an empty list has no type in a ROS parameter file)
         common["game_set"] = list(g.overrides)
     files = [str(g.config)]
     nodes = [
-        NodeDescription("game_coordinator", "game_coordinator", files + [{
-            **common, "samples": g.samples, "num_collectors": g.num_collectors,
-            "mcap_path": str(g.mcap_path), "use_sim": g.use_sim,
-        }], ends_run=True),
-        NodeDescription("model_learner", "model_learner", files + [{
-            **common, "checkpoint_dir": str(g.log_dir / "model_learner"), "mcap_path": str(g.mcap_path),
-        }]),
-        NodeDescription("policy_improver", "policy_improver", files + [
-            {**common, "init_from": g.init_from} if g.init_from else dict(common)]),
+        NodeDescription(
+            "game_coordinator",
+            "game_coordinator",
+            files
+            + [
+                {
+                    **common,
+                    "samples": g.samples,
+                    "num_collectors": g.num_collectors,
+                    "mcap_path": str(g.mcap_path),
+                    "use_sim": g.use_sim,
+                }
+            ],
+            ends_run=True,
+        ),
+        NodeDescription(
+            "model_learner",
+            "model_learner",
+            files
+            + [
+                {
+                    **common,
+                    "checkpoint_dir": str(g.log_dir / "model_learner"),
+                    "mcap_path": str(g.mcap_path),
+                }
+            ],
+        ),
+        NodeDescription(
+            "policy_improver",
+            "policy_improver",
+            files + [{**common, "init_from": g.init_from} if g.init_from else dict(common)],
+        ),
     ]
     return nodes
 
@@ -454,19 +560,36 @@ def check_deploy_policy(path: str, task_id: str, robot: str) -> Path:
     if theirs != task_id:
         other = theirs.split("-")[0]
         what = f"the {other}" if other != robot else f"task {theirs}"
-        raise ValueError(f"policy:={text} refused: it was trained for {theirs} ({what}), this graph runs {task_id} "
-                         f"on the {robot}; nothing was started")
+        raise ValueError(
+            f"policy:={text} refused: it was trained for {theirs} ({what}), this graph runs {task_id} "
+            f"on the {robot}; nothing was started"
+        )
     if int(contract["obs_dim"]) != info.obs_dim or int(contract["act_dim"]) != info.act_dim:
-        raise ValueError(f"policy:={text} refused: contract sizes {contract['obs_dim']}/{contract['act_dim']} do not "
-                         f"match {task_id}'s {info.obs_dim}/{info.act_dim}; nothing was started")
+        raise ValueError(
+            f"policy:={text} refused: contract sizes {contract['obs_dim']}/{contract['act_dim']} do not "
+            f"match {task_id}'s {info.obs_dim}/{info.act_dim}; nothing was started"
+        )
     return p.resolve()
 
 
 def _deployer_node(g: ResolvedGraph) -> NodeDescription:
-    return NodeDescription("policy_deployer", "policy_deployer", [str(g.config), {
-        "task": g.task_id, "policy": g.policy, "episodes": g.episodes, "log_dir": str(g.log_dir),
-        "mcap_path": str(g.mcap_path), "use_sim": g.use_sim, "seed": g.seed,
-    }], ends_run=True)
+    return NodeDescription(
+        "policy_deployer",
+        "policy_deployer",
+        [
+            str(g.config),
+            {
+                "task": g.task_id,
+                "policy": g.policy,
+                "episodes": g.episodes,
+                "log_dir": str(g.log_dir),
+                "mcap_path": str(g.mcap_path),
+                "use_sim": g.use_sim,
+                "seed": g.seed,
+            },
+        ],
+        ends_run=True,
+    )
 
 
 def _collector_nodes(g: ResolvedGraph) -> list[NodeDescription]:
@@ -481,17 +604,44 @@ def _collector_nodes(g: ResolvedGraph) -> list[NodeDescription]:
     nodes = []
     if g.use_sim:
         for i in range(g.first_collector, g.first_collector + g.num_collectors):
-            nodes.append(NodeDescription(f"collector_{i}", "collector", files + [{
-                "task": g.task_id, "robot_id": f"sim{i}", "seed": g.seed + 1000 * i,
-                "realtime": g.realtime, "log_dir": str(g.log_dir), **extra,
-            }], required=False))
+            nodes.append(
+                NodeDescription(
+                    f"collector_{i}",
+                    "collector",
+                    files
+                    + [
+                        {
+                            "task": g.task_id,
+                            "robot_id": f"sim{i}",
+                            "seed": g.seed + 1000 * i,
+                            "realtime": g.realtime,
+                            "log_dir": str(g.log_dir),
+                            **extra,
+                        }
+                    ],
+                    required=False,
+                )
+            )
     else:
         k = g.first_collector  # 0: the one robot of a graph, named as before
-        nodes.append(NodeDescription("hardware_collector" if k == 0 else f"hardware_collector_{k}", "hardware_collector",
-                                     files + [{
-            "task": g.task_id, "robot_id": g.info.robot if k == 0 else f"{g.info.robot}{k}", "seed": g.seed + 1000 * k,
-            "device_path": g.device_path, "log_dir": str(g.log_dir), **extra,
-        }], ends_run=alone))
+        nodes.append(
+            NodeDescription(
+                "hardware_collector" if k == 0 else f"hardware_collector_{k}",
+                "hardware_collector",
+                files
+                + [
+                    {
+                        "task": g.task_id,
+                        "robot_id": g.info.robot if k == 0 else f"{g.info.robot}{k}",
+                        "seed": g.seed + 1000 * k,
+                        "device_path": g.device_path,
+                        "log_dir": str(g.log_dir),
+                        **extra,
+                    }
+                ],
+                ends_run=alone,
+            )
+        )
     return nodes
 
 
@@ -506,8 +656,11 @@ def environment(g: ResolvedGraph) -> dict[str, str]:
       network: collectors on other machines of the same domain find the game).
     ``ROS_STATIC_PEERS`` is always set (empty without peers) so a shell's leftover value does not
     pull strangers into the run."""
-    env = {"ROS_DOMAIN_ID": str(g.domain_id), "ROS_LOG_DIR": str(g.log_dir / "ros_logs"),
-           "ROS_STATIC_PEERS": ";".join(g.peers)}
+    env = {
+        "ROS_DOMAIN_ID": str(g.domain_id),
+        "ROS_LOG_DIR": str(g.log_dir / "ros_logs"),
+        "ROS_STATIC_PEERS": ";".join(g.peers),
+    }
     if g.peers or g.use_sim:
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     else:

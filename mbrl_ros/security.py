@@ -103,12 +103,13 @@ def load_public_key(spec: Union[str, Path, bytes]) -> Ed25519PublicKey:
         try:
             text = path.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"coordinator key {str(spec)!r} is neither 'ed25519:<base64>' nor a readable key file "
-                             f"({exc})") from None
+            raise ValueError(
+                f"coordinator key {str(spec)!r} is neither 'ed25519:<base64>' nor a readable key file ({exc})"
+            ) from None
         if not text.startswith(PUBLIC_PREFIX):
             raise ValueError(f"{path} does not hold an 'ed25519:<base64>' public key")
     try:
-        raw = base64.b64decode(text[len(PUBLIC_PREFIX):], validate=True)
+        raw = base64.b64decode(text[len(PUBLIC_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("the public key is not valid base64") from None
     return load_public_key(raw)
@@ -138,8 +139,9 @@ class Signer:
         private.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(private.parent, 0o700)
         signer = cls.generate()
-        pem = signer._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption())
+        pem = signer._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         # O_EXCL: never overwrite (or follow a planted link to) an existing file; mode 0600 from
         # the start, not chmod-ed after the key was already on disk
         fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
@@ -215,12 +217,12 @@ def _split_record(data: bytes) -> tuple[dict, bytes]:
     if magic != _RECORD_MAGIC or n > _MAX_HEADER_BYTES or len(data) < _PREFIX.size + n:
         raise SignatureError("malformed", "not an mbrl_ros wire record")
     try:
-        header = json.loads(data[_PREFIX.size:_PREFIX.size + n].decode("utf-8"))
+        header = json.loads(data[_PREFIX.size : _PREFIX.size + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise SignatureError("malformed", "record header is not JSON") from None
     if not isinstance(header, dict):
         raise SignatureError("malformed", "record header is not a JSON object")
-    return header, data[_PREFIX.size + n:]
+    return header, data[_PREFIX.size + n :]
 
 
 class Verifier:
@@ -247,13 +249,21 @@ class Verifier:
         if not isinstance(sig, dict):
             raise SignatureError("malformed", f"{kind} signature is not an object")
         value, seq = sig.get("value"), sig.get("seq")
-        if (sig.get("alg") != ALG or not isinstance(value, str) or not isinstance(seq, int) or isinstance(seq, bool)
-                or seq <= 0 or not isinstance(sig.get("key_id"), str) or not isinstance(sig.get("kind"), str)
-                or set(sig) != {"alg", "key_id", "kind", "seq", "value"}):
+        if (
+            sig.get("alg") != ALG
+            or not isinstance(value, str)
+            or not isinstance(seq, int)
+            or isinstance(seq, bool)
+            or seq <= 0
+            or not isinstance(sig.get("key_id"), str)
+            or not isinstance(sig.get("kind"), str)
+            or set(sig) != {"alg", "key_id", "kind", "seq", "value"}
+        ):
             raise SignatureError("malformed", f"{kind} signature fields are missing or of the wrong type")
         if sig["key_id"] != self.key_id:
-            raise SignatureError("wrong_key", f"{kind} is signed by key {sig['key_id']}, this run's coordinator "
-                                              f"key is {self.key_id}")
+            raise SignatureError(
+                "wrong_key", f"{kind} is signed by key {sig['key_id']}, this run's coordinator key is {self.key_id}"
+            )
         if sig["kind"] != kind:
             raise SignatureError("kind", f"a signed {sig['kind']!r} message presented as a {kind}")
         try:

@@ -51,8 +51,17 @@ MAX_JSON_CHARS = 1024 * 1024
 KINDS = ("episode", "policy", "policy_weights", "model")
 BEHAVIORS = ("policy", "random")  # who chose an episode's actions
 REASONS = (
-    "header", "schema_version", "kind", "size", "oversized", "truncated", "hash",
-    "non_finite", "bounds", "task", "contract",
+    "header",
+    "schema_version",
+    "kind",
+    "size",
+    "oversized",
+    "truncated",
+    "hash",
+    "non_finite",
+    "bounds",
+    "task",
+    "contract",
 )
 
 
@@ -77,8 +86,11 @@ def pack_record(kind: str, header: Mapping[str, Any], payload: bytes) -> bytes:
         raise ValueError(f"unknown record kind {kind!r}; expected one of {KINDS}")
     full = dict(header)
     full.update(
-        schema=SCHEMA, schema_version=SCHEMA_VERSION, kind=kind,
-        payload_size=len(payload), sha256=sha256_hex(payload),
+        schema=SCHEMA,
+        schema_version=SCHEMA_VERSION,
+        kind=kind,
+        payload_size=len(payload),
+        sha256=sha256_hex(payload),
     )
     head = json.dumps(full, sort_keys=True, allow_nan=False).encode("utf-8")
     if len(head) > MAX_HEADER_BYTES:
@@ -100,7 +112,7 @@ def peek_header(data: bytes) -> dict:
     if len(data) < _PREFIX.size + head_len:
         raise WireError("truncated", f"record ends inside its {head_len}-byte header")
     try:
-        header = json.loads(bytes(data[_PREFIX.size:_PREFIX.size + head_len]).decode("utf-8"))
+        header = json.loads(bytes(data[_PREFIX.size : _PREFIX.size + head_len]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError("header", f"header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -184,10 +196,15 @@ class EpisodeRecord:
         from mbrl_ros.core.buffers import Episode
 
         return Episode(
-            obs=self.obs.astype(np.float64), actions=self.actions.astype(np.float64),
-            rewards=self.rewards.astype(np.float64), terminated=bool(self.terminated),
-            episode_id=self.episode_id, policy_version=int(self.policy_version),
-            robot_id=self.robot_id, aborted=bool(self.aborted), success=bool(self.success),
+            obs=self.obs.astype(np.float64),
+            actions=self.actions.astype(np.float64),
+            rewards=self.rewards.astype(np.float64),
+            terminated=bool(self.terminated),
+            episode_id=self.episode_id,
+            policy_version=int(self.policy_version),
+            robot_id=self.robot_id,
+            aborted=bool(self.aborted),
+            success=bool(self.success),
             aux=None if self.aux is None else self.aux.astype(np.float64),
         )
 
@@ -198,8 +215,13 @@ def _task_dims(task: Any) -> tuple[str, int, int, int, Optional[int]]:
     info = getattr(task, "info", task)
     aux_dim = getattr(task, "aux_dim", None)
     if isinstance(info, Mapping):
-        return (str(info["task_id"]), int(info["obs_dim"]), int(info["act_dim"]), int(info.get("horizon", 10**6)),
-                info.get("aux_dim"))
+        return (
+            str(info["task_id"]),
+            int(info["obs_dim"]),
+            int(info["act_dim"]),
+            int(info.get("horizon", 10**6)),
+            info.get("aux_dim"),
+        )
     return str(info.task_id), int(info.obs_dim), int(info.act_dim), int(info.horizon), aux_dim
 
 
@@ -212,7 +234,9 @@ def pack_episode(rec: EpisodeRecord) -> bytes:
         raise ValueError(f"episode {rec.episode_id}: obs and actions must be 2-D, got {obs.shape} and {act.shape}")
     T = act.shape[0]
     if T < 1 or obs.shape[0] != T + 1 or rew.shape[0] != T:
-        raise ValueError(f"episode {rec.episode_id}: need obs[T+1], actions[T], rewards[T]; got {obs.shape}, {act.shape}, {rew.shape}")
+        raise ValueError(
+            f"episode {rec.episode_id}: need obs[T+1], actions[T], rewards[T]; got {obs.shape}, {act.shape}, {rew.shape}"
+        )
     aux = np.zeros((T + 1, 0), dtype="<f4") if rec.aux is None else np.ascontiguousarray(rec.aux, dtype="<f4")
     if aux.ndim != 2 or aux.shape[0] != T + 1:
         raise ValueError(f"episode {rec.episode_id}: aux must be [T+1, aux_dim], got {aux.shape}")
@@ -220,13 +244,24 @@ def pack_episode(rec: EpisodeRecord) -> bytes:
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"episode {rec.episode_id}: {name} has non-finite values (float32)")
     header = {
-        "robot_id": rec.robot_id, "episode_id": rec.episode_id, "sequence": int(rec.sequence),
-        "stream": rec.stream, "policy_version": int(rec.policy_version), "task_id": rec.task_id,
-        "T": int(T), "obs_dim": int(obs.shape[1]), "act_dim": int(act.shape[1]), "aux_dim": int(aux.shape[1]),
+        "robot_id": rec.robot_id,
+        "episode_id": rec.episode_id,
+        "sequence": int(rec.sequence),
+        "stream": rec.stream,
+        "policy_version": int(rec.policy_version),
+        "task_id": rec.task_id,
+        "T": int(T),
+        "obs_dim": int(obs.shape[1]),
+        "act_dim": int(act.shape[1]),
+        "aux_dim": int(aux.shape[1]),
         "dtype": "float32",
-        "terminated": bool(rec.terminated), "aborted": bool(rec.aborted), "success": bool(rec.success),
-        "episode_return": float(np.sum(rew, dtype=np.float64)), "stamp": float(rec.stamp),
-        "extra": rec.extra, "behavior": rec.behavior,
+        "terminated": bool(rec.terminated),
+        "aborted": bool(rec.aborted),
+        "success": bool(rec.success),
+        "episode_return": float(np.sum(rew, dtype=np.float64)),
+        "stamp": float(rec.stamp),
+        "extra": rec.extra,
+        "behavior": rec.behavior,
     }
     problem = _behavior_problem(rec.behavior, int(rec.policy_version), rec.episode_id)
     if problem:
@@ -239,8 +274,10 @@ def _behavior_problem(behavior: Any, policy_version: int, episode_id: str) -> Op
     if behavior not in BEHAVIORS:
         return f"episode {episode_id}: behavior {behavior!r} is not one of {BEHAVIORS}"
     if (behavior == "random") != (policy_version == -1):
-        return (f"episode {episode_id}: behavior {behavior!r} with policy version {policy_version} "
-                "(random episodes carry -1, policy episodes a version >= 0)")
+        return (
+            f"episode {episode_id}: behavior {behavior!r} with policy version {policy_version} "
+            "(random episodes carry -1, policy episodes a version >= 0)"
+        )
     return None
 
 
@@ -264,7 +301,9 @@ def unpack_episode(data: bytes, task: Any = None, max_bytes: int = MAX_EPISODE_B
     if problem:
         raise WireError("header", problem)
     if seq < 0 or pv < -1 or T < 1 or od < 1 or ad < 1:
-        raise WireError("size", f"episode {episode_id}: sequence {seq}, policy v{pv}, T={T}, dims {od}/{ad} out of range")
+        raise WireError(
+            "size", f"episode {episode_id}: sequence {seq}, policy v{pv}, T={T}, dims {od}/{ad} out of range"
+        )
     if header.get("dtype") != "float32":
         raise WireError("header", f"episode {episode_id}: dtype {header.get('dtype')!r} is not float32")
     for key in ("terminated", "aborted", "success"):
@@ -276,7 +315,9 @@ def unpack_episode(data: bytes, task: Any = None, max_bytes: int = MAX_EPISODE_B
         if (od, ad) != (tod, tad):
             raise WireError("size", f"episode {episode_id}: dims obs {od}/act {ad}, task {tid} has {tod}/{tad}")
         if taux is not None and xd != taux:
-            raise WireError("size", f"episode {episode_id}: {xd} model-only values (aux) per step, task {tid} has {taux}")
+            raise WireError(
+                "size", f"episode {episode_id}: {xd} model-only values (aux) per step, task {tid} has {taux}"
+            )
         if T > horizon:
             raise WireError("size", f"episode {episode_id}: {T} steps exceed the task horizon {horizon}")
     expect = 4 * ((T + 1) * od + T * ad + T + (T + 1) * xd)
@@ -285,19 +326,30 @@ def unpack_episode(data: bytes, task: Any = None, max_bytes: int = MAX_EPISODE_B
     flat = np.frombuffer(payload, dtype="<f4")
     n_obs, n_act = (T + 1) * od, T * ad
     obs = flat[:n_obs].reshape(T + 1, od).copy()
-    act = flat[n_obs:n_obs + n_act].reshape(T, ad).copy()
-    rew = flat[n_obs + n_act:n_obs + n_act + T].copy()
-    aux = flat[n_obs + n_act + T:].reshape(T + 1, xd).copy()
+    act = flat[n_obs : n_obs + n_act].reshape(T, ad).copy()
+    rew = flat[n_obs + n_act : n_obs + n_act + T].copy()
+    aux = flat[n_obs + n_act + T :].reshape(T + 1, xd).copy()
     if not all(np.all(np.isfinite(x)) for x in (obs, act, rew, aux)):
         raise WireError("non_finite", f"episode {episode_id} contains NaN or inf")
     if np.any(np.abs(act) > 1.0 + 1e-6):
         raise WireError("bounds", f"episode {episode_id}: applied actions outside [-1, 1]")
     extra = header.get("extra") or {}
     return EpisodeRecord(
-        robot_id=robot_id, episode_id=episode_id, sequence=seq, policy_version=pv, task_id=task_id,
-        obs=obs, actions=act, rewards=rew, terminated=header["terminated"], aborted=header["aborted"],
-        success=header["success"], stream=str(header.get("stream", "")),
-        stamp=float(header.get("stamp", 0.0)), extra=extra if isinstance(extra, dict) else {}, behavior=behavior,
+        robot_id=robot_id,
+        episode_id=episode_id,
+        sequence=seq,
+        policy_version=pv,
+        task_id=task_id,
+        obs=obs,
+        actions=act,
+        rewards=rew,
+        terminated=header["terminated"],
+        aborted=header["aborted"],
+        success=header["success"],
+        stream=str(header.get("stream", "")),
+        stamp=float(header.get("stamp", 0.0)),
+        extra=extra if isinstance(extra, dict) else {},
+        behavior=behavior,
         aux=aux if xd else None,
     )
 
@@ -318,17 +370,31 @@ class PolicyBlob:
     policy: Any = None  # the OnnxPolicy loaded by the contract check (reused by the consumer)
 
 
-def pack_policy(onnx_bytes: bytes, *, task_id: str, policy_version: int, model_version: int,
-                iteration: int, approved: bool = False, **extra: Any) -> bytes:
+def pack_policy(
+    onnx_bytes: bytes,
+    *,
+    task_id: str,
+    policy_version: int,
+    model_version: int,
+    iteration: int,
+    approved: bool = False,
+    **extra: Any,
+) -> bytes:
     """Frame an ONNX policy; ``approved`` is only set by the coordinator after the gate."""
     header = dict(extra)
-    header.update(task_id=task_id, policy_version=int(policy_version), model_version=int(model_version),
-                  iteration=int(iteration), approved=bool(approved))
+    header.update(
+        task_id=task_id,
+        policy_version=int(policy_version),
+        model_version=int(model_version),
+        iteration=int(iteration),
+        approved=bool(approved),
+    )
     return pack_record("policy", header, onnx_bytes)
 
 
-def unpack_policy(data: bytes, expect_task: Optional[str] = None, check_contract: bool = True,
-                  max_bytes: int = MAX_POLICY_BYTES) -> PolicyBlob:
+def unpack_policy(
+    data: bytes, expect_task: Optional[str] = None, check_contract: bool = True, max_bytes: int = MAX_POLICY_BYTES
+) -> PolicyBlob:
     """Validate a policy record; with ``check_contract`` the ONNX contract must match the task.
 
     The contract check loads the ONNX file with ONNX Runtime (through
@@ -348,8 +414,9 @@ def unpack_policy(data: bytes, expect_task: Optional[str] = None, check_contract
         cv = policy.contract.get("version")
         if cv is not None and int(cv) != pv:
             raise WireError("contract", f"policy header says v{pv}, its ONNX contract says v{cv}")
-    return PolicyBlob(onnx=payload, policy_version=pv, model_version=mv, iteration=it, task_id=task_id, header=header,
-                      policy=policy)
+    return PolicyBlob(
+        onnx=payload, policy_version=pv, model_version=mv, iteration=it, task_id=task_id, header=header, policy=policy
+    )
 
 
 def load_policy_checked(onnx_bytes: bytes, expect_task: str):
@@ -381,8 +448,9 @@ def pack_policy_weights(weights: bytes, *, task_id: str, policy_version: int, **
     return pack_record("policy_weights", header, weights)
 
 
-def unpack_policy_weights(data: bytes, expect_task: Optional[str] = None,
-                          max_bytes: int = MAX_POLICY_BYTES) -> PolicyWeightsBlob:
+def unpack_policy_weights(
+    data: bytes, expect_task: Optional[str] = None, max_bytes: int = MAX_POLICY_BYTES
+) -> PolicyWeightsBlob:
     """Validate a policy-weights record, including the safetensors framing of its payload."""
     header, payload = unpack_record(data, "policy_weights", max_bytes)
     pv = _req(header, "policy_version", int, "policy_weights")
@@ -407,11 +475,17 @@ class ModelBlob:
     header: dict
 
 
-def pack_model(weights: bytes, *, task_id: str, model_version: int, iteration: int,
-               data_policy_version: int, **extra: Any) -> bytes:
+def pack_model(
+    weights: bytes, *, task_id: str, model_version: int, iteration: int, data_policy_version: int, **extra: Any
+) -> bytes:
     header = dict(extra)
-    header.update(task_id=task_id, model_version=int(model_version), iteration=int(iteration),
-                  data_policy_version=int(data_policy_version), format="safetensors")
+    header.update(
+        task_id=task_id,
+        model_version=int(model_version),
+        iteration=int(iteration),
+        data_policy_version=int(data_policy_version),
+        format="safetensors",
+    )
     return pack_record("model", header, weights)
 
 
@@ -426,7 +500,9 @@ def unpack_model(data: bytes, expect_task: Optional[str] = None, max_bytes: int 
     if expect_task is not None and task_id != expect_task:
         raise WireError("task", f"model v{mv} is for task {task_id!r}, this graph runs {expect_task!r}")
     _check_safetensors(payload)
-    return ModelBlob(weights=payload, model_version=mv, iteration=it, data_policy_version=dpv, task_id=task_id, header=header)
+    return ModelBlob(
+        weights=payload, model_version=mv, iteration=it, data_policy_version=dpv, task_id=task_id, header=header
+    )
 
 
 def _check_safetensors(payload: bytes) -> None:
@@ -437,7 +513,7 @@ def _check_safetensors(payload: bytes) -> None:
     if n > len(payload) - 8 or n > MAX_HEADER_BYTES * 64:
         raise WireError("truncated", f"safetensors header length {n} exceeds the payload")
     try:
-        meta = json.loads(payload[8:8 + n].decode("utf-8"))
+        meta = json.loads(payload[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError("header", f"safetensors header is not JSON: {exc}") from None
     body = len(payload) - 8 - n
@@ -488,8 +564,16 @@ PHASES = ("collect", "fit_model", "improve_policy", "gate", "deploy", "done")  #
 BEHAVIORS = ("policy", "random")
 
 
-def _field(body: Mapping[str, Any], key: str, typ: type | tuple, kind: str, lo: Optional[float] = None,
-           hi: Optional[float] = None, choices: Optional[tuple] = None, optional: bool = False) -> Any:
+def _field(
+    body: Mapping[str, Any],
+    key: str,
+    typ: type | tuple,
+    kind: str,
+    lo: Optional[float] = None,
+    hi: Optional[float] = None,
+    choices: Optional[tuple] = None,
+    optional: bool = False,
+) -> Any:
     """One validated field of a JSON message: present, of ``typ`` (bool is not an int), inside
     [lo, hi] and one of ``choices`` when given; ``optional``: None allowed."""
     if optional and body.get(key, None) is None:
@@ -528,9 +612,13 @@ class FitModelRequest:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> "FitModelRequest":
         k = "fit_model request"
-        return cls(_field(body, "id", str, k), _field(body, "aggressive", bool, k),
-                   _field(body, "model_version", int, k, lo=1), _field(body, "policy_version", int, k, lo=0),
-                   _episode_ids(body, k))
+        return cls(
+            _field(body, "id", str, k),
+            _field(body, "aggressive", bool, k),
+            _field(body, "model_version", int, k, lo=1),
+            _field(body, "policy_version", int, k, lo=0),
+            _episode_ids(body, k),
+        )
 
 
 @dataclass(frozen=True)
@@ -548,9 +636,14 @@ class ImprovePolicyRequest:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> "ImprovePolicyRequest":
         k = "improve_policy request"
-        return cls(_field(body, "id", str, k), _field(body, "model_version", int, k, lo=0),
-                   _field(body, "n_steps", int, k, lo=0, hi=100000), _field(body, "policy_version", int, k, lo=1),
-                   _field(body, "base_policy_version", int, k, lo=0), _episode_ids(body, k))
+        return cls(
+            _field(body, "id", str, k),
+            _field(body, "model_version", int, k, lo=0),
+            _field(body, "n_steps", int, k, lo=0, hi=100000),
+            _field(body, "policy_version", int, k, lo=1),
+            _field(body, "base_policy_version", int, k, lo=0),
+            _episode_ids(body, k),
+        )
 
 
 Request = Optional[FitModelRequest | ImprovePolicyRequest]
@@ -596,13 +689,18 @@ class GameState:
     eval_success: Optional[float]
     success_curve: tuple[Optional[float], ...]
     wall_s: float
-    noise_policy: str = "mlp"  # the random policies the collectors play when behavior is "random" (required on the wire)
+    noise_policy: str = (
+        "mlp"  # the random policies the collectors play when behavior is "random" (required on the wire)
+    )
 
     def to_body(self) -> dict[str, Any]:
         body = {f: getattr(self, f) for f in self.__dataclass_fields__}
         r = self.request
-        body["request"] = {} if r is None else {**{f: getattr(r, f) for f in r.__dataclass_fields__},
-                                               "episode_ids": list(r.episode_ids)}
+        body["request"] = (
+            {}
+            if r is None
+            else {**{f: getattr(r, f) for f in r.__dataclass_fields__}, "episode_ids": list(r.episode_ids)}
+        )
         body["success_curve"] = list(self.success_curve)
         return body
 
@@ -615,24 +713,34 @@ class GameState:
         b = unpack_json(text, "game_state")
         k = "game_state"
         curve = _req(b, "success_curve", list, k)
-        if len(curve) > 100000 or not all(c is None or (isinstance(c, (int, float)) and not isinstance(c, bool)
-                                                      and 0.0 <= c <= 1.0) for c in curve):
+        if len(curve) > 100000 or not all(
+            c is None or (isinstance(c, (int, float)) and not isinstance(c, bool) and 0.0 <= c <= 1.0) for c in curve
+        ):
             raise WireError("header", "game_state success_curve must hold successes in [0, 1] or null")
         return cls(
-            algo=_field(b, "algo", str, k), task_id=_field(b, "task_id", str, k),
-            iteration=_field(b, "iteration", int, k, lo=0), phase=_field(b, "phase", str, k, choices=PHASES),
-            model_version=_field(b, "model_version", int, k, lo=0), policy_version=_field(b, "policy_version", int, k, lo=0),
+            algo=_field(b, "algo", str, k),
+            task_id=_field(b, "task_id", str, k),
+            iteration=_field(b, "iteration", int, k, lo=0),
+            phase=_field(b, "phase", str, k, choices=PHASES),
+            model_version=_field(b, "model_version", int, k, lo=0),
+            policy_version=_field(b, "policy_version", int, k, lo=0),
             deployed_policy_version=_field(b, "deployed_policy_version", int, k, lo=-1),
             candidate_policy_version=_field(b, "candidate_policy_version", int, k, lo=0, optional=True),
             data_policy_version=_field(b, "data_policy_version", int, k, lo=-1),
-            samples=_field(b, "samples", int, k, lo=0), sample_budget=_field(b, "sample_budget", int, k, lo=0),
-            round_samples=_field(b, "round_samples", int, k, lo=0), round_target=_field(b, "round_target", int, k, lo=0),
+            samples=_field(b, "samples", int, k, lo=0),
+            sample_budget=_field(b, "sample_budget", int, k, lo=0),
+            round_samples=_field(b, "round_samples", int, k, lo=0),
+            round_target=_field(b, "round_target", int, k, lo=0),
             round_random_samples=_field(b, "round_random_samples", int, k, lo=0),
             round_random_target=_field(b, "round_random_target", int, k, lo=0),
-            behavior=_field(b, "behavior", str, k, choices=BEHAVIORS), collect=_field(b, "collect", bool, k),
-            estop=_field(b, "estop", bool, k), done=_field(b, "done", bool, k), request=_request(b),
+            behavior=_field(b, "behavior", str, k, choices=BEHAVIORS),
+            collect=_field(b, "collect", bool, k),
+            estop=_field(b, "estop", bool, k),
+            done=_field(b, "done", bool, k),
+            request=_request(b),
             eval_success=_field(b, "eval_success", (int, float), k, lo=0.0, hi=1.0, optional=True),
-            success_curve=tuple(curve), wall_s=float(_field(b, "wall_s", (int, float), k, lo=0.0)),
+            success_curve=tuple(curve),
+            wall_s=float(_field(b, "wall_s", (int, float), k, lo=0.0)),
             noise_policy=_field(b, "noise_policy", str, k, choices=_noise_policies()),
         )
 

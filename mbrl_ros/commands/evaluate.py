@@ -36,14 +36,18 @@ def run(args: argparse.Namespace) -> int:
     world = make_world(policy.task_id)
     seeds = [10_000_019 + 1000 * args.seed + i for i in range(args.episodes)]
     result = evaluate(world, policy.act, seeds)
-    print(json.dumps({
-        "task": policy.task_id,
-        "policy": str(args.policy),
-        "version": policy.contract["version"],
-        "iteration": policy.contract["iteration"],
-        "episodes": result["episodes"],
-        "success": result["success"],
-        "return": result["return"],
-        "return_std": result["return_std"],
-    }))
+    print(
+        json.dumps(
+            {
+                "task": policy.task_id,
+                "policy": str(args.policy),
+                "version": policy.contract["version"],
+                "iteration": policy.contract["iteration"],
+                "episodes": result["episodes"],
+                "success": result["success"],
+                "return": result["return"],
+                "return_std": result["return_std"],
+            }
+        )
+    )
     return 0

@@ -44,10 +44,16 @@ def _add_options(parser) -> None:
 
 def add_arguments(parser) -> None:
     _add_options(parser)
-    parser.add_argument("name", choices=sorted(graph.ALL_GRAPHS), help="graph to start (deploy_*: run a policy, no learning)")
+    parser.add_argument(
+        "name", choices=sorted(graph.ALL_GRAPHS), help="graph to start (deploy_*: run a policy, no learning)"
+    )
     # REMAINDER: options may also follow the name:=value arguments (parsed again in run())
-    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="name:=value",
-                        help="launch arguments: " + ", ".join(a.name for a in graph.launch_arguments("pal_dclaw")))
+    parser.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        metavar="name:=value",
+        help="launch arguments: " + ", ".join(a.name for a in graph.launch_arguments("pal_dclaw")),
+    )
 
 
 def _split_options(args) -> None:
@@ -109,8 +115,9 @@ class Launcher:
             self.logs[name] = log
             with open(log, "ab") as f:
                 # own session: Ctrl-C reaches the launcher only, which then stops nodes in order
-                self.procs[name] = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                                    start_new_session=True)
+                self.procs[name] = subprocess.Popen(
+                    argv, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                )
         # which process is which node (for tools and tests that act on one node)
         (self.g.log_dir / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
 
@@ -159,8 +166,16 @@ VIDEO_STEPS = 40  # one D'Claw episode (4 s at 10 Hz; the GIF plays in real time
 VIDEO_TIMEOUT_S = 600.0
 
 
-def render_video(task_id: str, policy: str, out: Path, width: int = VIDEO_SIZE[0], height: int = VIDEO_SIZE[1],
-                 steps: int = VIDEO_STEPS, seed: int = 0, timeout_s: float = VIDEO_TIMEOUT_S) -> tuple[bool, str]:
+def render_video(
+    task_id: str,
+    policy: str,
+    out: Path,
+    width: int = VIDEO_SIZE[0],
+    height: int = VIDEO_SIZE[1],
+    steps: int = VIDEO_STEPS,
+    seed: int = 0,
+    timeout_s: float = VIDEO_TIMEOUT_S,
+) -> tuple[bool, str]:
     """One episode of ``policy`` (an ONNX path, ``zero`` or ``random``) rendered offscreen to the GIF
     ``out`` by ``mbrl-ros render`` in a subprocess (MuJoCo's GL backend is chosen before MuJoCo
     loads there, and nothing of it touches this process). Returns ``(ok, message)``: the path
@@ -169,9 +184,28 @@ def render_video(task_id: str, policy: str, out: Path, width: int = VIDEO_SIZE[0
 
     if os.environ.get("MUJOCO_GL") == "osmesa" and not osmesa_available():
         return False, "offscreen rendering needs OSMesa (apt-get install libosmesa6)"
-    argv = [sys.executable, "-m", "mbrl_ros.cli", "render", "--task", task_id, "--policy", str(policy),
-            "--out", str(out), "--episodes", "1", "--width", str(width), "--height", str(height),
-            "--max-steps", str(steps), "--seed", str(seed)]
+    argv = [
+        sys.executable,
+        "-m",
+        "mbrl_ros.cli",
+        "render",
+        "--task",
+        task_id,
+        "--policy",
+        str(policy),
+        "--out",
+        str(out),
+        "--episodes",
+        "1",
+        "--width",
+        str(width),
+        "--height",
+        str(height),
+        "--max-steps",
+        str(steps),
+        "--seed",
+        str(seed),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=timeout_s)
@@ -207,11 +241,15 @@ def print_summary(log_dir: Path, video: Optional[str] = None) -> None:
     print(f"  game           {s['algo']} on {s['task']}")
     print(f"  iterations     {s['iterations']}")
     print(f"  real samples   {s['samples']} of {s['sample_budget']} ({s['episodes']} episodes)")
-    print(f"  success        {('%.2f' % success) if success is not None else 'n/a'} (deterministic eval, final policy); "
-          f"best {s.get('best_eval_success')}")
+    print(
+        f"  success        {('%.2f' % success) if success is not None else 'n/a'} (deterministic eval, final policy); "
+        f"best {s.get('best_eval_success')}"
+    )
     if s.get("samples_to_90") is not None:
-        print(f"  90% held at    {s['samples_to_90']} real samples (3 evaluations in a row; first reached at "
-              f"{s.get('first_touch_90')})")
+        print(
+            f"  90% held at    {s['samples_to_90']} real samples (3 evaluations in a row; first reached at "
+            f"{s.get('first_touch_90')})"
+        )
     print(f"  wall time      {s['wall_s']:.1f} s")
     print(f"  policy         {s.get('policy')}")
     print(f"  metrics        {s.get('metrics')}")
@@ -232,14 +270,20 @@ def run(args) -> int:
         print("environment: " + " ".join(f"{k}={v}" for k, v in graph.environment(g).items()))
         return 0
     env = graph.environment(g)
-    where = f"peers {env['ROS_STATIC_PEERS']}" if g.peers else f"discovery {env['ROS_AUTOMATIC_DISCOVERY_RANGE'].lower()}"
-    print(f"mbrl-ros launch {args.name}: {len(launcher.nodes)} nodes (role {g.role}), ROS_DOMAIN_ID={g.domain_id}, "
-          f"{where}, log dir {g.log_dir}")
+    where = (
+        f"peers {env['ROS_STATIC_PEERS']}" if g.peers else f"discovery {env['ROS_AUTOMATIC_DISCOVERY_RANGE'].lower()}"
+    )
+    print(
+        f"mbrl-ros launch {args.name}: {len(launcher.nodes)} nodes (role {g.role}), ROS_DOMAIN_ID={g.domain_id}, "
+        f"{where}, log dir {g.log_dir}"
+    )
     print(f"  watch it with: mbrl-ros monitor --domain-id {g.domain_id}")
     launcher.start()
     status = _watch(launcher, args)  # every node has stopped when it returns
     if g.role == "collectors":  # the game's records are on the learner's machine
-        print(f"  the game's summary, records and policy are in the learner's log_dir; collector logs in {g.log_dir / 'logs'}")
+        print(
+            f"  the game's summary, records and policy are in the learner's log_dir; collector logs in {g.log_dir / 'logs'}"
+        )
         return status
     if g.info.kind == "deploy":
         print_deploy_summary(g.log_dir)
@@ -260,14 +304,17 @@ class _EpisodePrinter:
             lines = [x for x in self.path.read_text().splitlines() if x.strip()]
         except OSError:
             return
-        for line in lines[self.seen:]:
+        for line in lines[self.seen :]:
             try:
                 e = json.loads(line)
             except ValueError:
                 break  # a line being written: read it next time
             self.seen += 1
-            print(f"  episode {e['episode']:>4}  success {'yes' if e['success'] else 'no ':3}  return {e['return']:9.2f}"
-                  f"  ({e['robot_id']}, {e['wall_s']:.1f} s)", flush=True)
+            print(
+                f"  episode {e['episode']:>4}  success {'yes' if e['success'] else 'no ':3}  return {e['return']:9.2f}"
+                f"  ({e['robot_id']}, {e['wall_s']:.1f} s)",
+                flush=True,
+            )
 
 
 def print_deploy_summary(log_dir: Path) -> None:
@@ -278,7 +325,9 @@ def print_deploy_summary(log_dir: Path) -> None:
     success, ret = s.get("success"), s.get("mean_return")
     print(f"  policy         {s['policy']} (v{s['policy_version']}, sha256 {s['sha256'][:12]})")
     print(f"  world          {s['task']} ({'simulation' if s['use_sim'] else 'robot'})")
-    print(f"  episodes       {s['episodes']}" + (f" of {s['episodes_requested']}" if s.get("episodes_requested") else ""))
+    print(
+        f"  episodes       {s['episodes']}" + (f" of {s['episodes_requested']}" if s.get("episodes_requested") else "")
+    )
     print(f"  success        {('%.2f' % success) if success is not None else 'n/a'} (deterministic: the mean action)")
     print(f"  mean return    {('%.2f' % ret) if ret is not None else 'n/a'}")
     print(f"  wall time      {s['wall_s']:.1f} s")
@@ -310,16 +359,20 @@ def _watch(launcher: Launcher, args) -> int:
             if not key_shown and g.public_key_path.is_file():  # the coordinator has created the run's key
                 key_shown = True
                 key = g.public_key_path.read_text().strip()
-                print(f"\n  collectors join with: mbrl-ros launch {args.name} role:=collectors domain_id:={g.domain_id} "
-                      f"peers:=<this machine> coordinator_key:={key} [num_collectors:=N first_collector:=K]", flush=True)
+                print(
+                    f"\n  collectors join with: mbrl-ros launch {args.name} role:=collectors domain_id:={g.domain_id} "
+                    f"peers:=<this machine> coordinator_key:={key} [num_collectors:=N first_collector:=K]",
+                    flush=True,
+                )
             if bar is not None:
                 s = _read_json(g.log_dir / "game_state.json")
                 if s:
                     bar.total = s.get("sample_budget")
                     bar.n = s.get("samples", 0)
                     curve = [c for c in (s.get("success_curve") or []) if c is not None]
-                    bar.set_postfix_str(f"it {s['iteration']} {s['phase']} eval success {curve[-1] if curve else '-'}",
-                                        refresh=False)
+                    bar.set_postfix_str(
+                        f"it {s['iteration']} {s['phase']} eval success {curve[-1] if curve else '-'}", refresh=False
+                    )
                     bar.refresh()
             if episodes is not None:
                 episodes.poll()
@@ -338,9 +391,13 @@ def _watch(launcher: Launcher, args) -> int:
                     return 1 if failed else 0
                 if name in collectors and launcher.alive(collectors):
                     failed = True
-                    print(f"\n{name} exited with status {code}; the run continues with {', '.join(launcher.alive(collectors))}")
+                    print(
+                        f"\n{name} exited with status {code}; the run continues with {', '.join(launcher.alive(collectors))}"
+                    )
                     continue
-                print(f"\n{name} exited with status {code}; stopping the graph. Last lines of its log:\n{launcher.tail(name)}")
+                print(
+                    f"\n{name} exited with status {code}; stopping the graph. Last lines of its log:\n{launcher.tail(name)}"
+                )
                 return 1
             if args.timeout and time.monotonic() - t0 > args.timeout:
                 print(f"\n--timeout {args.timeout:.0f} s reached; stopping the graph")
@@ -371,8 +428,10 @@ def _watch_collectors(launcher: Launcher, args) -> int:
                     failed.append(name)
                     print(f"\n{name} exited with status {code}. Last lines of its log:\n{launcher.tail(name)}")
                 if not launcher.alive(names):
-                    print(f"\n{args.name}: game over for this machine's collectors"
-                          + (f" ({', '.join(failed)} failed)" if failed else ""))
+                    print(
+                        f"\n{args.name}: game over for this machine's collectors"
+                        + (f" ({', '.join(failed)} failed)" if failed else "")
+                    )
                     return 1 if failed else 0
             if args.timeout and time.monotonic() - t0 > args.timeout:
                 print(f"\n--timeout {args.timeout:.0f} s reached; stopping the collectors")

@@ -20,7 +20,9 @@ LEVELS = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID to watch (default: the environment's)")
+    parser.add_argument(
+        "--domain-id", type=int, default=None, help="ROS_DOMAIN_ID to watch (default: the environment's)"
+    )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     parser.add_argument("--once", action="store_true", help="print one view (after --timeout at most) and exit")
     parser.add_argument("--timeout", type=float, default=10.0, help="with --once: how long to wait for the game state")
@@ -49,11 +51,17 @@ def render(state: Optional[dict], nodes: dict[str, dict], now: float, stale_s: f
         done = int(state.get("samples", 0))
         filled = int(30 * min(1.0, done / budget))
         phase = "DONE" if state.get("done") else state.get("phase", "?")
-        lines.append(f"game     {state.get('algo')} on {state.get('task_id')}   iteration {state.get('iteration')}   "
-                     f"phase {phase}   {'E-STOP' if state.get('estop') else ''}")
-        lines.append(f"samples  {done}/{budget} [{'#' * filled}{'.' * (30 - filled)}]   collecting: {state.get('collect')}")
-        lines.append(f"versions policy deployed v{state.get('deployed_policy_version')}   "
-                     f"candidate v{state.get('candidate_policy_version')}   model v{state.get('model_version')}")
+        lines.append(
+            f"game     {state.get('algo')} on {state.get('task_id')}   iteration {state.get('iteration')}   "
+            f"phase {phase}   {'E-STOP' if state.get('estop') else ''}"
+        )
+        lines.append(
+            f"samples  {done}/{budget} [{'#' * filled}{'.' * (30 - filled)}]   collecting: {state.get('collect')}"
+        )
+        lines.append(
+            f"versions policy deployed v{state.get('deployed_policy_version')}   "
+            f"candidate v{state.get('candidate_policy_version')}   model v{state.get('model_version')}"
+        )
         curve = state.get("success_curve") or []
         last = next((c for c in reversed(curve) if c is not None), None)
         lines.append(f"success  {sparkline(curve)}  last {last if last is None else f'{last:.2f}'}")
@@ -63,8 +71,17 @@ def render(state: Optional[dict], nodes: dict[str, dict], now: float, stale_s: f
     for name in sorted(nodes):
         d = nodes[name]
         level = 3 if now - d["t"] > stale_s else d["level"]
-        keys = ("phase", "samples", "buffer_transitions", "episodes_published", "steps_per_s", "model_version",
-                "policy_version", "loop_jitter_p99_ms", "policy_handoff_ms")
+        keys = (
+            "phase",
+            "samples",
+            "buffer_transitions",
+            "episodes_published",
+            "steps_per_s",
+            "model_version",
+            "policy_version",
+            "loop_jitter_p99_ms",
+            "policy_handoff_ms",
+        )
         facts = ", ".join(f"{k}={d['values'][k]}" for k in keys if k in d["values"])
         rejected = sum(int(v) for k, v in d["values"].items() if k.startswith("rejected_") and str(v).isdigit())
         if rejected:
@@ -106,8 +123,12 @@ def run(args) -> int:
             if not st.name.startswith("mbrl_ros/"):
                 continue
             level = int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level)
-            nodes[st.name.split("/", 1)[1]] = {"level": level, "message": st.message, "t": time.monotonic(),
-                                               "values": {kv.key: kv.value for kv in st.values}}
+            nodes[st.name.split("/", 1)[1]] = {
+                "level": level,
+                "message": st.message,
+                "t": time.monotonic(),
+                "values": {kv.key: kv.value for kv in st.values},
+            }
 
     node.create_subscription(String, GAME_STATE, on_state, latched_qos())
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
-os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"] if os.environ["MUJOCO_GL"] in ("osmesa", "egl") else "osmesa")
+os.environ.setdefault(
+    "PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"] if os.environ["MUJOCO_GL"] in ("osmesa", "egl") else "osmesa"
+)
 
 import argparse  # noqa: E402
 import ctypes.util  # noqa: E402
@@ -22,7 +24,9 @@ HELP = "render a policy in a simulated ROBEL task to an animated GIF (offscreen,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help="task id (see `mbrl-ros tasks`) or gym id")
-    parser.add_argument("--policy", default="random", metavar="random|zero|FILE.onnx", help="policy to run (default random)")
+    parser.add_argument(
+        "--policy", default="random", metavar="random|zero|FILE.onnx", help="policy to run (default random)"
+    )
     parser.add_argument("--out", required=True, metavar="FILE.gif", help="output GIF")
     parser.add_argument("--episodes", type=int, default=1, help="episodes, one after the other (default 1)")
     parser.add_argument("--width", type=int, default=480, help="frame width in pixels (default 480)")
@@ -36,8 +40,16 @@ def osmesa_available() -> bool:
     return ctypes.util.find_library("OSMesa") is not None
 
 
-def render_frames(task_id: str, policy_spec: str, episodes: int = 1, width: int = 480, height: int = 480,
-                  seed: int = 0, max_steps: int | None = None, progress: bool = True) -> tuple[list, list[dict]]:
+def render_frames(
+    task_id: str,
+    policy_spec: str,
+    episodes: int = 1,
+    width: int = 480,
+    height: int = 480,
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> tuple[list, list[dict]]:
     """Run the policy and return the RGB frames (one per reset and per step) and episode stats."""
     import numpy as np
     from tqdm import tqdm
@@ -86,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must be a .gif file, got {args.out!r}")
     if os.environ.get("MUJOCO_GL") == "osmesa" and not osmesa_available():
         raise ValueError("offscreen rendering needs OSMesa: install Debian's libosmesa6 (apt-get install libosmesa6)")
-    frames, stats = render_frames(args.task, args.policy, args.episodes, args.width, args.height, args.seed,
-                                  args.max_steps)
+    frames, stats = render_frames(
+        args.task, args.policy, args.episodes, args.width, args.height, args.seed, args.max_steps
+    )
     for s in stats:
         tqdm.write(f"episode {s['episode']}: return {s['return']:.2f} success {s['success']} length {s['length']}")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,12 +23,17 @@ Policy = Callable[[np.ndarray], np.ndarray]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help="task id (see `mbrl-ros tasks`) or gym id")
-    parser.add_argument("--policy", default="random", metavar="random|zero|FILE.onnx",
-                        help="'random' (uniform in [-1, 1]), 'zero', or an ONNX policy exported by training")
+    parser.add_argument(
+        "--policy",
+        default="random",
+        metavar="random|zero|FILE.onnx",
+        help="'random' (uniform in [-1, 1]), 'zero', or an ONNX policy exported by training",
+    )
     parser.add_argument("--episodes", type=int, default=5, help="number of episodes (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of resets and random actions (default 0)")
-    parser.add_argument("--randomize-dynamics", action="store_true",
-                        help="re-draw ROBEL's RandomDynamics physics at every reset")
+    parser.add_argument(
+        "--randomize-dynamics", action="store_true", help="re-draw ROBEL's RandomDynamics physics at every reset"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -52,8 +57,9 @@ def make_policy(spec: str, task_id: str, act_dim: int, seed: int = 0) -> tuple[P
     return policy.act, str(path)
 
 
-def run_episode(env: Any, policy: Policy, seed: Optional[int] = None,
-                on_step: Optional[Callable[[], None]] = None) -> dict[str, Any]:
+def run_episode(
+    env: Any, policy: Policy, seed: Optional[int] = None, on_step: Optional[Callable[[], None]] = None
+) -> dict[str, Any]:
     """One episode; returns ``{"return", "success", "length", "terminated", "sim_warning"}``."""
     obs, info = env.reset(seed=seed)
     if on_step is not None:
@@ -69,8 +75,13 @@ def run_episode(env: Any, policy: Policy, seed: Optional[int] = None,
         length += 1
         if on_step is not None:
             on_step()
-    return {"return": total, "success": success, "length": length, "terminated": bool(terminated),
-            "sim_warning": sim_warning}
+    return {
+        "return": total,
+        "success": success,
+        "length": length,
+        "terminated": bool(terminated),
+        "sim_warning": sim_warning,
+    }
 
 
 def run(args: argparse.Namespace) -> int:

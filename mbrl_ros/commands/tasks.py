@@ -20,17 +20,19 @@ def rows() -> list[dict]:
     for task_id in TASK_IDS:
         task = get_task(task_id)
         i = task.info
-        out.append({
-            "task_id": i.task_id,
-            "gym_id": i.gym_id,
-            "robot": i.robot,
-            "obs_dim": i.obs_dim,
-            "act_dim": i.act_dim,
-            "model_dim": task.model_dim,
-            "horizon": i.horizon,
-            "control_hz": round(1.0 / i.dt, 6),
-            "episode_s": round(i.horizon * i.dt, 6),
-        })
+        out.append(
+            {
+                "task_id": i.task_id,
+                "gym_id": i.gym_id,
+                "robot": i.robot,
+                "obs_dim": i.obs_dim,
+                "act_dim": i.act_dim,
+                "model_dim": task.model_dim,
+                "horizon": i.horizon,
+                "control_hz": round(1.0 / i.dt, 6),
+                "episode_s": round(i.horizon * i.dt, 6),
+            }
+        )
     return out
 
 
@@ -40,8 +42,15 @@ def run(args: argparse.Namespace) -> int:
         for r in table:
             print(json.dumps(r))
         return 0
-    cols = [("task id", "task_id"), ("gym id", "gym_id"), ("obs", "obs_dim"), ("act", "act_dim"),
-            ("horizon", "horizon"), ("rate Hz", "control_hz"), ("episode s", "episode_s")]
+    cols = [
+        ("task id", "task_id"),
+        ("gym id", "gym_id"),
+        ("obs", "obs_dim"),
+        ("act", "act_dim"),
+        ("horizon", "horizon"),
+        ("rate Hz", "control_hz"),
+        ("episode s", "episode_s"),
+    ]
     cells = [[str(r[k]) if not isinstance(r[k], float) else f"{r[k]:g}" for _, k in cols] for r in table]
     widths = [max(len(h), *(len(c[j]) for c in cells)) for j, (h, _) in enumerate(cols)]
     print("  ".join(h.ljust(w) for (h, _), w in zip(cols, widths)))

@@ -18,24 +18,49 @@ HELP = "train a policy with a Stackelberg MBRL game (pal, mal, gda, br, mal-agen
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--algo", default=None, help="pal | mal | gda | br | mal-agent-reward | mal-noise (default pal)")
+    parser.add_argument(
+        "--algo", default=None, help="pal | mal | gda | br | mal-agent-reward | mal-noise (default pal)"
+    )
     parser.add_argument("--task", default=None, help="task id, e.g. dclaw-turn-fixed (see `mbrl-ros tasks`)")
-    parser.add_argument("--samples", type=int, default=None, help="budget of real samples (default: config/<algo>.yaml)")
+    parser.add_argument(
+        "--samples", type=int, default=None, help="budget of real samples (default: config/<algo>.yaml)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--out", default=None, help="output directory (default: the --resume directory)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a hyper-parameter (repeatable), e.g. --set npg_steps_conservative=6")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyper-parameter (repeatable), e.g. --set npg_steps_conservative=6",
+    )
     parser.add_argument("--resume", default=None, metavar="DIR", help="continue a run from DIR (or DIR/checkpoint)")
-    parser.add_argument("--init-from", default=None, metavar="RUN_DIR",
-                        help="start a new game from a finished run's policy (fine-tuning, e.g. on a perturbed "
-                             "world: --set dynamics=dclaw-weak); its task and network widths must match")
-    parser.add_argument("--init-from-parts", default="policy", metavar="PARTS",
-                        help="what --init-from carries over: policy (always), model, buffer; comma-separated "
-                             "(default: policy)")
-    parser.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="torch device (default: the config's device, auto = CUDA when available)")
-    parser.add_argument("--threads", default="auto",
-                        help="torch threads: a number, or auto (default): before every phase, the cores "
-                             "other processes leave free (at most 4)")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="RUN_DIR",
+        help="start a new game from a finished run's policy (fine-tuning, e.g. on a perturbed "
+        "world: --set dynamics=dclaw-weak); its task and network widths must match",
+    )
+    parser.add_argument(
+        "--init-from-parts",
+        default="policy",
+        metavar="PARTS",
+        help="what --init-from carries over: policy (always), model, buffer; comma-separated (default: policy)",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        choices=["cpu", "cuda", "auto"],
+        help="torch device (default: the config's device, auto = CUDA when available)",
+    )
+    parser.add_argument(
+        "--threads",
+        default="auto",
+        help="torch threads: a number, or auto (default): before every phase, the cores "
+        "other processes leave free (at most 4)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -96,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
             key = item.split("=", 1)[0].strip()
             override_dict[key] = getattr(probe, key)
         out = args.out or str(ckpt.parent)
-        summary = train(probe, out, resume=ckpt, resume_overrides=override_dict, progress=not args.no_progress,
-                        cores=cores)
+        summary = train(
+            probe, out, resume=ckpt, resume_overrides=override_dict, progress=not args.no_progress, cores=cores
+        )
     else:
         if args.task is None or args.out is None:
             raise ValueError("--task and --out are required (unless --resume is given)")
@@ -106,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             from mbrl_ros.tasks import canonical_task_id
 
             task_id = canonical_task_id(task_id)
-        init_parts = ("policy",)
+        init_parts: tuple[str, ...] = ("policy",)
         if args.init_from is None:
             cfg = load_config(args.algo or "pal", task_id, overrides)
         else:
@@ -123,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
                 cfg.algo = args.algo
             apply_overrides(cfg, overrides)
             cfg.validate()
-        summary = train(cfg, args.out, progress=not args.no_progress, cores=cores, init_from=args.init_from,
-                        init_parts=init_parts)
+        summary = train(
+            cfg, args.out, progress=not args.no_progress, cores=cores, init_from=args.init_from, init_parts=init_parts
+        )
     print(json.dumps(summary))
     return 0

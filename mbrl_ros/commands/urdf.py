@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")  # before anything imports MuJoCo (see commands/render.py)
-os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"] if os.environ["MUJOCO_GL"] in ("osmesa", "egl") else "osmesa")
+os.environ.setdefault(
+    "PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"] if os.environ["MUJOCO_GL"] in ("osmesa", "egl") else "osmesa"
+)
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
@@ -25,12 +27,21 @@ _TASK = {"dclaw": "dclaw-turn-random", "dkitty": "dkitty-orient-random"}  # the 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--robot", required=True, choices=("dclaw", "dkitty"),
-                        help="dclaw (claw and valve) or dkitty (torso on its 6 root joints, legs)")
-    parser.add_argument("-o", "--out", default=None,
-                        help="output file ('-' = stdout; default stdout unless --render is given)")
-    parser.add_argument("--render", metavar="FILE.png", default=None,
-                        help="also render the URDF with the markers, as the viewers show them (OSMesa)")
+    parser.add_argument(
+        "--robot",
+        required=True,
+        choices=("dclaw", "dkitty"),
+        help="dclaw (claw and valve) or dkitty (torso on its 6 root joints, legs)",
+    )
+    parser.add_argument(
+        "-o", "--out", default=None, help="output file ('-' = stdout; default stdout unless --render is given)"
+    )
+    parser.add_argument(
+        "--render",
+        metavar="FILE.png",
+        default=None,
+        help="also render the URDF with the markers, as the viewers show them (OSMesa)",
+    )
     parser.add_argument("--width", type=int, default=480, help="--render width in pixels (default 480)")
     parser.add_argument("--height", type=int, default=360, help="--render height in pixels (default 360)")
     parser.add_argument("--seed", type=int, default=0, help="--render: seed of the episode shown (default 0)")
@@ -107,15 +118,27 @@ def render_view(robot: str, width: int = 480, height: int = 360, seed: int = 0, 
                 # MuJoCo's arrow points along its z axis: from the marker's position along its x axis
                 x_axis = mat.reshape(3, 3)[:, 0]
                 geom = scn.geoms[scn.ngeom]
-                mujoco.mjv_initGeom(geom, mujoco.mjtGeom.mjGEOM_ARROW, np.zeros(3), np.zeros(3), np.zeros(9),
-                                    np.array(sp.rgba, dtype=np.float32))
-                mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_ARROW, 0.5 * sp.scale[1], pos,
-                                     pos + sp.scale[0] * x_axis)
+                mujoco.mjv_initGeom(
+                    geom,
+                    mujoco.mjtGeom.mjGEOM_ARROW,
+                    np.zeros(3),
+                    np.zeros(3),
+                    np.zeros(9),
+                    np.array(sp.rgba, dtype=np.float32),
+                )
+                mujoco.mjv_connector(
+                    geom, mujoco.mjtGeom.mjGEOM_ARROW, 0.5 * sp.scale[1], pos, pos + sp.scale[0] * x_axis
+                )
             else:  # cylinder: scale = diameter x, diameter y, height
                 geom = scn.geoms[scn.ngeom]
-                mujoco.mjv_initGeom(geom, mujoco.mjtGeom.mjGEOM_CYLINDER,
-                                    np.array([0.5 * sp.scale[0], 0.5 * sp.scale[1], 0.5 * sp.scale[2]]), pos, mat,
-                                    np.array(sp.rgba, dtype=np.float32))
+                mujoco.mjv_initGeom(
+                    geom,
+                    mujoco.mjtGeom.mjGEOM_CYLINDER,
+                    np.array([0.5 * sp.scale[0], 0.5 * sp.scale[1], 0.5 * sp.scale[2]]),
+                    pos,
+                    mat,
+                    np.array(sp.rgba, dtype=np.float32),
+                )
             scn.ngeom += 1
         image = renderer.render().copy()
     finally:

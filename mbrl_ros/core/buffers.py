@@ -52,18 +52,26 @@ class Episode:
     def at_wire_precision(self) -> "Episode":
         """This episode as the ROS graph's learners receive it: transitions travel as float32
         (:func:`mbrl_ros.wire.pack_episode`), so ``mbrl-ros train`` learns from the same numbers."""
+
         def f32(a: np.ndarray) -> np.ndarray:
             return np.asarray(a, dtype=np.float32).astype(np.float64)
 
-        return dataclasses.replace(self, obs=f32(self.obs), actions=f32(self.actions), rewards=f32(self.rewards),
-                                   aux=None if self.aux is None else f32(self.aux))
+        return dataclasses.replace(
+            self,
+            obs=f32(self.obs),
+            actions=f32(self.actions),
+            rewards=f32(self.rewards),
+            aux=None if self.aux is None else f32(self.aux),
+        )
 
     def validate(self, task: Any) -> "Episode":
         """Raise ValueError on wrong sizes or non-finite values for ``task`` (a TaskSpec)."""
         info = task.info
         T = len(self)
         if self.actions.ndim != 2 or self.actions.shape[1] != info.act_dim:
-            raise ValueError(f"episode {self.episode_id}: actions must be [T, {info.act_dim}], got {self.actions.shape}")
+            raise ValueError(
+                f"episode {self.episode_id}: actions must be [T, {info.act_dim}], got {self.actions.shape}"
+            )
         if T < 1:
             raise ValueError(f"episode {self.episode_id}: needs at least one transition")
         if self.obs.shape != (T + 1, info.obs_dim):
@@ -75,8 +83,10 @@ class Episode:
         aux_dim = getattr(task, "aux_dim", 0)
         if aux_dim and (self.aux is None or self.aux.shape != (T + 1, aux_dim)):
             got = None if self.aux is None else self.aux.shape
-            raise ValueError(f"episode {self.episode_id}: aux ({', '.join(task.aux_names[:2])}, ...) must be "
-                             f"[{T + 1}, {aux_dim}], got {got}")
+            raise ValueError(
+                f"episode {self.episode_id}: aux ({', '.join(task.aux_names[:2])}, ...) must be "
+                f"[{T + 1}, {aux_dim}], got {got}"
+            )
         if not aux_dim and self.aux is not None:
             raise ValueError(f"episode {self.episode_id}: task {info.task_id} has no model-only state, got aux")
         for name in ("obs", "actions", "rewards") + (("aux",) if aux_dim else ()):
@@ -92,8 +102,12 @@ class Episode:
 
     def meta(self) -> dict[str, Any]:
         return {
-            "episode_id": self.episode_id, "policy_version": int(self.policy_version), "robot_id": self.robot_id,
-            "terminated": bool(self.terminated), "aborted": bool(self.aborted), "length": len(self),
+            "episode_id": self.episode_id,
+            "policy_version": int(self.policy_version),
+            "robot_id": self.robot_id,
+            "terminated": bool(self.terminated),
+            "aborted": bool(self.aborted),
+            "length": len(self),
             "success": None if self.success is None else bool(self.success),
         }
 
@@ -223,16 +237,24 @@ class EpisodeBuffer:
         for i, m in enumerate(meta["episodes"]):
             buf.add_episode(
                 Episode(
-                    obs=tensors[f"{i}.obs"], actions=tensors[f"{i}.actions"], rewards=tensors[f"{i}.rewards"],
-                    terminated=m["terminated"], episode_id=m["episode_id"], policy_version=m["policy_version"],
-                    robot_id=m["robot_id"], aborted=m["aborted"], success=m.get("success"),
+                    obs=tensors[f"{i}.obs"],
+                    actions=tensors[f"{i}.actions"],
+                    rewards=tensors[f"{i}.rewards"],
+                    terminated=m["terminated"],
+                    episode_id=m["episode_id"],
+                    policy_version=m["policy_version"],
+                    robot_id=m["robot_id"],
+                    aborted=m["aborted"],
+                    success=m.get("success"),
                     aux=tensors.get(f"{i}.aux"),
                 )
             )
         buf.total_added = int(meta["total_added"])
         if "initial.obs" in tensors:  # every initial state, evicted episodes' included
             buf._initial_obs = list(np.asarray(tensors["initial.obs"], dtype=np.float64))
-            buf._initial_aux = list(np.asarray(tensors["initial.aux"], dtype=np.float64)) if "initial.aux" in tensors else []
+            buf._initial_aux = (
+                list(np.asarray(tensors["initial.aux"], dtype=np.float64)) if "initial.aux" in tensors else []
+            )
         return buf
 
     def save(self, directory: Union[str, Path], name: str = "buffer") -> None:

@@ -99,7 +99,9 @@ class GameConfig:
     gate_max_violation_fraction: float = 0.05  # allowed predicted violations beyond the deployed policy's
     gate_max_log_std: float = 1.0  # largest exploration log std a policy may carry
     gate_model_severity: str = "auto"  # abort | warn | off | auto (warn in simulation, abort on a robot)
-    gate_model_confidence: float = 1.0  # a predicted violation counts when the members' mean clears the limit by this many stds
+    gate_model_confidence: float = (
+        1.0  # a predicted violation counts when the members' mean clears the limit by this many stds
+    )
 
     # --- evaluation and run ----------------------------------------------------------------
     eval_episodes: int = 50  # deterministic evaluation episodes (fixed by the task; one if its reset is deterministic)
@@ -135,19 +137,45 @@ class GameConfig:
         """Raise ValueError on any out-of-range value."""
         game_spec(self.algo)  # unknown algorithm -> ValueError listing the valid ones
         positive = [
-            "samples", "ensemble_size", "model_batch_size", "model_min_steps", "model_max_steps",
-            "model_eval_every", "model_patience", "value_epochs", "value_batch_size",
-            "npg_trajectories", "cg_iters", "eval_episodes", "eval_every", "agent_reward_horizon", "agent_reward_batch",
-            "samples_per_iter_horizons", "samples_per_iter_cap", "stop_success_iters",
+            "samples",
+            "ensemble_size",
+            "model_batch_size",
+            "model_min_steps",
+            "model_max_steps",
+            "model_eval_every",
+            "model_patience",
+            "value_epochs",
+            "value_batch_size",
+            "npg_trajectories",
+            "cg_iters",
+            "eval_episodes",
+            "eval_every",
+            "agent_reward_horizon",
+            "agent_reward_batch",
+            "samples_per_iter_horizons",
+            "samples_per_iter_cap",
+            "stop_success_iters",
         ]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         non_negative = [
-            "n_init", "samples_per_iter", "buffer_size", "max_iterations", "model_epochs_aggressive",
-            "model_epochs_conservative", "npg_steps_aggressive", "npg_steps_conservative",
-            "rollout_horizon", "checkpoint_every", "model_weight_decay", "model_clamp_margin", "entropy_coef",
-            "gate_model_horizon", "gate_joint_margin", "gate_model_confidence",
+            "n_init",
+            "samples_per_iter",
+            "buffer_size",
+            "max_iterations",
+            "model_epochs_aggressive",
+            "model_epochs_conservative",
+            "npg_steps_aggressive",
+            "npg_steps_conservative",
+            "rollout_horizon",
+            "checkpoint_every",
+            "model_weight_decay",
+            "model_clamp_margin",
+            "entropy_coef",
+            "gate_model_horizon",
+            "gate_joint_margin",
+            "gate_model_confidence",
         ]
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -237,7 +265,9 @@ def _coerce(name: str, value: Any) -> Any:
     if typing.get_origin(hint) is list:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
             raise ValueError(f"{name}: expected a list of integers, got {value!r}")
         return [int(v) for v in value]
     raise bad  # pragma: no cover - every field type is handled above

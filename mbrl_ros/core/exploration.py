@@ -46,8 +46,12 @@ class _Standardiser:
         return (np.asarray(obs, dtype=np.float64) - self.mean) / self.scale
 
 
-def random_mlp_policy(obs_dim: int, act_dim: int, rng: np.random.Generator,
-                      standardise: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> ActFn:
+def random_mlp_policy(
+    obs_dim: int,
+    act_dim: int,
+    rng: np.random.Generator,
+    standardise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+) -> ActFn:
     """A freshly initialised tanh MLP ``a = tanh(W2 tanh(W1 s + b1) + b2 + c) + ou`` (one episode)."""
     std = standardise or (lambda o: np.asarray(o, dtype=np.float64))
     w1 = rng.normal(0.0, MLP_GAIN / np.sqrt(obs_dim), (obs_dim, MLP_HIDDEN))
@@ -86,8 +90,9 @@ def uniform_policy(act_dim: int, rng: np.random.Generator) -> ActFn:
     return lambda _obs: rng.uniform(-1.0, 1.0, act_dim)
 
 
-def new_random_policy(kind: str, obs_dim: int, act_dim: int, rng: np.random.Generator,
-                      obs_data: Optional[np.ndarray] = None) -> ActFn:
+def new_random_policy(
+    kind: str, obs_dim: int, act_dim: int, rng: np.random.Generator, obs_data: Optional[np.ndarray] = None
+) -> ActFn:
     """One random policy of ``kind`` (``NOISE_POLICIES``); ``obs_data`` standardises the MLP's input."""
     if kind == "mlp":
         return random_mlp_policy(obs_dim, act_dim, rng, _Standardiser(obs_data, obs_dim))
@@ -98,8 +103,14 @@ def new_random_policy(kind: str, obs_dim: int, act_dim: int, rng: np.random.Gene
     raise ValueError(f"noise_policy must be one of {', '.join(NOISE_POLICIES)}, got {kind!r}")
 
 
-def collect_random_episodes(world: Any, kind: str, n_samples: int, rng: np.random.Generator, id_prefix: str,
-                            obs_data: Optional[np.ndarray] = None) -> list[Episode]:
+def collect_random_episodes(
+    world: Any,
+    kind: str,
+    n_samples: int,
+    rng: np.random.Generator,
+    id_prefix: str,
+    obs_data: Optional[np.ndarray] = None,
+) -> list[Episode]:
     """Whole episodes, a new random policy for each, until ``n_samples`` transitions (policy version -1)."""
     info = world.task.info
     episodes: list[Episode] = []

@@ -123,8 +123,14 @@ class FiniteGameOptions:
     contextual_hidden: int = 128  # width of the follower MLP
 
     def validate(self, algo: str, formulation: str) -> None:
-        positive_ints = ("iterations", "model_steps", "samples_per_iteration", "contextual_leaders",
-                         "contextual_epochs", "contextual_hidden")
+        positive_ints = (
+            "iterations",
+            "model_steps",
+            "samples_per_iteration",
+            "contextual_leaders",
+            "contextual_epochs",
+            "contextual_hidden",
+        )
         for name in positive_ints:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -150,12 +156,16 @@ class FiniteGameOptions:
         if self.follower == "contextual" and formulation != "bilevel":
             raise ValueError("follower='contextual' is defined for formulation='bilevel' only")
         if self.follower == "contextual" and game_spec(algo).leader is not Player.MODEL:
-            raise ValueError(f"follower='contextual' is implemented for the model-leader games "
-                             f"(mal, mal-agent-reward, mal-noise), not {algo}")
+            raise ValueError(
+                f"follower='contextual' is implemented for the model-leader games "
+                f"(mal, mal-agent-reward, mal-noise), not {algo}"
+            )
         if self.buffer not in (None, "fifo", "aggregate"):
             raise ValueError(f"option buffer must be 'fifo' or 'aggregate', got {self.buffer!r}")
         if self.agent_reward not in AGENT_REWARD_TERMS:
-            raise ValueError(f"option agent_reward must be one of {', '.join(AGENT_REWARD_TERMS)}, got {self.agent_reward!r}")
+            raise ValueError(
+                f"option agent_reward must be one of {', '.join(AGENT_REWARD_TERMS)}, got {self.agent_reward!r}"
+            )
         if isinstance(self.model_prior, str) and self.model_prior not in ("self-loop", "uniform"):
             raise ValueError(f"option model_prior must be 'self-loop', 'uniform' or an array, got {self.model_prior!r}")
 
@@ -212,8 +222,14 @@ class _Adam:
 class TabularModel:
     """The model player's transition table M = softmax(phi), rows of terminal states fixed."""
 
-    def __init__(self, mdp: FiniteMDP, prior: Union[str, np.ndarray], prior_logit: float, lr: float,
-                 noise: Optional[np.ndarray] = None) -> None:
+    def __init__(
+        self,
+        mdp: FiniteMDP,
+        prior: Union[str, np.ndarray],
+        prior_logit: float,
+        lr: float,
+        noise: Optional[np.ndarray] = None,
+    ) -> None:
         S, A = mdp.n_states, mdp.n_actions
         self.mdp = mdp
         if isinstance(prior, str):
@@ -357,9 +373,17 @@ def run_game(mdp: FiniteMDP, algo: str, seed: int = 0, formulation: str = "bilev
     M = model.probs
     _, v_opt = mdp.optimal()
     return GameResult(
-        algo=algo, formulation=formulation, seed=seed, policy=policy, model=M,
-        real_return=mdp.evaluate(policy), model_return=mdp.evaluate(policy, M), optimal_return=v_opt,
-        samples=samples, history=history, options=dataclasses.asdict(opts) | {"alpha": opts.mixing_weight(algo)},
+        algo=algo,
+        formulation=formulation,
+        seed=seed,
+        policy=policy,
+        model=M,
+        real_return=mdp.evaluate(policy),
+        model_return=mdp.evaluate(policy, M),
+        optimal_return=v_opt,
+        samples=samples,
+        history=history,
+        options=dataclasses.asdict(opts) | {"alpha": opts.mixing_weight(algo)},
     )
 
 
@@ -376,8 +400,9 @@ def _record(mdp: FiniteMDP, k: int, pi: np.ndarray, M: np.ndarray, leader_object
     return row
 
 
-def _mal_model_objective(mdp: FiniteMDP, spec, opts: FiniteGameOptions, model: TabularModel,
-                         d: np.ndarray, target: np.ndarray) -> float:
+def _mal_model_objective(
+    mdp: FiniteMDP, spec, opts: FiniteGameOptions, model: TabularModel, d: np.ndarray, target: np.ndarray
+) -> float:
     """One conservative update of the model leader (``model_steps`` Adam steps); returns its objective."""
     alpha = opts.mixing_weight(spec.name)
     objective = 0.0
@@ -393,8 +418,9 @@ def _mal_model_objective(mdp: FiniteMDP, spec, opts: FiniteGameOptions, model: T
     return objective
 
 
-def _bilevel(mdp: FiniteMDP, spec, opts: FiniteGameOptions, noise_pi: np.ndarray,
-             model: TabularModel) -> tuple[np.ndarray, list[dict]]:
+def _bilevel(
+    mdp: FiniteMDP, spec, opts: FiniteGameOptions, noise_pi: np.ndarray, model: TabularModel
+) -> tuple[np.ndarray, list[dict]]:
     """The exact game: exact occupancies, exact best responses, conservative leader steps."""
     history: list[dict] = []
     theta = noise_pi.copy()
@@ -479,8 +505,9 @@ def _empirical(mdp: FiniteMDP, data: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return n_sa / max(len(data), 1), P_emp
 
 
-def _practical(mdp: FiniteMDP, spec, opts: FiniteGameOptions, rng: np.random.Generator, noise_pi: np.ndarray,
-               model: TabularModel) -> tuple[np.ndarray, list[dict], int]:
+def _practical(
+    mdp: FiniteMDP, spec, opts: FiniteGameOptions, rng: np.random.Generator, noise_pi: np.ndarray, model: TabularModel
+) -> tuple[np.ndarray, list[dict], int]:
     """Algorithms 3 (PAL) and 4 (MAL) of the paper on sampled data from the tabular world."""
     sampler = _Sampler(mdp, rng)
     N = opts.samples_per_iteration

@@ -30,8 +30,9 @@ from mbrl_ros.core.schedule import ModelObjective, Player
 
 
 def _mlp(n_in: int, n_out: int, hidden: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
-                         nn.Linear(hidden, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, n_out)
+    )
 
 
 # -- exact quantities in batched numpy / torch ------------------------------------------------
@@ -73,8 +74,9 @@ def torch_return(mdp: FiniteMDP, pi: torch.Tensor, M: torch.Tensor) -> torch.Ten
     return (disc[:, None, None] * x * r).sum()
 
 
-def random_models(mdp: FiniteMDP, n: int, rng: np.random.Generator, prior: np.ndarray,
-                  dirichlet_rows: bool = False) -> np.ndarray:
+def random_models(
+    mdp: FiniteMDP, n: int, rng: np.random.Generator, prior: np.ndarray, dirichlet_rows: bool = False
+) -> np.ndarray:
     """Random leaders for the model player: each learned row is the truth, the prior or a random
     blend of the two (the family a MAL leader moves through: accurate, hiding and in-between
     models); ``dirichlet_rows`` adds arbitrary Dirichlet(0.3) rows as a fourth kind."""
@@ -85,9 +87,11 @@ def random_models(mdp: FiniteMDP, n: int, rng: np.random.Generator, prior: np.nd
     lam = rng.random((n, S, A, 1))
     dirichlet = rng.dirichlet(np.full(S, 0.3), size=(n, S, A))
     blend = lam * mdp.P[None] + (1 - lam) * prior[None]
-    choice = np.where((kind == 0)[..., None], mdp.P[None],
-                      np.where((kind == 1)[..., None], prior[None],
-                               np.where((kind == 2)[..., None], blend, dirichlet)))
+    choice = np.where(
+        (kind == 0)[..., None],
+        mdp.P[None],
+        np.where((kind == 1)[..., None], prior[None], np.where((kind == 2)[..., None], blend, dirichlet)),
+    )
     out[:, live] = choice[:, live]
     return out
 
@@ -96,8 +100,9 @@ def random_models(mdp: FiniteMDP, n: int, rng: np.random.Generator, prior: np.nd
 class ContextualPolicyFollower:
     """MAL's policy follower conditioned on the model's answers at fixed (s, a) queries."""
 
-    def __init__(self, mdp: FiniteMDP, queries: Optional[Sequence[tuple[int, int]]] = None, hidden: int = 128,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, mdp: FiniteMDP, queries: Optional[Sequence[tuple[int, int]]] = None, hidden: int = 128, seed: int = 0
+    ) -> None:
         self.mdp = mdp
         live = np.flatnonzero(~mdp.terminal_mask)
         self.queries = list(queries) if queries is not None else [(s, a) for s in live for a in range(mdp.n_actions)]
@@ -156,8 +161,9 @@ class ContextualPolicyFollower:
 _PRETRAINED: dict[tuple, ContextualPolicyFollower] = {}  # per process: one follower per (world, prior, seed, sizes)
 
 
-def pretrained_policy_follower(mdp: FiniteMDP, prior: np.ndarray, seed: int, leaders: int, epochs: int,
-                               hidden: int) -> ContextualPolicyFollower:
+def pretrained_policy_follower(
+    mdp: FiniteMDP, prior: np.ndarray, seed: int, leaders: int, epochs: int, hidden: int
+) -> ContextualPolicyFollower:
     """A frozen follower pretrained on ``leaders`` random models (cached: the MAL variants share it)."""
     key = (mdp.P.tobytes(), mdp.R.tobytes(), mdp.horizon, np.round(prior, 12).tobytes(), seed, leaders, epochs, hidden)
     if key not in _PRETRAINED:
@@ -182,14 +188,16 @@ def run_contextual_game(mdp: FiniteMDP, spec, opts, seed: int, model) -> tuple[n
     from mbrl_ros.core.finite import _record  # local: finite imports this module lazily
 
     if spec.leader is not Player.MODEL:
-        raise ValueError(f"follower='contextual' is implemented for the MAL family (a policy follower), "
-                         f"not {spec.name}")
+        raise ValueError(
+            f"follower='contextual' is implemented for the MAL family (a policy follower), not {spec.name}"
+        )
     torch.set_num_threads(1)
     # the prior without the run's initial noise: the follower is shared by every run of this seed
     prior = np.exp(model.prior_logits - model.prior_logits.max(-1, keepdims=True))
     prior /= prior.sum(-1, keepdims=True)
-    follower = pretrained_policy_follower(mdp, prior, seed, opts.contextual_leaders, opts.contextual_epochs,
-                                          opts.contextual_hidden)
+    follower = pretrained_policy_follower(
+        mdp, prior, seed, opts.contextual_leaders, opts.contextual_epochs, opts.contextual_hidden
+    )
     alpha = opts.mixing_weight(spec.name)
     r_range = float(mdp.R[~mdp.terminal_mask].max() - mdp.R[~mdp.terminal_mask].min()) or 1.0
     P = torch.as_tensor(mdp.P)

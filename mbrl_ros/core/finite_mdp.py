@@ -52,8 +52,9 @@ def check_transitions(P, n_states: int, n_actions: int, name: str = "P") -> np.n
     bad = np.abs(sums - 1.0) > _TOL
     if np.any(bad):
         s, a = np.argwhere(bad)[0]
-        raise ValueError(f"{name}[{s}, {a}, :] sums to {sums[s, a]:.6g}; "
-                         "each row of next-state probabilities must sum to 1")
+        raise ValueError(
+            f"{name}[{s}, {a}, :] sums to {sums[s, a]:.6g}; each row of next-state probabilities must sum to 1"
+        )
     return P
 
 
@@ -326,8 +327,14 @@ class HiddenRegion:
         return [(self.start, GO)] + [(c, GO) for c in self.corridor]
 
 
-def hidden_region_mdp(corridor: int = 3, horizon: int = 40, slip: float = 0.1, go_cost: float = 0.1,
-                      stop_reward: float = 1.0, region_reward: float = 1.0) -> HiddenRegion:
+def hidden_region_mdp(
+    corridor: int = 3,
+    horizon: int = 40,
+    slip: float = 0.1,
+    go_cost: float = 0.1,
+    stop_reward: float = 1.0,
+    region_reward: float = 1.0,
+) -> HiddenRegion:
     """A small world in which a model can hide a rewarding region (the poster's setting).
 
     States: ``start``, a corridor ``c1..cL``, a two-state rewarding region ``T1, T2``, and a
@@ -375,8 +382,7 @@ def hidden_region_mdp(corridor: int = 3, horizon: int = 40, slip: float = 0.1, g
         R[here, :, :] = region_reward
     P[done, :, done] = 1.0
     names = ["start"] + [f"c{i}" for i in range(1, corridor + 1)] + ["T1", "T2", "done"]
-    mdp = FiniteMDP(P, R, start=start, terminal=[done], horizon=horizon, state_names=names,
-                    action_names=["stop", "go"])
+    mdp = FiniteMDP(P, R, start=start, terminal=[done], horizon=horizon, state_names=names, action_names=["stop", "go"])
     _, v_opt = mdp.optimal()
     v_hidden = optimal_value_avoiding(mdp, [t1, t2])
     return HiddenRegion(mdp, start, cells, [t1, t2], done, v_opt, v_hidden)

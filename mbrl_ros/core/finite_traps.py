@@ -94,7 +94,9 @@ def _build(p: dict[str, Any], rng: np.random.Generator, seed: int) -> TrapWorld:
     S = done + 1
     P = np.zeros((S, A, S))
     R = np.zeros((S, A, S))
-    names = ["start"] + [f"c{i}" for i in cells] + (["lure"] if lure else []) + [f"T{i + 1}" for i in range(K)] + ["done"]
+    names = (
+        ["start"] + [f"c{i}" for i in cells] + (["lure"] if lure else []) + [f"T{i + 1}" for i in range(K)] + ["done"]
+    )
     actions = rng.permutation(A)
     tempt, forward = int(actions[0]), int(actions[1])
     chain = [start] + cells  # position i of the corridor is chain[i]
@@ -155,12 +157,20 @@ def _build(p: dict[str, Any], rng: np.random.Generator, seed: int) -> TrapWorld:
         P[lure, :, lure] = 1.0  # every action stays in the lure and pays a little
         R[lure, :, lure] = p["lure_reward"]
     P[done, :, done] = 1.0
-    mdp = FiniteMDP(P, R, start=start, terminal=[done], horizon=p["horizon"], state_names=names,
-                    action_names=[f"a{a}" for a in range(A)])
+    mdp = FiniteMDP(
+        P,
+        R,
+        start=start,
+        terminal=[done],
+        horizon=p["horizon"],
+        state_names=names,
+        action_names=[f"a{a}" for a in range(A)],
+    )
     _, v_opt = mdp.optimal()
     v_tempt = optimal_value_avoiding(mdp, region)
-    return TrapWorld(mdp, seed, start, cells, (door_state, door_action), region, done, tempt, forward,
-                     v_opt, v_tempt, dict(p))
+    return TrapWorld(
+        mdp, seed, start, cells, (door_state, door_action), region, done, tempt, forward, v_opt, v_tempt, dict(p)
+    )
 
 
 def entry_probability(world: TrapWorld, policy=None) -> float:

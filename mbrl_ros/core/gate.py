@@ -55,9 +55,15 @@ class GateSettings:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "GateSettings":
-        return cls(int(cfg.gate_probe_size), int(cfg.gate_model_horizon), float(cfg.gate_joint_margin),
-                   float(cfg.gate_max_violation_fraction), float(cfg.gate_max_log_std), str(cfg.gate_model_severity),
-                   float(cfg.gate_model_confidence))
+        return cls(
+            int(cfg.gate_probe_size),
+            int(cfg.gate_model_horizon),
+            float(cfg.gate_joint_margin),
+            float(cfg.gate_max_violation_fraction),
+            float(cfg.gate_max_log_std),
+            str(cfg.gate_model_severity),
+            float(cfg.gate_model_confidence),
+        )
 
     def severity(self, on_robot: bool) -> str:
         """``model_severity`` with ``auto`` resolved."""
@@ -87,8 +93,9 @@ def probe_rows(task: Any, observations: Optional[np.ndarray], size: int, rng: np
     return np.concatenate([real, noisy])
 
 
-def predicted_violations(ensemble: Any, task: Any, act: ActFn, probes: np.ndarray, horizon: int,
-                         margin: float, confidence: float = 1.0) -> float:
+def predicted_violations(
+    ensemble: Any, task: Any, act: ActFn, probes: np.ndarray, horizon: int, margin: float, confidence: float = 1.0
+) -> float:
     """Fraction of (start, step) model-predicted states with a joint beyond its limits +
     ``margin`` on which the members agree, when ``act`` drives every member from the probe
     states for ``horizon`` steps: the members' mean is beyond by more than ``confidence`` times
@@ -125,7 +132,9 @@ class PolicyGate:
 
     def __init__(self, task: Any, settings: GateSettings, on_robot: bool = False) -> None:
         if settings.model_severity not in SEVERITIES:
-            raise ValueError(f"gate_model_severity must be one of {', '.join(SEVERITIES)}, got {settings.model_severity!r}")
+            raise ValueError(
+                f"gate_model_severity must be one of {', '.join(SEVERITIES)}, got {settings.model_severity!r}"
+            )
         self.task, self.settings, self.on_robot = task, settings, bool(on_robot)
 
     @property
@@ -138,12 +147,21 @@ class PolicyGate:
 
     def violations(self, ensemble: Any, act: ActFn, probes: np.ndarray) -> float:
         s = self.settings
-        return predicted_violations(ensemble, self.task, act, probes, s.model_horizon, s.joint_margin,
-                                    s.model_confidence)
+        return predicted_violations(
+            ensemble, self.task, act, probes, s.model_horizon, s.joint_margin, s.model_confidence
+        )
 
-    def check(self, act: ActFn, obs_dim: int, act_dim: int, log_std: Optional[Any], probes: np.ndarray,
-              ensemble: Any = None, deployed_act: Optional[ActFn] = None,
-              deployed_violation: Optional[float] = None) -> GateResult:
+    def check(
+        self,
+        act: ActFn,
+        obs_dim: int,
+        act_dim: int,
+        log_std: Optional[Any],
+        probes: np.ndarray,
+        ensemble: Any = None,
+        deployed_act: Optional[ActFn] = None,
+        deployed_violation: Optional[float] = None,
+    ) -> GateResult:
         """Run every check on a candidate (``act``: its deterministic action). ``ensemble``: the
         newest model (None skips the model check); ``deployed_act`` / ``deployed_violation``:
         the deployed policy, or its fraction already measured on the same probes and model."""
@@ -153,9 +171,10 @@ class PolicyGate:
         if log_std is not None:
             ls = np.asarray(log_std, dtype=np.float64)
             if ls.shape != (info.act_dim,) or not np.all(np.isfinite(ls)) or np.any(ls > s.max_log_std):
-                return GateResult(False, f"exploration log std {np.round(ls, 3).tolist()} is not finite or above "
-                                         f"{s.max_log_std}")
-        actions = np.asarray(act(probes[:, :info.obs_dim]))
+                return GateResult(
+                    False, f"exploration log std {np.round(ls, 3).tolist()} is not finite or above {s.max_log_std}"
+                )
+        actions = np.asarray(act(probes[:, : info.obs_dim]))
         if actions.shape != (len(probes), info.act_dim) or not np.all(np.isfinite(actions)):
             return GateResult(False, "non-finite actions on the probe set")
         if np.any(np.abs(actions) > 1.0 + 1e-6):
@@ -170,8 +189,10 @@ class PolicyGate:
             allowed += deployed_violation
         if frac <= allowed:
             return GateResult(True, predicted_violation=frac)
-        why = (f"the model predicts {100 * frac:.1f}% of states beyond the joint limits (+{s.joint_margin} rad; "
-               f"allowed {100 * allowed:.1f}%: {100 * s.max_violation_fraction:.1f}% more than the deployed policy)")
+        why = (
+            f"the model predicts {100 * frac:.1f}% of states beyond the joint limits (+{s.joint_margin} rad; "
+            f"allowed {100 * allowed:.1f}%: {100 * s.max_violation_fraction:.1f}% more than the deployed policy)"
+        )
         if self.severity == "abort":
             return GateResult(False, why, predicted_violation=frac)
         return GateResult(True, warning=why, predicted_violation=frac)

@@ -60,8 +60,13 @@ class ModelPlayer:
     def _new_ensemble(self) -> DynamicsEnsemble:
         c = self.cfg
         return DynamicsEnsemble(
-            self.task.model_dim, self.task.info.act_dim, c.ensemble_size, c.model_hidden, c.model_activation,
-            learn_reward=c.learned_reward, clamp_margin=c.model_clamp_margin,
+            self.task.model_dim,
+            self.task.info.act_dim,
+            c.ensemble_size,
+            c.model_hidden,
+            c.model_activation,
+            learn_reward=c.learned_reward,
+            clamp_margin=c.model_clamp_margin,
         ).to(self.device)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
@@ -77,6 +82,7 @@ class ModelPlayer:
         targets = z_next - z
         if self.cfg.learned_reward:
             targets = np.concatenate([targets, d["rewards"][:, None]], axis=1)
+
         def as_t(x: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=self.device)
 
@@ -124,10 +130,18 @@ class ModelPlayer:
                 for p in policy.parameters():
                     p.requires_grad_(False)
             result = fit_ensemble(
-                self.ensemble, self.optimizer, inputs, targets, steps, c.model_batch_size,
+                self.ensemble,
+                self.optimizer,
+                inputs,
+                targets,
+                steps,
+                c.model_batch_size,
                 holdout_mask=self.holdout_mask(buffer) if aggressive and c.model_holdout > 0 else None,
                 eval_every=c.model_eval_every,
-                patience=c.model_patience, min_steps=c.model_min_steps, extra_loss=extra, alpha=alpha,
+                patience=c.model_patience,
+                min_steps=c.model_min_steps,
+                extra_loss=extra,
+                alpha=alpha,
                 bf16=c.model_bf16,
             )
         finally:
@@ -154,8 +168,15 @@ class ModelPlayer:
 
         def term() -> torch.Tensor:
             idx = torch.randint(0, obs.shape[0], (c.agent_reward_batch,), device=self.device)
-            j = differentiable_return(self.ensemble, self.task, policy, obs[idx], c.agent_reward_horizon, c.gamma,
-                                      start_aux=None if aux is None else aux[idx])
+            j = differentiable_return(
+                self.ensemble,
+                self.task,
+                policy,
+                obs[idx],
+                c.agent_reward_horizon,
+                c.gamma,
+                start_aux=None if aux is None else aux[idx],
+            )
             return -j / scale
 
         return term
@@ -164,8 +185,13 @@ class ModelPlayer:
     def _meta(self) -> dict:
         e = self.ensemble
         return {
-            "format": MODEL_FORMAT, "task_id": self.task.info.task_id, "state_dim": e.state_dim, "act_dim": e.act_dim,
-            "ensemble_size": e.ensemble_size, "hidden": e.hidden, "activation": e.activation,
+            "format": MODEL_FORMAT,
+            "task_id": self.task.info.task_id,
+            "state_dim": e.state_dim,
+            "act_dim": e.act_dim,
+            "ensemble_size": e.ensemble_size,
+            "hidden": e.hidden,
+            "activation": e.activation,
             "learn_reward": e.learn_reward,
         }
 
@@ -186,7 +212,16 @@ class ModelPlayer:
         except Exception as exc:  # noqa: BLE001 - any parse failure is a bad blob
             raise ValueError(f"not a dynamics-ensemble safetensors blob: {exc}") from None
         expected = self._meta()
-        for key in ("format", "task_id", "state_dim", "act_dim", "ensemble_size", "hidden", "activation", "learn_reward"):
+        for key in (
+            "format",
+            "task_id",
+            "state_dim",
+            "act_dim",
+            "ensemble_size",
+            "hidden",
+            "activation",
+            "learn_reward",
+        ):
             if meta.get(key) != expected[key]:
                 raise ValueError(f"model blob {key}={meta.get(key)!r}, this player expects {expected[key]!r}")
         self.ensemble.load_state_dict({k: v.to(self.device) for k, v in tensors.items()})

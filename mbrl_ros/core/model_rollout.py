@@ -67,8 +67,10 @@ def rollout_policy(
     E, n = ensemble.ensemble_size, start_obs.shape[0]
     aux_dim = getattr(task, "aux_dim", 0)
     if aux_dim and (start_aux is None or tuple(start_aux.shape) != (n, aux_dim)):
-        raise ValueError(f"start_aux must be [{n}, {aux_dim}] for {task.info.task_id}, got "
-                         f"{None if start_aux is None else tuple(start_aux.shape)}")
+        raise ValueError(
+            f"start_aux must be [{n}, {aux_dim}] for {task.info.task_id}, got "
+            f"{None if start_aux is None else tuple(start_aux.shape)}"
+        )
     obs = start_obs.unsqueeze(0).expand(E, n, -1).contiguous()
     aux = start_aux.unsqueeze(0).expand(E, n, -1).contiguous() if aux_dim and start_aux is not None else None
     alive = torch.ones(E, n, device=obs.device)

@@ -55,8 +55,9 @@ class ObsFeatures(nn.Module):
         return np.concatenate([obs[..., list(self.other_slots)], np.cos(angles), np.sin(angles)], axis=-1)
 
 
-def _rescale_first_layer(layer: nn.Linear, old_mean: torch.Tensor, old_std: torch.Tensor,
-                         new_mean: torch.Tensor, new_std: torch.Tensor) -> None:
+def _rescale_first_layer(
+    layer: nn.Linear, old_mean: torch.Tensor, old_std: torch.Tensor, new_mean: torch.Tensor, new_std: torch.Tensor
+) -> None:
     """Rewrite ``layer`` so that ``layer((x - new_mean)/new_std) == layer((x - old_mean)/old_std)``.
 
     W x_old + b = (W diag(s_new/s_old)) x_new + b + W (m_new - m_old)/s_old
@@ -189,7 +190,9 @@ class GaussianMLPPolicy(nn.Module):
         return out[0] if single else out
 
 
-def gaussian_kl(mean_old: torch.Tensor, log_std_old: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+def gaussian_kl(
+    mean_old: torch.Tensor, log_std_old: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
+) -> torch.Tensor:
     """Per-sample KL(N_old || N_new) of diagonal Gaussians."""
     var_old, var = torch.exp(2 * log_std_old), torch.exp(2 * log_std)
     return (log_std - log_std_old + (var_old + (mean_old - mean) ** 2) / (2 * var) - 0.5).sum(-1)

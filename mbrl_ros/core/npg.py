@@ -52,7 +52,9 @@ def gae(
     return adv, ret
 
 
-def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10) -> torch.Tensor:
+def conjugate_gradient(
+    fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10
+) -> torch.Tensor:
     """Solve F x = b for symmetric positive-definite F given only products F v."""
     x = torch.zeros_like(b)
     r = b.clone()
@@ -196,8 +198,13 @@ def npg_update(
         new_surrogate = float((torch.exp(_log_prob(new_mean, policy.log_std, actions) - old_logp) * advantages).mean())
         if entropy_coef:
             new_surrogate += entropy_coef * float(policy.entropy())
-    return {"kl": kl, "alpha": alpha, "grad_norm": float(g.norm()), "surrogate_gain": new_surrogate - float(surrogate.detach()),
-            "entropy": float(policy.entropy().detach())}
+    return {
+        "kl": kl,
+        "alpha": alpha,
+        "grad_norm": float(g.norm()),
+        "surrogate_gain": new_surrogate - float(surrogate.detach()),
+        "entropy": float(policy.entropy().detach()),
+    }
 
 
 def fit_value(

@@ -84,9 +84,14 @@ def export_policy_onnx(policy: GaussianMLPPolicy, task_info: Any, iteration: int
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no extra package
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(  # a file-like object is accepted (TorchScript exporter); the stubs say path only
-            wrapper, (example,), buf,  # type: ignore[arg-type]
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET, dynamo=False,
+            wrapper,
+            (example,),
+            buf,  # type: ignore[arg-type]
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
         )
     model = onnx.load_from_string(buf.getvalue())
     contract = {
@@ -99,7 +104,8 @@ def export_policy_onnx(policy: GaussianMLPPolicy, task_info: Any, iteration: int
         "output": OUTPUT_NAME,
         "action_range": [-1.0, 1.0],
         "normalisation": {
-            "inside_graph": True, "clip": 10.0,
+            "inside_graph": True,
+            "clip": 10.0,
             "obs_mean": [float(x) for x in policy.obs_mean.cpu()],
             "obs_std": [float(x) for x in policy.obs_std.cpu()],
         },
@@ -134,7 +140,12 @@ def read_contract(model: onnx.ModelProto, expect_task: Optional[str] = None) -> 
     graph = model.graph
     init_names = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in init_names]
-    if len(inputs) != 1 or inputs[0].name != contract["input"] or len(graph.output) != 1 or graph.output[0].name != contract["output"]:
+    if (
+        len(inputs) != 1
+        or inputs[0].name != contract["input"]
+        or len(graph.output) != 1
+        or graph.output[0].name != contract["output"]
+    ):
         raise ContractError("graph inputs/outputs do not match the contract (one 'obs' input, one 'action' output)")
 
     def dims(v) -> list:
@@ -185,7 +196,9 @@ class OnnxPolicy:
     __call__ = act
 
 
-def load_onnx_policy(path_or_bytes: Union[str, Path, bytes, bytearray], expect_task: Optional[str] = None) -> OnnxPolicy:
+def load_onnx_policy(
+    path_or_bytes: Union[str, Path, bytes, bytearray], expect_task: Optional[str] = None
+) -> OnnxPolicy:
     """Load and check an exported policy (path or bytes); raises ContractError on any mismatch."""
     if isinstance(path_or_bytes, (bytes, bytearray)):
         blob = bytes(path_or_bytes)

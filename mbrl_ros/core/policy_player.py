@@ -78,8 +78,14 @@ class StartStates:
 def new_policy(task: Any, cfg: GameConfig) -> GaussianMLPPolicy:
     """The policy network the policy player builds for ``task`` and ``cfg`` (on the CPU)."""
     info = task.info
-    return GaussianMLPPolicy(info.obs_dim, info.act_dim, cfg.policy_hidden, cfg.policy_init_log_std,
-                             cfg.policy_min_log_std, angle_slots=getattr(task, "angle_slots", ()))
+    return GaussianMLPPolicy(
+        info.obs_dim,
+        info.act_dim,
+        cfg.policy_hidden,
+        cfg.policy_init_log_std,
+        cfg.policy_min_log_std,
+        angle_slots=getattr(task, "angle_slots", ()),
+    )
 
 
 class PolicyPlayer:
@@ -108,6 +114,7 @@ class PolicyPlayer:
     def _start_states(self, starts: StartStates) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """npg_trajectories start states: real initial states, a fraction from intermediate ones."""
         n = self.cfg.npg_trajectories
+
         def as_t(x: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
 
@@ -118,14 +125,12 @@ class PolicyPlayer:
         if n_mid > 0 and starts.obs is not None:
             mid = torch.randint(0, len(starts.obs), (n_mid,), device=self.device)
             obs[:n_mid] = as_t(starts.obs)[mid]
-            if aux is not None:
+            if aux is not None and starts.aux is not None:
                 aux[:n_mid] = as_t(starts.aux)[mid]
         return obs, aux
 
     # -- the player's move -------------------------------------------------------------
-    def advantages(
-        self, ro: SyntheticRollouts
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def advantages(self, ro: SyntheticRollouts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """GAE of synthetic rollouts with the value baseline: (whitened advantages of the live
         steps, returns [M, H], live-step mask [M, H], time features [M, H + 1])."""
         M, H = ro.rewards.shape
@@ -172,13 +177,27 @@ class PolicyPlayer:
             a, ret, mask, tf = self.advantages(ro)
             obs, act = ro.obs[:, :H][mask], ro.actions[mask]
             step = npg_update(
-                self.policy, obs, act, a, self.cfg.npg_step_size, self.cfg.cg_iters, self.cfg.cg_damping,
-                self.cfg.fvp_fraction, entropy_coef=self.cfg.entropy_coef,
+                self.policy,
+                obs,
+                act,
+                a,
+                self.cfg.npg_step_size,
+                self.cfg.cg_iters,
+                self.cfg.cg_damping,
+                self.cfg.fvp_fraction,
+                entropy_coef=self.cfg.entropy_coef,
             )
             kls.append(step["kl"])
             value_losses.append(
-                fit_value(self.value, self.value_optimizer, obs, tf[:, :H][mask], ret[mask],
-                          self.cfg.value_epochs, self.cfg.value_batch_size)
+                fit_value(
+                    self.value,
+                    self.value_optimizer,
+                    obs,
+                    tf[:, :H][mask],
+                    ret[mask],
+                    self.cfg.value_epochs,
+                    self.cfg.value_batch_size,
+                )
             )
             self.n_updates += 1
         # the leader's objective J(pi, M) of the improved policy (fresh rollouts)

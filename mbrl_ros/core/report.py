@@ -18,8 +18,9 @@ def evaluated(history: list[dict]) -> list[dict]:
     return [m for m in history if m.get("eval_success") is not None]
 
 
-def success_milestones(history: list[dict], threshold: float = SUCCESS_THRESHOLD,
-                       held: int = HELD_EVALUATIONS) -> dict[str, Optional[int]]:
+def success_milestones(
+    history: list[dict], threshold: float = SUCCESS_THRESHOLD, held: int = HELD_EVALUATIONS
+) -> dict[str, Optional[int]]:
     """The protocol's figures of one run (evaluation episodes are not counted as samples).
 
     ``held``: real samples at the first of ``held`` consecutive evaluations with success >=
@@ -29,7 +30,7 @@ def success_milestones(history: list[dict], threshold: float = SUCCESS_THRESHOLD
     rows = evaluated(history)
     ok = [m["eval_success"] >= threshold for m in rows]
     first = next((i for i, x in enumerate(ok) if x), None)
-    held_at = next((i for i in range(len(ok) - held + 1) if all(ok[i:i + held])), None)
+    held_at = next((i for i in range(len(ok) - held + 1) if all(ok[i : i + held])), None)
     return {
         "held": int(rows[held_at]["samples"]) if held_at is not None else None,
         "first_touch": int(rows[first]["samples"]) if first is not None else None,

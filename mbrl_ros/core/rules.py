@@ -28,8 +28,11 @@ def success_held(history: list[dict], cfg: GameConfig) -> bool:
     one are skipped) all reached ``stop_success``. Off when ``stop_success`` is 0."""
     k = cfg.stop_success_iters
     evaluated = [m for m in history if m.get("eval_success") is not None]
-    return cfg.stop_success > 0 and len(evaluated) >= k and all(
-        m["eval_success"] >= cfg.stop_success for m in evaluated[-k:])
+    return (
+        cfg.stop_success > 0
+        and len(evaluated) >= k
+        and all(m["eval_success"] >= cfg.stop_success for m in evaluated[-k:])
+    )
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,9 @@ class GameRules:
     def may_start_iteration(self, samples: int, iteration: int, history: list[dict]) -> tuple[bool, str]:
         """Whether the game goes on with ``iteration`` (> 0); the reason when it does not."""
         if success_held(history, self.cfg):
-            return False, (f"success >= {self.cfg.stop_success} held for {self.cfg.stop_success_iters} "
-                           "evaluations (stop_success)")
+            return False, (
+                f"success >= {self.cfg.stop_success} held for {self.cfg.stop_success_iters} evaluations (stop_success)"
+            )
         if self.cfg.max_iterations and iteration > self.cfg.max_iterations:
             return False, f"max_iterations {self.cfg.max_iterations} played"
         if not self.budget_allows_iteration(samples, iteration):
@@ -89,8 +93,11 @@ class GameRules:
     def evaluates(self, iteration: int, samples: int) -> bool:
         """Whether ``iteration`` (ending with ``samples`` spent) is evaluated: every
         ``eval_every`` iterations, the initial one and the last one the budget allows."""
-        return (iteration % self.cfg.eval_every == 0 or iteration == 0
-                or not self.budget_allows_iteration(samples, iteration + 1))
+        return (
+            iteration % self.cfg.eval_every == 0
+            or iteration == 0
+            or not self.budget_allows_iteration(samples, iteration + 1)
+        )
 
     def eval_seeds(self, episodes: Optional[int] = None) -> list[int]:
         """The evaluation episodes: fixed by the task, the same for every run and algorithm."""
@@ -162,8 +169,11 @@ class IterationMetrics:
         """A row from a path's measurements; unknown keys are dropped (a player's report may
         carry more than the row holds), the leader and its objective come from the rules."""
         names = {f.name for f in dataclasses.fields(cls)}
-        row = cls(iteration=int(iteration), samples=int(samples),
-                  **{k: v for k, v in fields.items() if k in names and k not in ("iteration", "samples")})
+        row = cls(
+            iteration=int(iteration),
+            samples=int(samples),
+            **{k: v for k, v in fields.items() if k in names and k not in ("iteration", "samples")},
+        )
         leader = rules.spec.leader
         row.leader = leader.value if leader is not None else None
         row.leader_objective = rules.leader_objective(row.J_model, row.model_objective)
@@ -209,8 +219,16 @@ class CollectionRound:
     def complete(self) -> bool:
         return self.samples >= self.target and self.random_samples >= self.random_target
 
-    def count(self, episode_id: str, behavior: str, policy_version: int, length: int, episode_return: float,
-              success: bool, deployed_version: int) -> bool:
+    def count(
+        self,
+        episode_id: str,
+        behavior: str,
+        policy_version: int,
+        length: int,
+        episode_return: float,
+        success: bool,
+        deployed_version: int,
+    ) -> bool:
         """Count an episode if the round wants it now; returns whether it was counted."""
         if behavior != self.behavior or (behavior == "policy" and policy_version != deployed_version):
             return False
@@ -225,6 +243,9 @@ class CollectionRound:
 
     def summary(self) -> dict[str, Any]:
         """The round's figures for the metrics row."""
-        return {"collect_return": float(sum(self.returns) / max(len(self.returns), 1)),
-                "collect_success": float(sum(self.successes) / max(len(self.successes), 1)),
-                "collected": self.samples + self.random_samples, "collected_random": self.random_samples}
+        return {
+            "collect_return": float(sum(self.returns) / max(len(self.returns), 1)),
+            "collect_success": float(sum(self.successes) / max(len(self.successes), 1)),
+            "collected": self.samples + self.random_samples,
+            "collected_random": self.random_samples,
+        }

@@ -92,12 +92,20 @@ GAMES: dict[str, GameSpec] = {
     "gda": GameSpec("gda", None, policy_aggressive=False, model_aggressive=False, buffer="aggregate"),
     "br": GameSpec("br", None, policy_aggressive=True, model_aggressive=True, buffer="aggregate"),
     "mal-agent-reward": GameSpec(
-        "mal-agent-reward", Player.MODEL, policy_aggressive=True, model_aggressive=False,
-        buffer="aggregate", model_objective=ModelObjective.AGENT_REWARD,
+        "mal-agent-reward",
+        Player.MODEL,
+        policy_aggressive=True,
+        model_aggressive=False,
+        buffer="aggregate",
+        model_objective=ModelObjective.AGENT_REWARD,
     ),
     "mal-noise": GameSpec(
-        "mal-noise", Player.MODEL, policy_aggressive=True, model_aggressive=False,
-        buffer="aggregate", model_objective=ModelObjective.RANDOM_NOISE,
+        "mal-noise",
+        Player.MODEL,
+        policy_aggressive=True,
+        model_aggressive=False,
+        buffer="aggregate",
+        model_objective=ModelObjective.RANDOM_NOISE,
     ),
 }
 
@@ -206,7 +214,9 @@ class Referee:
     def gate_passed(self, policy_version: int) -> None:
         self._expect(Phase.GATE)
         if policy_version != self.candidate_policy_version:
-            raise OrderViolation(f"{self.spec.name}: gate result for v{policy_version}, candidate is v{self.candidate_policy_version}")
+            raise OrderViolation(
+                f"{self.spec.name}: gate result for v{policy_version}, candidate is v{self.candidate_policy_version}"
+            )
         self._advance()
 
     def gate_failed(self, policy_version: int) -> None:
@@ -219,6 +229,8 @@ class Referee:
     def deployed(self, policy_version: int) -> None:
         self._expect(Phase.DEPLOY)
         if policy_version != self.candidate_policy_version:
-            raise OrderViolation(f"{self.spec.name}: deploying v{policy_version}, approved candidate is v{self.candidate_policy_version}")
+            raise OrderViolation(
+                f"{self.spec.name}: deploying v{policy_version}, approved candidate is v{self.candidate_policy_version}"
+            )
         self.deployed_policy_version = policy_version
         self._advance()

@@ -80,7 +80,8 @@ class StackelbergGame:
         with self.policy_stream.active():
             self.policy_player = PolicyPlayer(self.task, cfg, device)
         self.model_stream.device = self.policy_stream.device = (
-            self.model_player.device if self.model_player.device.type == "cuda" else None)
+            self.model_player.device if self.model_player.device.type == "cuda" else None
+        )
         capacity = cfg.buffer_size if self.spec.buffer == "fifo" else None
         self.buffer = EpisodeBuffer(self.spec.buffer, capacity)
         self.referee = Referee(self.spec)
@@ -133,9 +134,14 @@ class StackelbergGame:
     def _check(self, candidate: OnnxPolicy, log_std: np.ndarray, with_model: bool) -> Any:
         deployed = self.deployed
         return self.policy_gate.check(
-            candidate.act, candidate.obs_dim, candidate.act_dim, log_std, self._probes(),
+            candidate.act,
+            candidate.obs_dim,
+            candidate.act_dim,
+            log_std,
+            self._probes(),
             ensemble=self.model_player.ensemble if with_model else None,
-            deployed_act=deployed.act if deployed is not None else None)
+            deployed_act=deployed.act if deployed is not None else None,
+        )
 
     def _deploy_initial(self) -> None:
         """Before the first collection: the initial policy passes the same gate (no model yet)."""
@@ -156,16 +162,21 @@ class StackelbergGame:
         it, version = self.referee.iteration, self.referee.deployed_policy_version
         n = self.rules.round_target(it)
         info, deployed, log_std = self.task.info, self.deployed, self.deployed_log_std
-        episodes = self._play(n, lambda rng: behavior_policy(deployed.act, info.act_dim, log_std, rng),
-                              version, f"it{it}-v{version}")
+        episodes = self._play(
+            n, lambda rng: behavior_policy(deployed.act, info.act_dim, log_std, rng), version, f"it{it}-v{version}"
+        )
         n_random = self.rules.random_target(n)
         if n_random > 0:
             # a fresh random policy per episode (core/exploration.py), its inputs standardised with
             # this round's policy episodes, as the graph's collectors do
             own_obs = np.concatenate([e.obs for e in episodes])
             kind = self.cfg.noise_policy
-            episodes += self._play(n_random, lambda rng: new_random_policy(kind, info.obs_dim, info.act_dim, rng, own_obs),
-                                   -1, f"it{it}-random")
+            episodes += self._play(
+                n_random,
+                lambda rng: new_random_policy(kind, info.obs_dim, info.act_dim, rng, own_obs),
+                -1,
+                f"it{it}-random",
+            )
         episodes = [ep.at_wire_precision() for ep in episodes]  # what the graph's learners would receive
         for ep in episodes:
             self.buffer.add_episode(ep.validate(self.task))
@@ -196,8 +207,13 @@ class StackelbergGame:
         with self.model_stream.active():
             r = self.model_player.fit(self.buffer, aggressive, policy=self.policy_player.policy)
         self.referee.model_fitted(self.referee.data_policy_version)
-        self._it.update(model_loss=r["loss"], model_objective=r.get("objective", r["loss"]), model_steps=r["steps"],
-                        model_holdout_loss=r.get("holdout_loss"), fit_s=self._it.get("fit_s", 0.0) + r["fit_s"])
+        self._it.update(
+            model_loss=r["loss"],
+            model_objective=r.get("objective", r["loss"]),
+            model_steps=r["steps"],
+            model_holdout_loss=r.get("holdout_loss"),
+            fit_s=self._it.get("fit_s", 0.0) + r["fit_s"],
+        )
 
     def improve_policy(self) -> None:
         """IMPROVE_POLICY: the policy player's move: K NPG steps in the latest model."""
@@ -206,8 +222,14 @@ class StackelbergGame:
         with self.policy_stream.active():
             r = self.policy_player.improve(self.model_player.ensemble, StartStates.from_buffer(self.buffer), k)
         self.referee.policy_improved(model_version)
-        self._it.update(J_model=r["J_model"], model_success=r["model_success"], kl=r["kl"], kl_max=r["kl_max"],
-                        policy_std=r["policy_std"], npg_s=self._it.get("npg_s", 0.0) + r["npg_s"])
+        self._it.update(
+            J_model=r["J_model"],
+            model_success=r["model_success"],
+            kl=r["kl"],
+            kl_max=r["kl_max"],
+            policy_std=r["policy_std"],
+            npg_s=self._it.get("npg_s", 0.0) + r["npg_s"],
+        )
 
     def gate(self) -> None:
         """GATE: the exported candidate passes :class:`~mbrl_ros.core.gate.PolicyGate` (as in the
@@ -263,9 +285,15 @@ class StackelbergGame:
                 threads.append(self.core_budget.choose())
             self.PHASES[self.referee.phase](self)
         row = IterationMetrics.from_fields(
-            self.rules, iteration, self.samples, **self._it, buffer=len(self.buffer),
-            policy_version=self.referee.deployed_policy_version, model_version=self.referee.model_version,
-            threads=max(threads) if threads else torch.get_num_threads())
+            self.rules,
+            iteration,
+            self.samples,
+            **self._it,
+            buffer=len(self.buffer),
+            policy_version=self.referee.deployed_policy_version,
+            model_version=self.referee.model_version,
+            threads=max(threads) if threads else torch.get_num_threads(),
+        )
         if self.rules.evaluates(iteration, self.samples) and self.deployed is not None:
             row.set_evaluation(evaluate(self.eval_world, self.deployed.act, self.eval_seeds))
         else:
@@ -277,8 +305,12 @@ class StackelbergGame:
                 setattr(row, key, 0.0)
         return row.to_row()
 
-    def run(self, on_iteration: Optional[Callable[[dict], None]] = None, history: Optional[list[dict]] = None,
-            stop_requested: Optional[Callable[[], bool]] = None) -> list[dict]:
+    def run(
+        self,
+        on_iteration: Optional[Callable[[dict], None]] = None,
+        history: Optional[list[dict]] = None,
+        stop_requested: Optional[Callable[[], bool]] = None,
+    ) -> list[dict]:
         """Play until the sample budget (or max_iterations) is spent; returns every iteration's metrics.
 
         ``history``: metrics of iterations played before a resume (for the stop_success rule).
@@ -318,8 +350,10 @@ class StackelbergGame:
             "config": self.cfg.to_dict(),
             "completed_iteration": completed,
             "referee": {
-                "model_version": r.model_version, "policy_version": r.policy_version,
-                "deployed_policy_version": r.deployed_policy_version, "data_policy_version": r.data_policy_version,
+                "model_version": r.model_version,
+                "policy_version": r.policy_version,
+                "deployed_policy_version": r.deployed_policy_version,
+                "data_policy_version": r.data_policy_version,
             },
             "samples": self.samples,
             "wall_s": self.wall_s,

@@ -24,7 +24,12 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from mbrl_ros.core.config import GameConfig, apply_overrides
 from mbrl_ros.core.report import (  # noqa: F401 - re-exported: the benches read them from here
-    HELD_EVALUATIONS, SUCCESS_THRESHOLD, evaluated, plot_curve, samples_to_threshold, success_milestones,
+    HELD_EVALUATIONS,
+    SUCCESS_THRESHOLD,
+    evaluated,
+    plot_curve,
+    samples_to_threshold,
+    success_milestones,
 )
 from mbrl_ros.core.stackelberg import StackelbergGame
 
@@ -77,8 +82,10 @@ def init_checkpoint_dir(run_dir: Union[str, Path]) -> Path:
     d = Path(run_dir).expanduser()
     d = d / "checkpoint" if (d / "checkpoint").is_dir() else d
     if not (d / "state.json").is_file() or not (d / "weights.safetensors").is_file():
-        raise ValueError(f"--init-from {run_dir}: no checkpoint there (expected {d / 'state.json'} and "
-                         "weights.safetensors, as mbrl-ros train writes)")
+        raise ValueError(
+            f"--init-from {run_dir}: no checkpoint there (expected {d / 'state.json'} and "
+            "weights.safetensors, as mbrl-ros train writes)"
+        )
     return d
 
 
@@ -91,8 +98,10 @@ def _load_into(run_dir: Union[str, Path], tensors: dict, modules: Sequence[tuple
             load_module(prefix, module, tensors)
         except RuntimeError as exc:  # shapes: another policy_hidden / model_hidden / ensemble_size
             first = str(exc).strip().splitlines()[-1].strip()
-            raise ValueError(f"--init-from {run_dir}: its {prefix} network does not fit this game's "
-                             f"configuration ({first}); use the source run's widths") from None
+            raise ValueError(
+                f"--init-from {run_dir}: its {prefix} network does not fit this game's "
+                f"configuration ({first}); use the source run's widths"
+            ) from None
 
 
 def init_policy_player_from(player: Any, task_id: str, run_dir: Union[str, Path]) -> dict:
@@ -103,8 +112,10 @@ def init_policy_player_from(player: Any, task_id: str, run_dir: Union[str, Path]
     d = init_checkpoint_dir(run_dir)
     tensors, state = read_checkpoint(d)
     if state.get("config", {}).get("task_id") != task_id:
-        raise ValueError(f"--init-from {run_dir}: the run learnt {state.get('config', {}).get('task_id')!r}, this "
-                         f"game plays {task_id!r}")
+        raise ValueError(
+            f"--init-from {run_dir}: the run learnt {state.get('config', {}).get('task_id')!r}, this "
+            f"game plays {task_id!r}"
+        )
     _load_into(run_dir, tensors, [("policy", player.policy), ("value", player.value)])
     return state
 
@@ -130,8 +141,12 @@ def init_game_from(game: StackelbergGame, run_dir: Union[str, Path], parts: Sequ
     game.deployed = None  # the first collection exports the loaded policy and gates it, as always
     summary_path = d.parent / "summary.json"
     src_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return {"source": str(d.parent), "parts": list(parts), "source_samples": int(state.get("samples", 0)),
-            "source_final_success": src_summary.get("final_success")}
+    return {
+        "source": str(d.parent),
+        "parts": list(parts),
+        "source_samples": int(state.get("samples", 0)),
+        "source_final_success": src_summary.get("final_success"),
+    }
 
 
 def default_threads() -> int:
@@ -150,8 +165,7 @@ class _StopAfterIteration:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
-        print(f"\n{self.signal}: stopping after this iteration (again to abort now)", flush=True,
-              file=sys.stderr)
+        print(f"\n{self.signal}: stopping after this iteration (again to abort now)", flush=True, file=sys.stderr)
 
     @contextlib.contextmanager
     def on_signals(self) -> Iterator[None]:
@@ -231,8 +245,13 @@ def train(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.samples, initial=min(game.samples, cfg.samples), unit="samples",
-                   desc=f"{cfg.algo} {cfg.task_id}", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.samples,
+            initial=min(game.samples, cfg.samples),
+            unit="samples",
+            desc=f"{cfg.algo} {cfg.task_id}",
+            dynamic_ncols=True,
+        )
 
     def record(m: dict) -> None:
         history.append(m)

@@ -26,8 +26,16 @@ StepHook = Callable[[int], None]
 AfterStepHook = Callable[[np.ndarray, dict], None]
 
 
-def run_episode(env: Any, act: ActFn, seed: int, episode_id: str, policy_version: int, robot_id: str = "sim",
-                before_step: Optional[StepHook] = None, after_step: Optional[AfterStepHook] = None) -> Episode:
+def run_episode(
+    env: Any,
+    act: ActFn,
+    seed: int,
+    episode_id: str,
+    policy_version: int,
+    robot_id: str = "sim",
+    before_step: Optional[StepHook] = None,
+    after_step: Optional[AfterStepHook] = None,
+) -> Episode:
     """One episode of ``act`` in ``env`` (reset with ``seed``) until termination or truncation.
 
     The one episode runner of the project: ``mbrl-ros train``, the evaluation and the ROS
@@ -60,9 +68,16 @@ def run_episode(env: Any, act: ActFn, seed: int, episode_id: str, policy_version
             aborted = True
             break
     return Episode(
-        obs=np.asarray(observations), actions=np.asarray(actions), rewards=np.asarray(rewards),
-        terminated=bool(terminated), episode_id=episode_id, policy_version=policy_version, robot_id=robot_id,
-        aborted=aborted, success=success, aux=None if aux is None else np.asarray(aux),
+        obs=np.asarray(observations),
+        actions=np.asarray(actions),
+        rewards=np.asarray(rewards),
+        terminated=bool(terminated),
+        episode_id=episode_id,
+        policy_version=policy_version,
+        robot_id=robot_id,
+        aborted=aborted,
+        success=success,
+        aux=None if aux is None else np.asarray(aux),
     )
 
 

@@ -246,8 +246,12 @@ class DynamixelBus:
             if sysfs is not None:
                 self.latency_ms = sysfs
                 if sysfs > 1:
-                    log.warning("FTDI latency timer of %s is %g ms; install hardware/99-mbrl-ros-dynamixel.rules "
-                                "to set it to 1 ms", self.config.port, sysfs)
+                    log.warning(
+                        "FTDI latency timer of %s is %g ms; install hardware/99-mbrl-ros-dynamixel.rules "
+                        "to set it to 1 ms",
+                        self.config.port,
+                        sysfs,
+                    )
             port = _PortHandler(self.config.port, self.latency_ms)
             try:
                 ok = port.setBaudRate(self.config.baud)  # opens the port
@@ -265,7 +269,9 @@ class DynamixelBus:
                     want = ct.MODEL_NUMBERS[self.config.model]
                     wrong = {i: m for i, m in found.items() if m != want}
                     if wrong:
-                        names = {i: ct.MODEL_NAMES.get(m, str(m)) if m is not None else "silent" for i, m in wrong.items()}
+                        names = {
+                            i: ct.MODEL_NAMES.get(m, str(m)) if m is not None else "silent" for i, m in wrong.items()
+                        }
                         raise BusError(f"motor model mismatch (expected {self.config.model}): {names}")
                 self.model_numbers = {i: int(m) for i, m in found.items() if m is not None}
                 self._make_groups()

@@ -121,7 +121,14 @@ def unstuff(body: bytes) -> bytes:
     while i < len(body):
         b = body[i]
         out.append(b)
-        if b == 0xFD and len(out) >= 3 and out[-3] == 0xFF and out[-2] == 0xFF and i + 1 < len(body) and body[i + 1] == 0xFD:
+        if (
+            b == 0xFD
+            and len(out) >= 3
+            and out[-3] == 0xFF
+            and out[-2] == 0xFF
+            and i + 1 < len(body)
+            and body[i + 1] == 0xFD
+        ):
             i += 1  # skip the stuffing byte
         i += 1
     return bytes(out)

@@ -78,8 +78,14 @@ class ResetReport:
     notes: list[str] = field(default_factory=list)
 
 
-def move_to(safety: SafetyLayer, target: np.ndarray, cfg: ResetConfig, joints: Optional[Sequence[int]] = None,
-            timeout_s: Optional[float] = None, tolerance: Optional[float] = None) -> float:
+def move_to(
+    safety: SafetyLayer,
+    target: np.ndarray,
+    cfg: ResetConfig,
+    joints: Optional[Sequence[int]] = None,
+    timeout_s: Optional[float] = None,
+    tolerance: Optional[float] = None,
+) -> float:
     """Drive ``joints`` (default all) to ``target`` (others keep their targets); returns the max error.
 
     Polls every ``period_s``; stops at ``tolerance``, at the timeout, or when the joints stop
@@ -127,8 +133,9 @@ def _ask(operator: Optional[Operator], message: str, report: ResetReport) -> Non
         raise ResetError(f"operator gave up: {message}")
 
 
-def dclaw_reset(safety: SafetyLayer, initial_angle: float, cfg: Optional[ResetConfig] = None,
-                operator: Optional[Operator] = None) -> ResetReport:
+def dclaw_reset(
+    safety: SafetyLayer, initial_angle: float, cfg: Optional[ResetConfig] = None, operator: Optional[Operator] = None
+) -> ResetReport:
     """ROBEL's D'Claw hardware reset (``robel/dclaw/scripted_reset.py``), step by step."""
     cfg = cfg or ResetConfig()
     bus = safety.bus
@@ -154,7 +161,10 @@ def dclaw_reset(safety: SafetyLayer, initial_angle: float, cfg: Optional[ResetCo
                 state = safety.read_state()
                 if state is None:
                     raise ResetError(f"safety abort during reset: {safety.abort_reason}")
-                if state.object_position is not None and abs(state.object_position - initial_angle) <= cfg.tolerance_rad:
+                if (
+                    state.object_position is not None
+                    and abs(state.object_position - initial_angle) <= cfg.tolerance_rad
+                ):
                     break
                 if time.monotonic() > t_end:
                     report.notes.append(f"valve reached {state.object_position:.3f} rad, wanted {initial_angle:.3f}")
@@ -185,9 +195,13 @@ def dclaw_reset(safety: SafetyLayer, initial_angle: float, cfg: Optional[ResetCo
                     assert last is not None  # move_to read the joints at least once
                     bad = np.flatnonzero(np.abs(last.position - DCLAW_RESET_POSE) > cfg.check_tolerance_rad)
                     names = ", ".join(f"{bus.joints[i].name} (ID {bus.joints[i].dxl_id})" for i in bad)
-                    _ask(operator, f"D'Claw did not reach its reset pose after {cfg.retries} retries: {names} "
-                                   f"more than {math.degrees(cfg.check_tolerance_rad):.0f} deg off. Free the "
-                                   "fingers, then confirm", report)
+                    _ask(
+                        operator,
+                        f"D'Claw did not reach its reset pose after {cfg.retries} retries: {names} "
+                        f"more than {math.degrees(cfg.check_tolerance_rad):.0f} deg off. Free the "
+                        "fingers, then confirm",
+                        report,
+                    )
                     err = move_to(safety, DCLAW_RESET_POSE, cfg)
                     if err > cfg.check_tolerance_rad:
                         continue
@@ -206,8 +220,14 @@ def _rest(safety: SafetyLayer, cfg: ResetConfig) -> None:
         time.sleep(cfg.period_s)
 
 
-def dkitty_reset(safety: SafetyLayer, final_pose: np.ndarray, upright: UprightProbe, mode: str = "scripted",
-                 cfg: Optional[ResetConfig] = None, operator: Optional[Operator] = None) -> ResetReport:
+def dkitty_reset(
+    safety: SafetyLayer,
+    final_pose: np.ndarray,
+    upright: UprightProbe,
+    mode: str = "scripted",
+    cfg: Optional[ResetConfig] = None,
+    operator: Optional[Operator] = None,
+) -> ResetReport:
     """D'Kitty reset: get the robot standing (``mode``), then move to ``final_pose``."""
     if mode not in DKITTY_RESET_MODES:
         raise ValueError(f"D'Kitty reset mode must be one of {DKITTY_RESET_MODES}, got {mode!r}")
@@ -232,14 +252,22 @@ def dkitty_reset(safety: SafetyLayer, final_pose: np.ndarray, upright: UprightPr
                 if _is_upright(upright, cfg):
                     break
                 if attempt == cfg.dkitty_attempts:
-                    _ask(operator, f"D'Kitty not upright after {cfg.dkitty_attempts} scripted attempts; stand it up, "
-                                   "then confirm", report)
+                    _ask(
+                        operator,
+                        f"D'Kitty not upright after {cfg.dkitty_attempts} scripted attempts; stand it up, then confirm",
+                        report,
+                    )
                     break
                 report.retries = attempt + 1
-                for pose in (DKITTY_FLAT_POSE, DKITTY_TUCK_POSE, DKITTY_STAND_POSE, DKITTY_CROUCH_POSE, DKITTY_STAND_POSE):
+                for pose in (
+                    DKITTY_FLAT_POSE,
+                    DKITTY_TUCK_POSE,
+                    DKITTY_STAND_POSE,
+                    DKITTY_CROUCH_POSE,
+                    DKITTY_STAND_POSE,
+                ):
                     move_to(safety, pose, cfg, tolerance=cfg.check_tolerance_rad, timeout_s=2.0)
-        report.max_error_rad = move_to(safety, np.asarray(final_pose, float), cfg,
-                                       tolerance=cfg.check_tolerance_rad)
+        report.max_error_rad = move_to(safety, np.asarray(final_pose, float), cfg, tolerance=cfg.check_tolerance_rad)
     report.duration_s = time.monotonic() - t0
     return report
 

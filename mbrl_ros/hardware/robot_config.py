@@ -190,7 +190,18 @@ def robot_config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> R
     """Build a :class:`RobotConfig` from parsed YAML; raises ``ValueError`` with the file name."""
     if not isinstance(data, Mapping):
         raise ValueError(f"{source}: expected a mapping at the top level")
-    known = {"robot", "port", "baud", "latency_timer_ms", "read_mode", "model", "joints", "object_motor", "units", "safety"}
+    known = {
+        "robot",
+        "port",
+        "baud",
+        "latency_timer_ms",
+        "read_mode",
+        "model",
+        "joints",
+        "object_motor",
+        "units",
+        "safety",
+    }
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{source}: unknown keys {sorted(unknown)}; valid: {sorted(known)}")

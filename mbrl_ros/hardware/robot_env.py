@@ -68,11 +68,13 @@ class TrackerError(RuntimeError):
 def quat_wxyz_to_mat(q: np.ndarray) -> np.ndarray:
     """Rotation matrix of a unit quaternion (w, x, y, z); the quaternion is normalised first."""
     w, x, y, z = np.asarray(q, dtype=float) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def _wrap(x: np.ndarray) -> np.ndarray:
@@ -96,11 +98,19 @@ class HardwareEnv(gymnasium.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, task_id: str, robot_config: Union[RobotConfig, str, Path, None] = None, *,
-                 port: Optional[str] = None, safety: Union[SafetyConfig, Mapping[str, Any], None] = None,
-                 control_hz: Optional[float] = None, operator: Optional[Operator] = None,
-                 reset_mode: str = "scripted", reset_config: Optional[ResetConfig] = None,
-                 on_event: Optional[Callable[[SafetyEvent], None]] = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        robot_config: Union[RobotConfig, str, Path, None] = None,
+        *,
+        port: Optional[str] = None,
+        safety: Union[SafetyConfig, Mapping[str, Any], None] = None,
+        control_hz: Optional[float] = None,
+        operator: Optional[Operator] = None,
+        reset_mode: str = "scripted",
+        reset_config: Optional[ResetConfig] = None,
+        on_event: Optional[Callable[[SafetyEvent], None]] = None,
+    ) -> None:
         from mbrl_ros.tasks import get_task
 
         self.task: Any = get_task(task_id)  # a ROBEL task: its robot's initial_state, targets and reward terms
@@ -112,7 +122,9 @@ class HardwareEnv(gymnasium.Env):
         if port is not None:
             cfg = cfg.with_overrides(port=str(port))
         if cfg.robot != info.robot:
-            raise ValueError(f"task {info.task_id} is for {info.robot}, the hardware config {cfg.source} for {cfg.robot}")
+            raise ValueError(
+                f"task {info.task_id} is for {info.robot}, the hardware config {cfg.source} for {cfg.robot}"
+            )
         if len(cfg.joints) != info.act_dim:
             raise ValueError(f"{cfg.source}: {len(cfg.joints)} joints, task {info.task_id} acts on {info.act_dim}")
         if info.robot == "dclaw" and cfg.object_motor is None:
@@ -159,8 +171,9 @@ class HardwareEnv(gymnasium.Env):
         """Open the port and ping every motor (raises ``MissingMotorError`` naming absent IDs)."""
         self.bus.open()
         if self.safety is None:
-            self.safety = SafetyLayer(self.bus, self.task, self.safety_config, on_event=self.on_event,
-                                      control_period_s=self.period)
+            self.safety = SafetyLayer(
+                self.bus, self.task, self.safety_config, on_event=self.on_event, control_period_s=self.period
+            )
 
     def _need_safety(self) -> SafetyLayer:
         if self.safety is None or not self.bus.is_open:
@@ -205,8 +218,10 @@ class HardwareEnv(gymnasium.Env):
             safety.hardware_errors_cleared([dxl_id])
             log.warning("rebooted motor %d (hardware error: %s)", dxl_id, ", ".join(faulted[dxl_id]))
         if silent:
-            raise BusError(f"motors {silent} do not answer and were not rebooted (check cable and power); "
-                           f"rebooted: {sorted(faulted) or 'none'}")
+            raise BusError(
+                f"motors {silent} do not answer and were not rebooted (check cable and power); "
+                f"rebooted: {sorted(faulted) or 'none'}"
+            )
         return faulted
 
     # -- tracker (D'Kitty) -----------------------------------------------------------------------
@@ -259,8 +274,10 @@ class HardwareEnv(gymnasium.Env):
         if st is None:
             with self._tracker_lock:
                 age = time.monotonic() - self._pose[0] if self._pose is not None else float("inf")
-            raise TrackerError(f"the torso pose is {age:.2f} s old (tracker_timeout_s = "
-                               f"{self.safety_config.tracker_timeout_s}): is the tracker running?")
+            raise TrackerError(
+                f"the torso pose is {age:.2f} s old (tracker_timeout_s = "
+                f"{self.safety_config.tracker_timeout_s}): is the tracker running?"
+            )
         return st
 
     def _upright(self) -> Optional[float]:
@@ -272,8 +289,9 @@ class HardwareEnv(gymnasium.Env):
         return float(euler_rxyz_to_mat(*st[0][3:6])[2, 2])
 
     # -- gym API ---------------------------------------------------------------------------------
-    def reset(self, *, seed: Optional[int] = None, options: Optional[Mapping[str, Any]] = None
-              ) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: Optional[int] = None, options: Optional[Mapping[str, Any]] = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Scripted reset to a new episode start; ``options``: ``{"target": float, "initial": float}``.
 
         ``initial`` is the D'Claw valve start angle (default: sampled as in simulation);
@@ -372,8 +390,13 @@ class HardwareEnv(gymnasium.Env):
     def _aborted_step(self, reason: str) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self._abort(reason)
         obs = self._obs.copy() if self._obs is not None else np.zeros(self.task.info.obs_dim)
-        info = {"success": False, "reward_terms": {}, "aborted": True, "abort_reason": self._abort_reason,
-                "target": self._target}
+        info = {
+            "success": False,
+            "reward_terms": {},
+            "aborted": True,
+            "abort_reason": self._abort_reason,
+            "target": self._target,
+        }
         if self.task.aux_dim:
             info["aux"] = self._aux.copy()
         return obs, 0.0, False, True, info
@@ -402,12 +425,23 @@ class HardwareEnv(gymnasium.Env):
 
     def _observe(self, state: BusState) -> np.ndarray:
         if self.task.info.robot == "dclaw":
-            d = {"claw_qpos": state.position, "claw_qvel": state.velocity, "object_qpos": state.object_position,
-                 "last_action": self._last_action, "target": self._target}
+            d = {
+                "claw_qpos": state.position,
+                "claw_qvel": state.velocity,
+                "object_qpos": state.object_position,
+                "last_action": self._last_action,
+                "target": self._target,
+            }
         else:
             root, root_vel = self._fresh_pose()
-            d = {"root_qpos": root, "root_qvel": root_vel, "kitty_qpos": state.position,
-                 "kitty_qvel": state.velocity, "last_action": self._last_action, "target_pos": self._target_pos}
+            d = {
+                "root_qpos": root,
+                "root_qvel": root_vel,
+                "kitty_qpos": state.position,
+                "kitty_qvel": state.velocity,
+                "last_action": self._last_action,
+                "target_pos": self._target_pos,
+            }
         self._aux = self.task.aux_observation(d)
         return self.task.observation(d)
 
@@ -442,11 +476,22 @@ class HardwareEnv(gymnasium.Env):
             "port": self.config.port,
             "connected": self.bus.is_open,
             "control_hz": self.control_hz,
-            "bus": {"reads": st.reads, "read_failures": st.read_failures, "writes": st.writes,
-                    "write_failures": st.write_failures, "last_error": st.last_error,
-                    "failures_by_id": dict(st.failures_by_id), "latency_timer_ms": self.bus.latency_ms},
-            "loop": {"jitter_ms_p50": float(np.percentile(jit, 50)), "jitter_ms_p99": float(np.percentile(jit, 99)),
-                     "jitter_ms_max": float(jit.max()), "overruns": self.overruns, "steps": len(self.jitter_s)},
+            "bus": {
+                "reads": st.reads,
+                "read_failures": st.read_failures,
+                "writes": st.writes,
+                "write_failures": st.write_failures,
+                "last_error": st.last_error,
+                "failures_by_id": dict(st.failures_by_id),
+                "latency_timer_ms": self.bus.latency_ms,
+            },
+            "loop": {
+                "jitter_ms_p50": float(np.percentile(jit, 50)),
+                "jitter_ms_p99": float(np.percentile(jit, 99)),
+                "jitter_ms_max": float(jit.max()),
+                "overruns": self.overruns,
+                "steps": len(self.jitter_s),
+            },
             "episodes": self.episodes,
             "aborted_episodes": self.aborted_episodes,
             "abort_reason": self._abort_reason,

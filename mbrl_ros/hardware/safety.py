@@ -92,8 +92,16 @@ class SafetyConfig:
             except ValueError as exc:
                 raise ValueError(f"safety.severity.{k}: {v!r} is not one of off|warn|abort") from exc
         self.severity = sev
-        positive = ("velocity_limit_rad_s", "current_limit_ma", "watchdog_hold_s", "watchdog_torque_off_s",
-                    "watchdog_period_s", "error_timeout_s", "estop_budget_s", "tracker_timeout_s")
+        positive = (
+            "velocity_limit_rad_s",
+            "current_limit_ma",
+            "watchdog_hold_s",
+            "watchdog_torque_off_s",
+            "watchdog_period_s",
+            "error_timeout_s",
+            "estop_budget_s",
+            "tracker_timeout_s",
+        )
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
@@ -118,8 +126,9 @@ class SafetyConfig:
         unknown = set(merged) - names
         if unknown:
             raise ValueError(f"unknown safety parameters {sorted(unknown)}; valid: {sorted(names)}")
-        values: dict[str, Any] = {k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
-                                  for k, v in merged.items()}
+        values: dict[str, Any] = {
+            k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v) for k, v in merged.items()
+        }
         return cls(severity=sev, **values)
 
 
@@ -158,9 +167,14 @@ class SafetyLayer:
             ``qvel_max * control_period_s`` per action, so joint speeds stay the task's.
     """
 
-    def __init__(self, bus: DynamixelBus, task: Any = None, config: Optional[SafetyConfig] = None,
-                 on_event: Optional[Callable[[SafetyEvent], None]] = None,
-                 control_period_s: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        bus: DynamixelBus,
+        task: Any = None,
+        config: Optional[SafetyConfig] = None,
+        on_event: Optional[Callable[[SafetyEvent], None]] = None,
+        control_period_s: Optional[float] = None,
+    ) -> None:
         self.bus = bus
         self.task = task
         self.config = config or SafetyConfig.from_dict(bus.config.safety)
@@ -364,16 +378,31 @@ class SafetyLayer:
         m = cfg.position_margin_rad
         bad = np.flatnonzero((state.position < low - m) | (state.position > high + m))
         if bad.size:
-            out.append(self._event("position", f"joints {self._names(bad)} outside their range by more than {m} rad: "
-                                                f"{np.round(state.position[bad], 3).tolist()}"))
+            out.append(
+                self._event(
+                    "position",
+                    f"joints {self._names(bad)} outside their range by more than {m} rad: "
+                    f"{np.round(state.position[bad], 3).tolist()}",
+                )
+            )
         bad = np.flatnonzero(np.abs(state.velocity) > cfg.velocity_limit_rad_s)
         if bad.size:
-            out.append(self._event("velocity", f"joints {self._names(bad)} faster than {cfg.velocity_limit_rad_s} rad/s: "
-                                                f"{np.round(state.velocity[bad], 2).tolist()}"))
+            out.append(
+                self._event(
+                    "velocity",
+                    f"joints {self._names(bad)} faster than {cfg.velocity_limit_rad_s} rad/s: "
+                    f"{np.round(state.velocity[bad], 2).tolist()}",
+                )
+            )
         bad = np.flatnonzero(np.abs(state.current) > cfg.current_limit_ma)
         if bad.size:
-            out.append(self._event("current", f"joints {self._names(bad)} above {cfg.current_limit_ma} mA: "
-                                               f"{np.round(state.current[bad], 0).tolist()}"))
+            out.append(
+                self._event(
+                    "current",
+                    f"joints {self._names(bad)} above {cfg.current_limit_ma} mA: "
+                    f"{np.round(state.current[bad], 0).tolist()}",
+                )
+            )
         if state.alerts:
             try:
                 errs = self.bus.read_hardware_errors(state.alerts)
@@ -432,8 +461,10 @@ class SafetyLayer:
     def _check_commandable(self) -> None:
         self._set_state("active", only_from=("holding",))  # a fresh command after a watchdog hold resumes control
         if self.state != "active":
-            raise SafetyError(f"cannot command: safety state is {self.state}"
-                              + (f" ({self.abort_reason})" if self.abort_reason else ""))
+            raise SafetyError(
+                f"cannot command: safety state is {self.state}"
+                + (f" ({self.abort_reason})" if self.abort_reason else "")
+            )
 
     def command(self, action: np.ndarray) -> CommandResult:
         """Send one policy action through the task's action pipeline and every limit."""
@@ -452,8 +483,9 @@ class SafetyLayer:
                 # never sent; hold the last target (and the episode is aborted if severity is abort)
                 if not self.aborted:
                     self._send(self._last_target_or_hold(), time.monotonic())
-                return CommandResult(np.zeros(act_dim), self._last_target_or_nan(), not self.aborted,
-                                     self.aborted, (ev,) if ev else ())
+                return CommandResult(
+                    np.zeros(act_dim), self._last_target_or_nan(), not self.aborted, self.aborted, (ev,) if ev else ()
+                )
             q_cur = self._q_current()
             if np.any(np.abs(a) > 1.0):
                 self.clip_count += 1  # the policy asked for more than the action range
@@ -479,8 +511,15 @@ class SafetyLayer:
             q_cur = self._last_target_or_hold()
             return self._finish(np.zeros(0), q, q_cur, vmax * elapsed, low=self._hard_low, high=self._hard_high)
 
-    def _finish(self, clipped: np.ndarray, q: np.ndarray, q_cur: np.ndarray, max_step: np.ndarray,
-                low: Optional[np.ndarray] = None, high: Optional[np.ndarray] = None) -> CommandResult:
+    def _finish(
+        self,
+        clipped: np.ndarray,
+        q: np.ndarray,
+        q_cur: np.ndarray,
+        max_step: np.ndarray,
+        low: Optional[np.ndarray] = None,
+        high: Optional[np.ndarray] = None,
+    ) -> CommandResult:
         now = time.monotonic()
         requested = q.copy()
         # soft start: the allowed step grows from a fraction of the limit to all of it

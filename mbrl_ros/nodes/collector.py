@@ -95,30 +95,76 @@ class CollectorBase(_NodeMixin):
         self.task_id = declare(self, "task", "dclaw-turn-fixed", "task id of the world", read_only=True)
         self.robot_id = declare(self, "robot_id", "sim0", "robot id written on every episode", read_only=True)
         self.seed = declare(self, "seed", 0, "seed of the episode resets and exploration noise", read_only=True, lo=0)
-        self.realtime = declare(self, "realtime", realtime_default,
-                                "run at the task's control rate (10 Hz) instead of as fast as possible")
-        self.exploration = declare(self, "exploration", True,
-                                   "sample actions from the policy's Gaussian (data collection); false: deterministic")
-        self.joint_state_rate = declare(self, "joint_state_rate_hz", 20.0, "max rate of JointState messages", lo=0.0, hi=1000.0)
-        self.rt_priority = declare(self, "realtime_priority", 0,
-                                   "SCHED_FIFO priority of the control loop thread in real time (0 = normal scheduling)",
-                                   read_only=True, lo=0, hi=99)
-        self.max_overrun = declare(self, "max_period_overrun_s", 0.05,
-                                   "real-time watchdog: a step this late aborts the episode", lo=0.001, hi=1.0)
-        self.max_episode_bytes = declare(self, "max_episode_bytes", wire.MAX_EPISODE_BYTES,
-                                         "largest episode message", read_only=True, lo=1024, hi=1 << 30)
-        declare(self, "log_dir", "", "run directory (unused by the collector; kept for a uniform graph)", read_only=True)
-        self.exit_when_done = declare(self, "exit_when_done", False,
-                                      "leave (exit 0) once the game state says the game is over (role:=collectors)",
-                                      read_only=True)
+        self.realtime = declare(
+            self, "realtime", realtime_default, "run at the task's control rate (10 Hz) instead of as fast as possible"
+        )
+        self.exploration = declare(
+            self,
+            "exploration",
+            True,
+            "sample actions from the policy's Gaussian (data collection); false: deterministic",
+        )
+        self.joint_state_rate = declare(
+            self, "joint_state_rate_hz", 20.0, "max rate of JointState messages", lo=0.0, hi=1000.0
+        )
+        self.rt_priority = declare(
+            self,
+            "realtime_priority",
+            0,
+            "SCHED_FIFO priority of the control loop thread in real time (0 = normal scheduling)",
+            read_only=True,
+            lo=0,
+            hi=99,
+        )
+        self.max_overrun = declare(
+            self,
+            "max_period_overrun_s",
+            0.05,
+            "real-time watchdog: a step this late aborts the episode",
+            lo=0.001,
+            hi=1.0,
+        )
+        self.max_episode_bytes = declare(
+            self,
+            "max_episode_bytes",
+            wire.MAX_EPISODE_BYTES,
+            "largest episode message",
+            read_only=True,
+            lo=1024,
+            hi=1 << 30,
+        )
+        declare(
+            self, "log_dir", "", "run directory (unused by the collector; kept for a uniform graph)", read_only=True
+        )
+        self.exit_when_done = declare(
+            self,
+            "exit_when_done",
+            False,
+            "leave (exit 0) once the game state says the game is over (role:=collectors)",
+            read_only=True,
+        )
         self.finished = False  # run_node stops spinning and exits when True
         self._done_timer: Any = None
-        self.coordinator_key = declare(self, "coordinator_key", "",
-                                       "the coordinator's public key, 'ed25519:<base64>' or a .pub file: only the "
-                                       "policies and game states it signed are used", read_only=True)
-        self.key_wait_s = declare(self, "key_wait_s", 120.0, "how long to wait at start for the coordinator_key file",
-                                  read_only=True, lo=0.0, hi=3600.0)
-        self.estop_latch = security.EstopLatch()  # anyone raises the e-stop; only the coordinator's signed release clears it
+        self.coordinator_key = declare(
+            self,
+            "coordinator_key",
+            "",
+            "the coordinator's public key, 'ed25519:<base64>' or a .pub file: only the "
+            "policies and game states it signed are used",
+            read_only=True,
+        )
+        self.key_wait_s = declare(
+            self,
+            "key_wait_s",
+            120.0,
+            "how long to wait at start for the coordinator_key file",
+            read_only=True,
+            lo=0.0,
+            hi=3600.0,
+        )
+        self.estop_latch = (
+            security.EstopLatch()
+        )  # anyone raises the e-stop; only the coordinator's signed release clears it
         self.stream = f"{os.getpid():x}-{secrets.token_hex(3)}"  # this process's episode stream
         self._lock = threading.Lock()
         self._state: Optional[wire.GameState] = None
@@ -169,8 +215,10 @@ class CollectorBase(_NodeMixin):
         run creates it at its start) is waited for up to ``key_wait_s``."""
         spec = str(self.coordinator_key).strip()
         if not spec:
-            raise ValueError("no coordinator_key: pass the coordinator's public key ('ed25519:<base64>' or its "
-                             "keys/coordinator_ed25519.pub); a collector runs only what that key signed")
+            raise ValueError(
+                "no coordinator_key: pass the coordinator's public key ('ed25519:<base64>' or its "
+                "keys/coordinator_ed25519.pub); a collector runs only what that key signed"
+            )
         if not spec.startswith(security.PUBLIC_PREFIX):
             path, deadline = Path(spec).expanduser(), time.monotonic() + float(self.key_wait_s)
             if not path.is_file():
@@ -194,7 +242,6 @@ class CollectorBase(_NodeMixin):
             self._thread.join(timeout=timeout)
             self._thread = None
 
-
     # -- subscriptions ------------------------------------------------------------------
     def _on_state(self, msg: String) -> None:
         try:
@@ -207,7 +254,9 @@ class CollectorBase(_NodeMixin):
             self._rejected("game_state", exc)
             return
         if state.task_id != self.task_id:
-            self._rejected("game_state", wire.WireError("task", f"game is for {state.task_id}, this world runs {self.task_id}"))
+            self._rejected(
+                "game_state", wire.WireError("task", f"game is for {state.task_id}, this world runs {self.task_id}")
+            )
             return
         with self._lock:
             self._state = state
@@ -231,8 +280,10 @@ class CollectorBase(_NodeMixin):
 
     def _leave(self) -> None:
         # what this collector published, for the operator (and the multi-host test) to check against the record
-        self.get_logger().info(f"left the game: {self.sequence} episodes published (stream {self.stream}, "
-                               f"sequences 0..{self.sequence - 1})")
+        self.get_logger().info(
+            f"left the game: {self.sequence} episodes published (stream {self.stream}, "
+            f"sequences 0..{self.sequence - 1})"
+        )
         self.finished = True
 
     def _on_policy(self, msg: UInt8MultiArray) -> None:
@@ -240,8 +291,9 @@ class CollectorBase(_NodeMixin):
         try:
             data = wire.from_msg(msg)
             self.verifier.verify_record(data, "policy")  # signed by the coordinator, or it never runs
-            blob = wire.unpack_policy(data, expect_task=self.task_id, check_contract=False,
-                                      max_bytes=wire.MAX_POLICY_BYTES)
+            blob = wire.unpack_policy(
+                data, expect_task=self.task_id, check_contract=False, max_bytes=wire.MAX_POLICY_BYTES
+            )
             if blob.header.get("approved") is not True:
                 raise wire.WireError("contract", f"policy v{blob.policy_version} was not approved by the coordinator")
             policy = wire.load_policy_checked(blob.onnx, self.task_id)
@@ -250,13 +302,25 @@ class CollectorBase(_NodeMixin):
             log_std = blob.header.get("log_std")
             if log_std is not None:
                 log_std = np.asarray(log_std, dtype=np.float64)
-                if log_std.shape != (self.task.info.act_dim,) or not np.all(np.isfinite(log_std)) or np.any(log_std > 1.0):
-                    raise wire.WireError("contract", f"policy v{blob.policy_version}: bad log_std {blob.header.get('log_std')}")
+                if (
+                    log_std.shape != (self.task.info.act_dim,)
+                    or not np.all(np.isfinite(log_std))
+                    or np.any(log_std > 1.0)
+                ):
+                    raise wire.WireError(
+                        "contract", f"policy v{blob.policy_version}: bad log_std {blob.header.get('log_std')}"
+                    )
         except (wire.WireError, security.SignatureError) as exc:
             self._rejected("policy", exc)
             return
-        loaded = LoadedPolicy(blob.policy_version, policy, log_std, wire.sha256_hex(blob.onnx),
-                              float(blob.header.get("published_at", received)), received)
+        loaded = LoadedPolicy(
+            blob.policy_version,
+            policy,
+            log_std,
+            wire.sha256_hex(blob.onnx),
+            float(blob.header.get("published_at", received)),
+            received,
+        )
         with self._lock:
             self._pending = loaded
         self.diag.set("policy_received", blob.policy_version)
@@ -272,7 +336,9 @@ class CollectorBase(_NodeMixin):
         elif self.estop_latch.held:
             self.diag.inc("rejected_estop_release_unsigned")
             self.diag.warn("ignored 'false' on /mbrl/estop: only the coordinator's signed release clears the e-stop")
-            self.get_logger().warning("ignored 'false' on /mbrl/estop: only the coordinator's signed release clears the e-stop")
+            self.get_logger().warning(
+                "ignored 'false' on /mbrl/estop: only the coordinator's signed release clears the e-stop"
+            )
 
     def _estop_action(self, why: str) -> None:
         with self._lock:
@@ -459,11 +525,21 @@ class CollectorBase(_NodeMixin):
         if clipped:
             self.diag.inc("limit_hits_clipped_steps", clipped)
         return wire.EpisodeRecord(
-            robot_id=self.robot_id, episode_id=f"{self.robot_id}-{self.stream}-{self.sequence:06d}",
-            sequence=self.sequence, policy_version=version, task_id=self.task_id,
-            obs=ep.obs, actions=ep.actions, rewards=ep.rewards,
-            terminated=bool(ep.terminated), success=bool(ep.success), stream=self.stream, stamp=time.time(),
-            extra=extra, behavior=behavior, aux=ep.aux if task.aux_dim else None,
+            robot_id=self.robot_id,
+            episode_id=f"{self.robot_id}-{self.stream}-{self.sequence:06d}",
+            sequence=self.sequence,
+            policy_version=version,
+            task_id=self.task_id,
+            obs=ep.obs,
+            actions=ep.actions,
+            rewards=ep.rewards,
+            terminated=bool(ep.terminated),
+            success=bool(ep.success),
+            stream=self.stream,
+            stamp=time.time(),
+            extra=extra,
+            behavior=behavior,
+            aux=ep.aux if task.aux_dim else None,
         )
 
     def _deterministic(self) -> bool:
@@ -523,7 +599,9 @@ class Collector(CollectorBase, Node):
         self._setup_world((env_factory or _make_sim_env)(self.task_id))
         self._setup_comms()
         self._start_loop()
-        self.get_logger().info(f"{self.robot_id}: collecting {self.task_id} (stream {self.stream}, realtime={self.realtime})")
+        self.get_logger().info(
+            f"{self.robot_id}: collecting {self.task_id} (stream {self.stream}, realtime={self.realtime})"
+        )
 
 
 def _sleep_until(t: float) -> float:

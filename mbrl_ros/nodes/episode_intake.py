@@ -74,8 +74,13 @@ class EpisodeIntake:
         with self._lock:
             if rec.episode_id in self._seen:
                 self.duplicates += 1
-                return IntakeResult(False, rec, duplicate=True, reason="duplicate",
-                                    message=f"episode {rec.episode_id} was already ingested")
+                return IntakeResult(
+                    False,
+                    rec,
+                    duplicate=True,
+                    reason="duplicate",
+                    message=f"episode {rec.episode_id} was already ingested",
+                )
             self._seen.add(rec.episode_id)
             self.ids.append(rec.episode_id)
             key = f"{rec.robot_id}/{rec.stream}"
@@ -95,8 +100,13 @@ class EpisodeIntake:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
         return IntakeResult(False, reason=reason, message=message)
 
-    def replay_mcap(self, path: Path, topic: str, on_result: Optional[Callable[[IntakeResult], None]] = None,
-                    only: Optional[set[str]] = None) -> int:
+    def replay_mcap(
+        self,
+        path: Path,
+        topic: str,
+        on_result: Optional[Callable[[IntakeResult], None]] = None,
+        only: Optional[set[str]] = None,
+    ) -> int:
         """Ingest the episodes recorded in an MCAP file (all, or the ids in ``only``); returns how many were new."""
         from std_msgs.msg import UInt8MultiArray
 
@@ -143,8 +153,12 @@ class EpisodeIntake:
     def state(self) -> dict:
         with self._lock:
             return {
-                "ids": list(self.ids), "samples": self.samples, "last_seq": dict(self._last_seq),
-                "rejected": dict(self.rejected), "duplicates": self.duplicates, "gaps": self.gaps,
+                "ids": list(self.ids),
+                "samples": self.samples,
+                "last_seq": dict(self._last_seq),
+                "rejected": dict(self.rejected),
+                "duplicates": self.duplicates,
+                "gaps": self.gaps,
             }
 
     def load_state(self, state: dict) -> None:

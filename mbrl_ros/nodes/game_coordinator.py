@@ -82,43 +82,106 @@ class GameCoordinator(Node):
             self.cfg.samples = int(budget)
         self.spec = game_spec(self.cfg.algo)
         self.log_dir = Path(self.get_parameter("log_dir").value or "runs/graph")
-        self.num_collectors = declare(self, "num_collectors", 1, "collectors started with this graph (informative)", read_only=True, lo=0)
-        self.mcap_path = declare(self, "mcap_path", "", "MCAP record of transitions, game state, metrics ('' = log_dir/record/transitions.mcap)", read_only=True)
+        self.num_collectors = declare(
+            self, "num_collectors", 1, "collectors started with this graph (informative)", read_only=True, lo=0
+        )
+        self.mcap_path = declare(
+            self,
+            "mcap_path",
+            "",
+            "MCAP record of transitions, game state, metrics ('' = log_dir/record/transitions.mcap)",
+            read_only=True,
+        )
         self.record = declare(self, "record", True, "record to MCAP", read_only=True)
-        self.eval_in_sim = declare(self, "eval_in_sim", True, "evaluate every deployed policy in a local simulation", read_only=True)
-        self.eval_episodes = declare(self, "eval_episodes", -1, "evaluation episodes per iteration (-1 = the game config's)", read_only=True, lo=-1, hi=10000)
+        self.eval_in_sim = declare(
+            self, "eval_in_sim", True, "evaluate every deployed policy in a local simulation", read_only=True
+        )
+        self.eval_episodes = declare(
+            self,
+            "eval_episodes",
+            -1,
+            "evaluation episodes per iteration (-1 = the game config's)",
+            read_only=True,
+            lo=-1,
+            hi=10000,
+        )
         # the gate's settings are game settings (config/<algo>.yaml, the same in mbrl-ros train); these
         # parameters override them for this graph (e.g. a robot's stricter limits)
         c = self.cfg
-        c.gate_probe_size = declare(self, "gate_probe_size", c.gate_probe_size, "real observations probed by the gate", lo=8, hi=100000)
-        c.gate_model_horizon = declare(self, "gate_model_horizon", c.gate_model_horizon, "steps of the model-predicted joint-limit check (0 = off)", lo=0, hi=1000)
-        c.gate_joint_margin = declare(self, "gate_joint_margin", c.gate_joint_margin, "rad beyond a joint limit the model may predict", lo=0.0, hi=3.2)
+        c.gate_probe_size = declare(
+            self, "gate_probe_size", c.gate_probe_size, "real observations probed by the gate", lo=8, hi=100000
+        )
+        c.gate_model_horizon = declare(
+            self,
+            "gate_model_horizon",
+            c.gate_model_horizon,
+            "steps of the model-predicted joint-limit check (0 = off)",
+            lo=0,
+            hi=1000,
+        )
+        c.gate_joint_margin = declare(
+            self,
+            "gate_joint_margin",
+            c.gate_joint_margin,
+            "rad beyond a joint limit the model may predict",
+            lo=0.0,
+            hi=3.2,
+        )
         c.gate_max_violation_fraction = declare(
-            self, "gate_max_violation_fraction", c.gate_max_violation_fraction,
+            self,
+            "gate_max_violation_fraction",
+            c.gate_max_violation_fraction,
             "largest fraction of predicted (member, start, step) states outside the limits, beyond the fraction "
-            "the same model predicts for the deployed policy", lo=0.0, hi=1.0)
+            "the same model predicts for the deployed policy",
+            lo=0.0,
+            hi=1.0,
+        )
         self.use_sim = declare(self, "use_sim", True, "the collectors are simulations (false: a robot)", read_only=True)
         c.gate_model_severity = declare(
-            self, "gate_model_severity", c.gate_model_severity,
+            self,
+            "gate_model_severity",
+            c.gate_model_severity,
             "what a failed model-predicted joint-limit check does: abort (refuse the policy), warn (log, count in "
-            "/diagnostics, deploy), off; auto = warn in simulation, abort on a robot", read_only=True)
+            "/diagnostics, deploy), off; auto = warn in simulation, abort on a robot",
+            read_only=True,
+        )
         c.gate_model_confidence = declare(
-            self, "gate_model_confidence", c.gate_model_confidence,
+            self,
+            "gate_model_confidence",
+            c.gate_model_confidence,
             "a model-predicted joint-limit violation counts only when the members' mean clears the limit by this many "
-            "member standard deviations (model error near the limits is where members disagree)", lo=0.0, hi=100.0)
-        c.gate_max_log_std = declare(self, "gate_max_log_std", c.gate_max_log_std, "largest exploration log std a policy may carry", lo=-10.0, hi=5.0)
+            "member standard deviations (model error near the limits is where members disagree)",
+            lo=0.0,
+            hi=100.0,
+        )
+        c.gate_max_log_std = declare(
+            self,
+            "gate_max_log_std",
+            c.gate_max_log_std,
+            "largest exploration log std a policy may carry",
+            lo=-10.0,
+            hi=5.0,
+        )
         c.validate()
         self.gate_settings = GateSettings.from_config(c)
         self.policy_gate = PolicyGate(self.task, self.gate_settings, on_robot=not self.use_sim)
-        self.phase_timeout = declare(self, "phase_timeout_s", 600.0, "a phase running longer is reported (WARN)", lo=1.0, hi=1e6)
-        self.max_policy_bytes = declare(self, "max_policy_bytes", wire.MAX_POLICY_BYTES, "largest policy blob", read_only=True, lo=1024, hi=1 << 30)
+        self.phase_timeout = declare(
+            self, "phase_timeout_s", 600.0, "a phase running longer is reported (WARN)", lo=1.0, hi=1e6
+        )
+        self.max_policy_bytes = declare(
+            self, "max_policy_bytes", wire.MAX_POLICY_BYTES, "largest policy blob", read_only=True, lo=1024, hi=1 << 30
+        )
         # Only the coordinator moves a robot: approved policies and game states are signed with the
         # run's Ed25519 key (created now, or loaded when this run already has one); collectors run
         # nothing else (mbrl_ros.security)
-        self.key_dir = declare(self, "key_dir", "", "directory of the run's signing key ('' = log_dir/keys)", read_only=True)
+        self.key_dir = declare(
+            self, "key_dir", "", "directory of the run's signing key ('' = log_dir/keys)", read_only=True
+        )
         self.signer = security.Signer.load_or_create(self.log_dir, self.key_dir or None)
-        self.get_logger().info(f"signing key {self.signer.key_id}; collectors verify with coordinator_key:="
-                               f"{self.signer.public_text} ({security.key_paths(self.log_dir, self.key_dir or None)[1]})")
+        self.get_logger().info(
+            f"signing key {self.signer.key_id}; collectors verify with coordinator_key:="
+            f"{self.signer.public_text} ({security.key_paths(self.log_dir, self.key_dir or None)[1]})"
+        )
 
         self.referee = Referee(self.spec)
         self.horizon = self.task.info.horizon
@@ -127,7 +190,9 @@ class GameCoordinator(Node):
         self.intake = EpisodeIntake(self.task)
         self._lock = threading.RLock()
         self._estop = False
-        self._estop_release = 0  # the operator's releases so far; signed in the game state (collectors clear on a new one)
+        self._estop_release = (
+            0  # the operator's releases so far; signed in the game state (collectors clear on a new one)
+        )
         self._collect = False
         self._request: wire.Request = None  # the open request of the current phase
         self.round = CollectionRound(self.rules.round_target(0), self.rules.random_target(self.rules.round_target(0)))
@@ -189,7 +254,8 @@ class GameCoordinator(Node):
         self.create_timer(1.0, self._publish_state)
         self.get_logger().info(
             f"{self.cfg.algo} on {self.task.info.task_id}: budget {self.cfg.samples} samples, N_init {self.cfg.n_init}, "
-            f"N {self.n_per_iter}; waiting for the initial policy")
+            f"N {self.n_per_iter}; waiting for the initial policy"
+        )
 
     # -- records ------------------------------------------------------------------------
     def _record(self, topic: str, msg: Any) -> None:
@@ -203,17 +269,30 @@ class GameCoordinator(Node):
         with self._lock:
             request = self._request
             return wire.GameState(
-                algo=self.cfg.algo, task_id=self.task.info.task_id, iteration=r.iteration, phase=r.phase.value,
-                model_version=r.model_version, policy_version=r.policy_version,
+                algo=self.cfg.algo,
+                task_id=self.task.info.task_id,
+                iteration=r.iteration,
+                phase=r.phase.value,
+                model_version=r.model_version,
+                policy_version=r.policy_version,
                 deployed_policy_version=r.deployed_policy_version if self._deployed is not None else -1,
-                candidate_policy_version=r.candidate_policy_version, data_policy_version=r.data_policy_version,
-                samples=self.intake.samples, sample_budget=int(self.cfg.samples), round_samples=self.round.samples,
-                round_target=self.round.target, round_random_samples=self.round.random_samples,
-                round_random_target=self.round.random_target, behavior=self.round.behavior,
-                collect=bool(self._collect and not self._estop), estop=self._estop, done=r.phase is Phase.DONE,
-                request=request, eval_success=self.history[-1].get("eval_success") if self.history else None,
+                candidate_policy_version=r.candidate_policy_version,
+                data_policy_version=r.data_policy_version,
+                samples=self.intake.samples,
+                sample_budget=int(self.cfg.samples),
+                round_samples=self.round.samples,
+                round_target=self.round.target,
+                round_random_samples=self.round.random_samples,
+                round_random_target=self.round.random_target,
+                behavior=self.round.behavior,
+                collect=bool(self._collect and not self._estop),
+                estop=self._estop,
+                done=r.phase is Phase.DONE,
+                request=request,
+                eval_success=self.history[-1].get("eval_success") if self.history else None,
                 success_curve=tuple(h.get("eval_success") for h in self.history),
-                wall_s=round(time.monotonic() - self.t0, 3), noise_policy=self.cfg.noise_policy,
+                wall_s=round(time.monotonic() - self.t0, 3),
+                noise_policy=self.cfg.noise_policy,
             )
 
     def _publish_state(self, persist: bool = True) -> None:
@@ -233,7 +312,9 @@ class GameCoordinator(Node):
         self.diag.set("samples", s["samples"])
         self.diag.set("model_version", s["model_version"])
         self.diag.set("deployed_policy_version", s["deployed_policy_version"])
-        self.diag.status_message(f"iteration {s['iteration']}, {s['phase']}, {s['samples']}/{s['sample_budget']} samples")
+        self.diag.status_message(
+            f"iteration {s['iteration']}, {s['phase']}, {s['samples']}/{s['sample_budget']} samples"
+        )
 
     def _signed(self, state: wire.GameState) -> str:
         """The state's JSON with the e-stop release count, signed: the only game state collectors follow."""
@@ -283,7 +364,10 @@ class GameCoordinator(Node):
         # then withdraw this node's own latched 'true' from the topic (a late joiner would read it as
         # a raise), a second later: the collectors have the signed release and ignore the 'false'
         self._estop_topic_timer = self.create_timer(1.0, self._withdraw_estop_topic)
-        resp.success, resp.message = True, f"e-stop released (signed release #{self._estop_release}); the game continues"
+        resp.success, resp.message = (
+            True,
+            f"e-stop released (signed release #{self._estop_release}); the game continues",
+        )
         return resp
 
     def _withdraw_estop_topic(self) -> None:
@@ -295,8 +379,11 @@ class GameCoordinator(Node):
         if msg.data:  # anyone may stop the robots
             self._set_estop(True, "/mbrl/estop topic")
         elif self._estop:  # ... but 'false' from anyone releases nothing: only the operator's service does
-            self._refuse("e-stop release", "'false' on /mbrl/estop ignored; only /mbrl/estop_clear releases the e-stop",
-                         "rejected_estop_release_unsigned")
+            self._refuse(
+                "e-stop release",
+                "'false' on /mbrl/estop ignored; only /mbrl/estop_clear releases the e-stop",
+                "rejected_estop_release_unsigned",
+            )
 
     # -- results from the world and the players ----------------------------------------
     def _on_transitions(self, msg: UInt8MultiArray) -> None:
@@ -319,9 +406,15 @@ class GameCoordinator(Node):
                 rows = rec.obs if rec.aux is None else np.concatenate([rec.obs, rec.aux], axis=1)
                 self._probe_obs.append(rows[:: max(1, rec.length // 8)])
             collecting = self._collect and self.referee.phase is Phase.COLLECT
-            counted = collecting and self.round.count(rec.episode_id, rec.behavior, rec.policy_version, rec.length,
-                                                      rec.episode_return, rec.success,
-                                                      self.referee.deployed_policy_version)
+            counted = collecting and self.round.count(
+                rec.episode_id,
+                rec.behavior,
+                rec.policy_version,
+                rec.length,
+                rec.episode_return,
+                rec.success,
+                self.referee.deployed_policy_version,
+            )
             complete = counted and self.round.complete
         if rec.behavior == "policy":
             self.metrics.publish("episode_return", rec.episode_return)
@@ -329,7 +422,9 @@ class GameCoordinator(Node):
         if complete:
             self._tick()  # the round is complete: ask for the next move now, not at the next tick
         elif counted:
-            self._publish_state(persist=False)  # the round's count (and behavior): collectors wait on it at a round's end
+            self._publish_state(
+                persist=False
+            )  # the round's count (and behavior): collectors wait on it at a round's end
 
     def _on_model(self, msg: UInt8MultiArray) -> None:
         try:
@@ -340,8 +435,12 @@ class GameCoordinator(Node):
         with self._lock:
             if not isinstance(self._request, wire.FitModelRequest) or blob.header.get("request_id") != self._request.id:
                 if self._model is None or blob.model_version != self._model.model_version:
-                    self._refuse("model", f"model v{blob.model_version} answers request {blob.header.get('request_id')!r}, "
-                                 f"the open request is {self._open_request_id()!r}", "refused_out_of_order")
+                    self._refuse(
+                        "model",
+                        f"model v{blob.model_version} answers request {blob.header.get('request_id')!r}, "
+                        f"the open request is {self._open_request_id()!r}",
+                        "refused_out_of_order",
+                    )
                 return
             try:
                 version = self.referee.model_fitted(blob.data_policy_version)
@@ -352,17 +451,25 @@ class GameCoordinator(Node):
                 self.get_logger().warning(f"model blob says v{blob.model_version}, referee counted v{version}")
             self._model = blob
             self._request = None
-            self._it.update(model_loss=blob.header.get("loss"), model_objective=blob.header.get("objective_value"),
-                            model_steps=blob.header.get("steps"),
-                            fit_s=blob.header.get("fit_s"), fit_threads=_int_or_none(blob.header.get("torch_threads")))
+            self._it.update(
+                model_loss=blob.header.get("loss"),
+                model_objective=blob.header.get("objective_value"),
+                model_steps=blob.header.get("steps"),
+                fit_s=blob.header.get("fit_s"),
+                fit_threads=_int_or_none(blob.header.get("torch_threads")),
+            )
         self.get_logger().info(f"model v{version} accepted (loss {blob.header.get('loss')})")
         self._start_gate_reference()
         self._tick()  # the next move now (publishes the state)
 
     def _on_candidate(self, msg: UInt8MultiArray) -> None:
         try:
-            blob = wire.unpack_policy(wire.from_msg(msg), expect_task=self.task.info.task_id, check_contract=True,
-                                      max_bytes=int(self.max_policy_bytes))
+            blob = wire.unpack_policy(
+                wire.from_msg(msg),
+                expect_task=self.task.info.task_id,
+                check_contract=True,
+                max_bytes=int(self.max_policy_bytes),
+            )
         except wire.WireError as exc:
             self._refuse("policy", str(exc), f"rejected_policy_{exc.reason}")
             return
@@ -370,11 +477,17 @@ class GameCoordinator(Node):
             if blob.policy_version == 0 and self._deployed is None and self.referee.phase is Phase.COLLECT:
                 self._candidate = blob  # the initial policy: gated, then deployed for the first collection
                 return
-            if not isinstance(self._request, wire.ImprovePolicyRequest) or blob.header.get("request_id") != self._request.id:
+            if (
+                not isinstance(self._request, wire.ImprovePolicyRequest)
+                or blob.header.get("request_id") != self._request.id
+            ):
                 if self._candidate is None or blob.policy_version != self._candidate.policy_version:
-                    self._refuse("policy", f"policy v{blob.policy_version} (on model v{blob.model_version}) answers request "
-                                 f"{blob.header.get('request_id')!r}, the open request is {self._open_request_id()!r}",
-                                 "refused_out_of_order")
+                    self._refuse(
+                        "policy",
+                        f"policy v{blob.policy_version} (on model v{blob.model_version}) answers request "
+                        f"{blob.header.get('request_id')!r}, the open request is {self._open_request_id()!r}",
+                        "refused_out_of_order",
+                    )
                 return
             try:
                 version = self.referee.policy_improved(blob.model_version)
@@ -382,14 +495,22 @@ class GameCoordinator(Node):
                 self._refuse("policy", str(exc), "refused_out_of_order")
                 return
             if version != blob.policy_version:
-                self._refuse("policy", f"policy blob says v{blob.policy_version}, referee counted v{version}", "refused_version")
+                self._refuse(
+                    "policy", f"policy blob says v{blob.policy_version}, referee counted v{version}", "refused_version"
+                )
             self._candidate = blob
             self._request = None
             self._start_gate(blob, initial=False)  # now, not at the next tick: hand-off latency
             stats = blob.header.get("stats") or {}
-            self._it.update(J_model=stats.get("J_model"), kl=stats.get("kl"), kl_max=stats.get("kl_max"),
-                            model_success=stats.get("model_success"), policy_std=stats.get("policy_std"),
-                            npg_s=stats.get("npg_s"), npg_threads=_int_or_none(stats.get("torch_threads")))
+            self._it.update(
+                J_model=stats.get("J_model"),
+                kl=stats.get("kl"),
+                kl_max=stats.get("kl_max"),
+                model_success=stats.get("model_success"),
+                policy_std=stats.get("policy_std"),
+                npg_s=stats.get("npg_s"),
+                npg_threads=_int_or_none(stats.get("torch_threads")),
+            )
         self.get_logger().info(f"candidate policy v{version} accepted for the gate (J(pi, M) {stats.get('J_model')})")
         self._publish_state()
 
@@ -426,9 +547,12 @@ class GameCoordinator(Node):
             return
         with self._lock:  # the gate worker moves the phase too: read it and act on it atomically
             handler = {
-                Phase.COLLECT: self._collect_phase, Phase.FIT_MODEL: self._fit_phase,
-                Phase.IMPROVE_POLICY: self._improve_phase, Phase.GATE: self._gate_phase,
-                Phase.DEPLOY: self._deploy_phase, Phase.DONE: lambda: None,
+                Phase.COLLECT: self._collect_phase,
+                Phase.FIT_MODEL: self._fit_phase,
+                Phase.IMPROVE_POLICY: self._improve_phase,
+                Phase.GATE: self._gate_phase,
+                Phase.DEPLOY: self._deploy_phase,
+                Phase.DONE: lambda: None,
             }[r.phase]
             try:
                 handler()
@@ -465,9 +589,11 @@ class GameCoordinator(Node):
             self._last_round_ids = list(done.episode_ids)
             policy_samples, random_samples = done.samples, done.random_samples
             self._it.update(done.summary())
-        self.get_logger().info(f"collected {policy_samples} samples of policy v{version}"
-                               + (f" and {random_samples} of the random policy" if random_samples else "")
-                               + f" (return {self._it['collect_return']:.1f}, success {self._it['collect_success']:.2f})")
+        self.get_logger().info(
+            f"collected {policy_samples} samples of policy v{version}"
+            + (f" and {random_samples} of the random policy" if random_samples else "")
+            + f" (return {self._it['collect_return']:.1f}, success {self._it['collect_success']:.2f})"
+        )
         self._publish_state()
 
     def _fit_phase(self) -> None:
@@ -476,9 +602,12 @@ class GameCoordinator(Node):
             if isinstance(self._request, wire.FitModelRequest):
                 return
             self._request = wire.FitModelRequest(
-                id=f"fit-i{r.iteration}-m{r.model_version + 1}", aggressive=self.rules.model_fit_aggressive(r.iteration),
-                model_version=r.model_version + 1, policy_version=r.deployed_policy_version,
-                episode_ids=tuple(self._last_round_ids))
+                id=f"fit-i{r.iteration}-m{r.model_version + 1}",
+                aggressive=self.rules.model_fit_aggressive(r.iteration),
+                model_version=r.model_version + 1,
+                policy_version=r.deployed_policy_version,
+                episode_ids=tuple(self._last_round_ids),
+            )
         self._publish_state()
 
     def _improve_phase(self) -> None:
@@ -488,9 +617,13 @@ class GameCoordinator(Node):
                 return
             k = self.rules.npg_steps()
             self._request = wire.ImprovePolicyRequest(
-                id=f"improve-i{r.iteration}-p{r.policy_version + 1}", model_version=r.expected_model_version_for_policy(),
-                n_steps=int(k), policy_version=r.policy_version + 1, base_policy_version=r.deployed_policy_version,
-                episode_ids=tuple(self._last_round_ids))
+                id=f"improve-i{r.iteration}-p{r.policy_version + 1}",
+                model_version=r.expected_model_version_for_policy(),
+                n_steps=int(k),
+                policy_version=r.policy_version + 1,
+                base_policy_version=r.deployed_policy_version,
+                episode_ids=tuple(self._last_round_ids),
+            )
         self._publish_state()
 
     def _gate_phase(self) -> None:
@@ -509,11 +642,32 @@ class GameCoordinator(Node):
         self._publish_state()
 
     def _deploy(self, blob: wire.PolicyBlob) -> None:
-        header = {k: v for k, v in blob.header.items() if k not in (
-            "schema", "schema_version", "kind", "payload_size", "sha256", "task_id", "policy_version",
-            "model_version", "iteration", "approved")}
-        data = wire.pack_policy(blob.onnx, task_id=blob.task_id, policy_version=blob.policy_version,
-                                model_version=blob.model_version, iteration=blob.iteration, approved=True, **header)
+        header = {
+            k: v
+            for k, v in blob.header.items()
+            if k
+            not in (
+                "schema",
+                "schema_version",
+                "kind",
+                "payload_size",
+                "sha256",
+                "task_id",
+                "policy_version",
+                "model_version",
+                "iteration",
+                "approved",
+            )
+        }
+        data = wire.pack_policy(
+            blob.onnx,
+            task_id=blob.task_id,
+            policy_version=blob.policy_version,
+            model_version=blob.model_version,
+            iteration=blob.iteration,
+            approved=True,
+            **header,
+        )
         data = self.signer.sign_record(data)  # collectors run only what this run's key signed
         self._pub_deployed.publish(wire.to_msg(data))
         self._deployed = blob
@@ -533,8 +687,9 @@ class GameCoordinator(Node):
             model, deployed = self._model, self._deployed
         if model is None or deployed is None or not self.policy_gate.checks_model:
             return
-        threading.Thread(target=self._gate_reference_worker, args=(model, deployed), name="gate-reference",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._gate_reference_worker, args=(model, deployed), name="gate-reference", daemon=True
+        ).start()
 
     def _gate_reference_worker(self, model: wire.ModelBlob, deployed: wire.PolicyBlob) -> None:
         try:
@@ -543,8 +698,10 @@ class GameCoordinator(Node):
             with self._gate_model_lock:
                 frac = self.policy_gate.violations(self._gate_ensemble(model), policy.act, probes)
         except Exception as exc:  # noqa: BLE001 - the gate then computes it itself
-            self.get_logger().warning(f"gate reference rollout failed ({type(exc).__name__}: {exc}); "
-                                      "the gate will roll out the deployed policy itself")
+            self.get_logger().warning(
+                f"gate reference rollout failed ({type(exc).__name__}: {exc}); "
+                "the gate will roll out the deployed policy itself"
+            )
             return
         with self._lock:
             self._gate_reference = (model, deployed, probes, frac)
@@ -562,8 +719,10 @@ class GameCoordinator(Node):
         ok, why = result.ok, result.reason
         if ok and result.warning:
             self.diag.inc("gate_model_warnings")
-            self.get_logger().warning(f"policy v{blob.policy_version}: {result.warning}; deployed anyway "
-                                      f"(gate_model_severity {self.gate_settings.model_severity}: warn in simulation)")
+            self.get_logger().warning(
+                f"policy v{blob.policy_version}: {result.warning}; deployed anyway "
+                f"(gate_model_severity {self.gate_settings.model_severity}: warn in simulation)"
+            )
         dt = time.perf_counter() - t0
         self.metrics.publish("gate_passed", float(ok))
         self.diag.set("gate_ms", round(1000 * dt, 2))
@@ -610,9 +769,16 @@ class GameCoordinator(Node):
                     self.diag.inc("gate_reference_reused")
                 elif deployed is not None:
                     deployed_act = self._policy_of(deployed).act
-            return self.policy_gate.check(policy.act, int(c["obs_dim"]), int(c["act_dim"]), blob.header.get("log_std"),
-                                          probes, ensemble=ensemble, deployed_act=deployed_act,
-                                          deployed_violation=deployed_violation)
+            return self.policy_gate.check(
+                policy.act,
+                int(c["obs_dim"]),
+                int(c["act_dim"]),
+                blob.header.get("log_std"),
+                probes,
+                ensemble=ensemble,
+                deployed_act=deployed_act,
+                deployed_violation=deployed_violation,
+            )
 
     def _probes(self) -> np.ndarray:
         """Real observations and their model-only measurements (plus a noisy copy); Gaussian
@@ -638,8 +804,14 @@ class GameCoordinator(Node):
         with self._lock:
             samples = self.intake.samples
             it = IterationMetrics.from_fields(
-                self.rules, iteration, samples, **self._it, policy_version=self.referee.deployed_policy_version,
-                model_version=self.referee.model_version, wall_s=round(time.monotonic() - self.t0, 3)).to_row()
+                self.rules,
+                iteration,
+                samples,
+                **self._it,
+                policy_version=self.referee.deployed_policy_version,
+                model_version=self.referee.model_version,
+                wall_s=round(time.monotonic() - self.t0, 3),
+            ).to_row()
             self._it = {}
             self.history.append(it)
             deployed = self._deployed
@@ -669,11 +841,17 @@ class GameCoordinator(Node):
                 policy = load_onnx_policy(onnx, expect_task=self.task.info.task_id)
                 ev = evaluate(env, policy.act, self.eval_seeds)
                 with self._lock:
-                    it.update(eval_success=ev["success"], eval_return=ev["return"], eval_final_error=ev["final_error"],
-                              eval_s=ev["eval_s"])
+                    it.update(
+                        eval_success=ev["success"],
+                        eval_return=ev["return"],
+                        eval_final_error=ev["final_error"],
+                        eval_s=ev["eval_s"],
+                    )
                 self.metrics.publish("eval_success", ev["success"])
                 self.metrics.publish("eval_return", ev["return"])
-                self.get_logger().info(f"iteration {it['iteration']}: eval success {ev['success']:.2f}, return {ev['return']:.1f}")
+                self.get_logger().info(
+                    f"iteration {it['iteration']}: eval success {ev['success']:.2f}, return {ev['return']:.1f}"
+                )
             except Exception as exc:  # noqa: BLE001
                 self.get_logger().error(f"evaluation failed: {exc}")
             finally:
@@ -705,28 +883,42 @@ class GameCoordinator(Node):
         plot = None
         if self.history:
             plot = str(self.log_dir / "learning_curve.png")
-            plot_curve(self.history, plot, f"{self.cfg.algo} on {self.task.info.task_id} (seed {self.cfg.seed}, ROS graph)")
+            plot_curve(
+                self.history, plot, f"{self.cfg.algo} on {self.task.info.task_id} (seed {self.cfg.seed}, ROS graph)"
+            )
         milestones = success_milestones(self.history)
         final = self.history[-1] if self.history else {}
         summary = {
-            "algo": self.cfg.algo, "task": self.task.info.task_id, "iterations": max(0, len(self.history) - 1),
-            "samples": self.intake.samples, "sample_budget": self.cfg.samples, "episodes": len(self.intake.ids),
-            "final_eval_success": final.get("eval_success"), "final_eval_return": final.get("eval_return"),
+            "algo": self.cfg.algo,
+            "task": self.task.info.task_id,
+            "iterations": max(0, len(self.history) - 1),
+            "samples": self.intake.samples,
+            "sample_budget": self.cfg.samples,
+            "episodes": len(self.intake.ids),
+            "final_eval_success": final.get("eval_success"),
+            "final_eval_return": final.get("eval_return"),
             "final_collect_success": final.get("collect_success"),
             "best_eval_success": max((h.get("eval_success") or 0.0 for h in self.history), default=None),
-            "samples_to_90": milestones["held"], "first_touch_90": milestones["first_touch"],
-            "deployed_policy_version": self.referee.deployed_policy_version, "model_version": self.referee.model_version,
-            "wall_s": round(time.monotonic() - self.t0, 3), "refused_out_of_order": self.diag.count("refused_out_of_order"),
-            "gate_failed": self.diag.count("gate_failed"), "sequence_gaps": self.intake.gaps,
+            "samples_to_90": milestones["held"],
+            "first_touch_90": milestones["first_touch"],
+            "deployed_policy_version": self.referee.deployed_policy_version,
+            "model_version": self.referee.model_version,
+            "wall_s": round(time.monotonic() - self.t0, 3),
+            "refused_out_of_order": self.diag.count("refused_out_of_order"),
+            "gate_failed": self.diag.count("gate_failed"),
+            "sequence_gaps": self.intake.gaps,
             "policy": str(policy_path) if self._deployed is not None else None,
             "metrics": str(self.log_dir / "metrics.jsonl"),
-            "mcap": str(self.recorder.path) if self.recorder is not None else None, "plot": plot,
+            "mcap": str(self.recorder.path) if self.recorder is not None else None,
+            "plot": plot,
         }
         (self.log_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
         if self.recorder is not None:
             self.recorder.close()
-        self.get_logger().info(f"game over: {summary['samples']} samples, {summary['iterations']} iterations, "
-                               f"final eval success {summary['final_eval_success']}; summary in {self.log_dir / 'summary.json'}")
+        self.get_logger().info(
+            f"game over: {summary['samples']} samples, {summary['iterations']} iterations, "
+            f"final eval success {summary['final_eval_success']}; summary in {self.log_dir / 'summary.json'}"
+        )
 
     def shutdown(self) -> None:
         self._evals.put(None)

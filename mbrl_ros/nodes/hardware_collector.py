@@ -46,26 +46,58 @@ class HardwareCollector(CollectorBase, LifecycleNode):
         LifecycleNode.__init__(self, self.node_name, **kwargs)
         self._declare_collector_parameters(realtime_default=False)
         self.realtime = False  # the driver's own deadline loop paces the steps (waiting twice would halve the rate)
-        self.device_path = declare(self, "device_path", "/dev/ttyUSB0", "serial port of the Dynamixel bus", read_only=True)
-        self.robot_config = declare(self, "robot_config", "", "hardware YAML ('' = hardware/<robot>.yaml)", read_only=True)
-        self.tracker_topic = declare(self, "tracker_topic", "", "D'Kitty torso pose topic ('' = /mbrl/<robot_id>/torso_pose)",
-                                     read_only=True)
-        self.autostart = declare(self, "autostart", True, "configure and activate at start (else wait for an operator)",
-                                 read_only=True)
+        self.device_path = declare(
+            self, "device_path", "/dev/ttyUSB0", "serial port of the Dynamixel bus", read_only=True
+        )
+        self.robot_config = declare(
+            self, "robot_config", "", "hardware YAML ('' = hardware/<robot>.yaml)", read_only=True
+        )
+        self.tracker_topic = declare(
+            self, "tracker_topic", "", "D'Kitty torso pose topic ('' = /mbrl/<robot_id>/torso_pose)", read_only=True
+        )
+        self.autostart = declare(
+            self, "autostart", True, "configure and activate at start (else wait for an operator)", read_only=True
+        )
         from mbrl_ros.hardware.reset import ResetConfig  # (the driver stack loads with the node, not the package)
 
         robel = ResetConfig()
         self.reset_config = ResetConfig(
-            object_settle_s=declare(self, "reset_object_settle_s", robel.object_settle_s,
-                                    "D'Claw reset: wait after the valve reached its start angle (ROBEL: 1 s)",
-                                    read_only=True, lo=0.0, hi=30.0),
-            object_timeout_s=declare(self, "reset_object_timeout_s", robel.object_timeout_s,
-                                     "D'Claw reset: longest the valve motor may take to reach the start angle",
-                                     read_only=True, lo=0.1, hi=120.0),
-            move_timeout_s=declare(self, "reset_move_timeout_s", robel.move_timeout_s,
-                                   "longest one reset motion may take", read_only=True, lo=0.1, hi=60.0),
-            velocity_rad_s=declare(self, "reset_velocity_rad_s", robel.velocity_rad_s,
-                                   "joint speed of reset motions (rad/s)", read_only=True, lo=0.05, hi=5.0),
+            object_settle_s=declare(
+                self,
+                "reset_object_settle_s",
+                robel.object_settle_s,
+                "D'Claw reset: wait after the valve reached its start angle (ROBEL: 1 s)",
+                read_only=True,
+                lo=0.0,
+                hi=30.0,
+            ),
+            object_timeout_s=declare(
+                self,
+                "reset_object_timeout_s",
+                robel.object_timeout_s,
+                "D'Claw reset: longest the valve motor may take to reach the start angle",
+                read_only=True,
+                lo=0.1,
+                hi=120.0,
+            ),
+            move_timeout_s=declare(
+                self,
+                "reset_move_timeout_s",
+                robel.move_timeout_s,
+                "longest one reset motion may take",
+                read_only=True,
+                lo=0.1,
+                hi=60.0,
+            ),
+            velocity_rad_s=declare(
+                self,
+                "reset_velocity_rad_s",
+                robel.velocity_rad_s,
+                "joint speed of reset motions (rad/s)",
+                read_only=True,
+                lo=0.05,
+                hi=5.0,
+            ),
         )
         self._active = False
         self._setup_comms()
@@ -89,8 +121,9 @@ class HardwareCollector(CollectorBase, LifecycleNode):
         from mbrl_ros.hardware.robot_env import HardwareEnv
 
         try:
-            env = HardwareEnv(self.task_id, self.robot_config or None, port=self.device_path,
-                              reset_config=self.reset_config)
+            env = HardwareEnv(
+                self.task_id, self.robot_config or None, port=self.device_path, reset_config=self.reset_config
+            )
             env.connect()  # pings every motor: MissingMotorError names the absent IDs
             self._setup_world(env)
         except Exception as exc:  # noqa: BLE001 - every configure failure is reported the same way
@@ -166,7 +199,10 @@ class HardwareCollector(CollectorBase, LifecycleNode):
 
     def _srv_clear_estop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         if self.estop_latch.held:  # the graph's e-stop: only the coordinator's signed release clears it
-            resp.success, resp.message = False, "the graph's e-stop holds: only the coordinator releases it (/mbrl/estop_clear)"
+            resp.success, resp.message = (
+                False,
+                "the graph's e-stop holds: only the coordinator releases it (/mbrl/estop_clear)",
+            )
             return resp
         with self._lock:
             self._estop = False
@@ -186,8 +222,9 @@ class HardwareCollector(CollectorBase, LifecycleNode):
             resp.success, resp.message = False, f"reboot failed: {exc}"
             return resp
         resp.success = True
-        resp.message = (f"rebooted motors {sorted(rebooted)} ({rebooted})" if rebooted
-                        else "no motor reports a hardware error")
+        resp.message = (
+            f"rebooted motors {sorted(rebooted)} ({rebooted})" if rebooted else "no motor reports a hardware error"
+        )
         if rebooted:
             self.get_logger().warning(resp.message)
         return resp

@@ -51,10 +51,17 @@ def torch_thread_budget(threads: int) -> CoreBudget:
 def declare_torch_threads(node: Node) -> CoreBudget:
     """Declare ``torch_threads`` (read-only; ROS refuses a value outside [0, 256]) and set torch's
     thread count for the start: N when pinned, 1 in auto mode until the first ``choose()``."""
-    threads = declare(node, "torch_threads", 1,
-                      "torch intra-op threads of this node: N > 0 = N threads; 0 = auto (up to min(4, cores), "
-                      "re-chosen before each model fit / policy improvement from the cores other processes "
-                      "leave free)", read_only=True, lo=0, hi=256)
+    threads = declare(
+        node,
+        "torch_threads",
+        1,
+        "torch intra-op threads of this node: N > 0 = N threads; 0 = auto (up to min(4, cores), "
+        "re-chosen before each model fit / policy improvement from the cores other processes "
+        "leave free)",
+        read_only=True,
+        lo=0,
+        hi=256,
+    )
     budget = torch_thread_budget(threads)
     if budget.fixed is not None:
         budget.choose()
@@ -72,9 +79,15 @@ def declare_game(node: Node) -> tuple[Any, Any]:
     """
     algo = declare(node, "algo", "pal", "game: pal | mal | gda | br | mal-agent-reward | mal-noise", read_only=True)
     task_id = declare(node, "task", "dclaw-turn-fixed", "task id", read_only=True)
-    seed = declare(node, "seed", 0, "seed of the game (each player draws from its own stream of it)", read_only=True, lo=0)
-    overrides = declare(node, "game_overrides", [], "game hyper-parameters 'key=value' (config/<algo>.yaml keys)", read_only=True)
-    extra = declare(node, "game_set", [], "more 'key=value' overrides, applied after game_overrides (launch set:=)", read_only=True)
+    seed = declare(
+        node, "seed", 0, "seed of the game (each player draws from its own stream of it)", read_only=True, lo=0
+    )
+    overrides = declare(
+        node, "game_overrides", [], "game hyper-parameters 'key=value' (config/<algo>.yaml keys)", read_only=True
+    )
+    extra = declare(
+        node, "game_set", [], "more 'key=value' overrides, applied after game_overrides (launch set:=)", read_only=True
+    )
     device = declare(node, "device", "cpu", "torch device: cpu | cuda | auto", read_only=True)
     declare(node, "log_dir", "", "run directory", read_only=True)
     setattr(node, "core_budget", declare_torch_threads(node))  # noqa: B010 - a Node attribute the learners read
@@ -110,12 +123,31 @@ class LearnerNode(Node):
         super().__init__(node_name, **kwargs)
         self.task, self.cfg = declare_game(self)
         self.spec = game_spec(self.cfg.algo)
-        self.mcap_path = declare(self, "mcap_path", "", "the run's MCAP record (missing episodes are looked up there; "
-                                 "a restarted model learner rebuilds its buffer from it)", read_only=True)
-        self.missing_wait_s = declare(self, "missing_episode_replay_s", 1.0,
-                                      "after this long waiting for a requested episode, look it up in the MCAP", lo=0.05, hi=60.0)
-        max_episode_bytes = declare(self, "max_episode_bytes", wire.MAX_EPISODE_BYTES, "largest episode message",
-                                    read_only=True, lo=1024, hi=1 << 30)
+        self.mcap_path = declare(
+            self,
+            "mcap_path",
+            "",
+            "the run's MCAP record (missing episodes are looked up there; "
+            "a restarted model learner rebuilds its buffer from it)",
+            read_only=True,
+        )
+        self.missing_wait_s = declare(
+            self,
+            "missing_episode_replay_s",
+            1.0,
+            "after this long waiting for a requested episode, look it up in the MCAP",
+            lo=0.05,
+            hi=60.0,
+        )
+        max_episode_bytes = declare(
+            self,
+            "max_episode_bytes",
+            wire.MAX_EPISODE_BYTES,
+            "largest episode message",
+            read_only=True,
+            lo=1024,
+            hi=1 << 30,
+        )
         capacity = self.cfg.buffer_size if self.spec.buffer == "fifo" else None
         self.intake = EpisodeIntake(self.task, EpisodeBuffer(self.spec.buffer, capacity), max_bytes=max_episode_bytes)
         self.served: set[str] = set()  # request ids already answered

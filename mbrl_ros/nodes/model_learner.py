@@ -59,8 +59,12 @@ class ModelLearner(LearnerNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(self.node_name, **kwargs)
-        self.checkpoint_dir = declare(self, "checkpoint_dir", "", "where the model, buffer and ledger are checkpointed ('' = off)", read_only=True)
-        self.max_model_bytes = declare(self, "max_model_bytes", wire.MAX_MODEL_BYTES, "largest model blob", read_only=True, lo=1024, hi=1 << 31)
+        self.checkpoint_dir = declare(
+            self, "checkpoint_dir", "", "where the model, buffer and ledger are checkpointed ('' = off)", read_only=True
+        )
+        self.max_model_bytes = declare(
+            self, "max_model_bytes", wire.MAX_MODEL_BYTES, "largest model blob", read_only=True, lo=1024, hi=1 << 31
+        )
         # the model player's own random stream, as in mbrl-ros train: the same seed fits the same models
         self.stream = TorchStream(self.cfg.seed, MODEL_PLAYER)
         with self.stream.active():
@@ -76,8 +80,9 @@ class ModelLearner(LearnerNode):
         if self.spec.model_objective is ModelObjective.AGENT_REWARD:
             self._fit_policy = new_policy(self.task, self.cfg, self.player.device)
             self.create_subscription(UInt8MultiArray, POLICY_WEIGHTS, self._on_weights, weights_qos())
-        self.get_logger().info(f"model player of {self.cfg.algo}: objective {self.spec.model_objective.value}, "
-                               f"{self.spec.buffer} buffer")
+        self.get_logger().info(
+            f"model player of {self.cfg.algo}: objective {self.spec.model_objective.value}, {self.spec.buffer} buffer"
+        )
         self._restore()
         self.start_serving()
 
@@ -95,7 +100,8 @@ class ModelLearner(LearnerNode):
                 self.player.n_fits = int(state.get("n_fits", 0))
                 self._last_model_header = state.get("model_header")
             self.get_logger().info(
-                f"resumed from {d}: model v{self.model_version}, {len(self.intake.ids)} episodes in the ledger")
+                f"resumed from {d}: model v{self.model_version}, {len(self.intake.ids)} episodes in the ledger"
+            )
         if self.mcap_path:
             n = self.intake.replay_mcap(Path(self.mcap_path), TRANSITIONS, self._count)
             if n:
@@ -114,8 +120,11 @@ class ModelLearner(LearnerNode):
             os.replace(tmp, d / "model.safetensors")
         tensors, meta, ledger = self.intake.checkpoint_state()
         state = {
-            "model_version": self.model_version, "served": sorted(self.served), "n_fits": self.player.n_fits,
-            "model_header": header, "intake": ledger,
+            "model_version": self.model_version,
+            "served": sorted(self.served),
+            "n_fits": self.player.n_fits,
+            "model_header": header,
+            "intake": ledger,
         }
         if tensors:
             save_file(tensors, str(d / "buffer.safetensors.tmp"))
@@ -160,16 +169,20 @@ class ModelLearner(LearnerNode):
     # -- the model player's move ------------------------------------------------------
     def ready(self, job: Job) -> bool:
         req = job.request
-        if req.model_version == self.model_version and self._last_model_header is not None \
-                and self._last_model_header.get("request_id") == req.id:
+        if (
+            req.model_version == self.model_version
+            and self._last_model_header is not None
+            and self._last_model_header.get("request_id") == req.id
+        ):
             self._republish(job)  # restarted after fitting but before the coordinator saw it
             return False
         if self._fit_policy is not None:
             with self._lock:
                 have = req.policy_version in self._weights
             if not have:
-                self.diag.status_message(f"waiting for the weights of policy v{req.policy_version} "
-                                         f"(request {req.id}, agent reward)")
+                self.diag.status_message(
+                    f"waiting for the weights of policy v{req.policy_version} (request {req.id}, agent reward)"
+                )
                 return False
         return True
 
@@ -179,8 +192,10 @@ class ModelLearner(LearnerNode):
         # phases since this node's last one are over)
         threads = self.core_budget.choose(fresh=True)
         self.diag.set("torch_threads", threads)
-        self.get_logger().info(f"fit: {threads} torch thread(s); other processes used "
-                               f"{self.core_budget.others_cores:.2f} core(s) just before")
+        self.get_logger().info(
+            f"fit: {threads} torch thread(s); other processes used "
+            f"{self.core_budget.others_cores:.2f} core(s) just before"
+        )
         self.diag.status_message(f"fitting (request {req.id}, {threads} torch threads)")
         buffer = self.intake.buffer_snapshot()  # the fit sees one consistent buffer
         policy, policy_version = None, None
@@ -196,13 +211,19 @@ class ModelLearner(LearnerNode):
         n_random = sum(len(e) for e in buffer.episodes if e.policy_version == -1)
         self.model_version = req.model_version
         header = {
-            "request_id": req.id, "loss": wire.finite_or_none(result.get("loss")),
-            "steps": int(result.get("steps", 0)), "fit_s": wire.finite_or_none(result.get("fit_s")),
-            "n_transitions": len(buffer), "n_episodes": len(buffer.episode_ids()),
-            "episodes_total": len(self.intake.ids), "aggressive": req.aggressive,
-            "objective": self.spec.model_objective.value, "fit_policy_version": policy_version,
+            "request_id": req.id,
+            "loss": wire.finite_or_none(result.get("loss")),
+            "steps": int(result.get("steps", 0)),
+            "fit_s": wire.finite_or_none(result.get("fit_s")),
+            "n_transitions": len(buffer),
+            "n_episodes": len(buffer.episode_ids()),
+            "episodes_total": len(self.intake.ids),
+            "aggressive": req.aggressive,
+            "objective": self.spec.model_objective.value,
+            "fit_policy_version": policy_version,
             "objective_value": wire.finite_or_none(result.get("objective", result.get("loss"))),
-            "random_fraction": round(n_random / max(len(buffer), 1), 6), "published_at": time.time(),
+            "random_fraction": round(n_random / max(len(buffer), 1), 6),
+            "published_at": time.time(),
             "torch_threads": threads,
         }
         with self._lock:
@@ -219,13 +240,20 @@ class ModelLearner(LearnerNode):
             objective += f", {100 * header['random_fraction']:.1f}% random-policy data"
         self.get_logger().info(
             f"model v{self.model_version} ({objective}): loss {result.get('loss', float('nan')):.4g}, "
-            f"{header['steps']} steps, {len(buffer)} transitions, {header['fit_s']:.2f} s, {threads} torch threads")
+            f"{header['steps']} steps, {len(buffer)} transitions, {header['fit_s']:.2f} s, {threads} torch threads"
+        )
         self.diag.status_message(f"model v{self.model_version} published")
 
     def _publish(self, model_bytes: bytes, job: Job, header: dict) -> None:
-        data = wire.pack_model(model_bytes, task_id=self.task.info.task_id, model_version=job.request.model_version,
-                               iteration=job.iteration, data_policy_version=job.data_policy_version,
-                               sha256_weights=wire.sha256_hex(model_bytes), **header)
+        data = wire.pack_model(
+            model_bytes,
+            task_id=self.task.info.task_id,
+            model_version=job.request.model_version,
+            iteration=job.iteration,
+            data_policy_version=job.data_policy_version,
+            sha256_weights=wire.sha256_hex(model_bytes),
+            **header,
+        )
         self._pub_model.publish(wire.to_msg(data))
 
     def _republish(self, job: Job) -> None:

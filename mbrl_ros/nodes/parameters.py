@@ -20,8 +20,16 @@ _TYPES = {
 }
 
 
-def declare(node, name: str, default: Any, description: str, *, read_only: bool = False,
-            lo: Optional[float] = None, hi: Optional[float] = None) -> Any:
+def declare(
+    node,
+    name: str,
+    default: Any,
+    description: str,
+    *,
+    read_only: bool = False,
+    lo: Optional[float] = None,
+    hi: Optional[float] = None,
+) -> Any:
     """Declare ``name`` with a descriptor and return its value (parameter files override ``default``).
 
     ``default`` fixes the type; an empty list declares a string array. ``lo``/``hi`` set an
@@ -37,11 +45,21 @@ def declare(node, name: str, default: Any, description: str, *, read_only: bool 
         if isinstance(default, bool):
             raise ValueError(f"parameter {name}: a boolean has no range")
         if isinstance(default, int):
-            desc.integer_range = [IntegerRange(from_value=int(lo if lo is not None else -(2**62)),
-                                               to_value=int(hi if hi is not None else 2**62), step=0)]
+            desc.integer_range = [
+                IntegerRange(
+                    from_value=int(lo if lo is not None else -(2**62)),
+                    to_value=int(hi if hi is not None else 2**62),
+                    step=0,
+                )
+            ]
         else:
-            desc.floating_point_range = [FloatingPointRange(from_value=float(lo if lo is not None else -1e300),
-                                                            to_value=float(hi if hi is not None else 1e300), step=0.0)]
+            desc.floating_point_range = [
+                FloatingPointRange(
+                    from_value=float(lo if lo is not None else -1e300),
+                    to_value=float(hi if hi is not None else 1e300),
+                    step=0.0,
+                )
+            ]
     value = node.declare_parameter(name, default, desc).value
     if isinstance(default, float) and isinstance(value, int):
         value = float(value)

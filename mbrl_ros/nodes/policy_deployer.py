@@ -34,7 +34,14 @@ from std_srvs.srv import Trigger
 from mbrl_ros import security, wire
 from mbrl_ros.core.gate import GateSettings, PolicyGate, probe_rows
 from mbrl_ros.nodes import (
-    ESTOP, ESTOP_CLEAR_SERVICE, ESTOP_SERVICE, GAME_STATE, POLICY_DEPLOYED, TRANSITIONS, latched_qos, run_node,
+    ESTOP,
+    ESTOP_CLEAR_SERVICE,
+    ESTOP_SERVICE,
+    GAME_STATE,
+    POLICY_DEPLOYED,
+    TRANSITIONS,
+    latched_qos,
+    run_node,
     transitions_qos,
 )
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
@@ -86,17 +93,20 @@ class PolicyDeployer(Node):
 
         self.task_id = declare(self, "task", "dclaw-turn-fixed", "task id of the world", read_only=True)
         self.policy_path = declare(self, "policy", "", "ONNX policy to deploy", read_only=True)
-        self.episodes = declare(self, "episodes", 10, "episodes to run, then exit (0 = until stopped)", read_only=True,
-                                lo=0, hi=10**6)
+        self.episodes = declare(
+            self, "episodes", 10, "episodes to run, then exit (0 = until stopped)", read_only=True, lo=0, hi=10**6
+        )
         self.log_dir = Path(declare(self, "log_dir", "", "run directory", read_only=True) or "runs/deploy")
-        self.mcap_path = declare(self, "mcap_path", "", "MCAP record ('' = log_dir/record/transitions.mcap)",
-                                 read_only=True)
+        self.mcap_path = declare(
+            self, "mcap_path", "", "MCAP record ('' = log_dir/record/transitions.mcap)", read_only=True
+        )
         self.record = declare(self, "record", True, "record transitions and game states to MCAP", read_only=True)
         self.use_sim = declare(self, "use_sim", True, "the collector is a simulation (false: a robot)", read_only=True)
         self.seed = declare(self, "seed", 0, "seed of the probe episodes", read_only=True, lo=0)
         probe_size = declare(self, "gate_probe_size", 256, "probe observations of the gate", lo=8, hi=100000)
-        max_log_std = declare(self, "gate_max_log_std", 1.0, "largest exploration log std a policy may carry",
-                              lo=-10.0, hi=5.0)
+        max_log_std = declare(
+            self, "gate_max_log_std", 1.0, "largest exploration log std a policy may carry", lo=-10.0, hi=5.0
+        )
         self.task = get_task(self.task_id)
         if not self.policy_path:
             raise ValueError("parameter policy is required: the ONNX policy to deploy")
@@ -152,15 +162,24 @@ class PolicyDeployer(Node):
 
         # 2. the approved policy, then the state that lets the collectors run it
         self._publish_estop(False)
-        data = wire.pack_policy(onnx, task_id=self.task_id, policy_version=self.version, model_version=0, iteration=0,
-                                approved=True, published_at=time.time(), source=str(self.policy_path))
+        data = wire.pack_policy(
+            onnx,
+            task_id=self.task_id,
+            policy_version=self.version,
+            model_version=0,
+            iteration=0,
+            approved=True,
+            published_at=time.time(),
+            source=str(self.policy_path),
+        )
         self._pub_deployed.publish(wire.to_msg(self.signer.sign_record(data)))
         self._publish_state()
         self.create_timer(1.0, self._publish_state)
         self.create_timer(0.05, self._tick)
         self.get_logger().info(
             f"deploying {self.policy_path} (v{self.version}, sha256 {self.sha256[:12]}) on {self.task_id}: "
-            f"{self.episodes or 'unlimited'} episodes, {'simulation' if self.use_sim else 'robot'}")
+            f"{self.episodes or 'unlimited'} episodes, {'simulation' if self.use_sim else 'robot'}"
+        )
 
     # -- state ---------------------------------------------------------------------------
     def state(self) -> wire.GameState:
@@ -168,14 +187,29 @@ class PolicyDeployer(Node):
         with self._lock:
             n, h = len(self.results), self.task.info.horizon
             return wire.GameState(
-                algo="deploy", task_id=self.task_id, iteration=0, phase="done" if self._done else "collect",
-                model_version=0, policy_version=self.version, deployed_policy_version=self.version,
-                candidate_policy_version=None, data_policy_version=-1, samples=n * h,
-                sample_budget=int(self.episodes) * h, round_samples=n * h, round_target=0, round_random_samples=0,
-                round_random_target=0, behavior="policy", collect=not (self._estop or self._done), estop=self._estop,
-                done=self._done, request=None,
+                algo="deploy",
+                task_id=self.task_id,
+                iteration=0,
+                phase="done" if self._done else "collect",
+                model_version=0,
+                policy_version=self.version,
+                deployed_policy_version=self.version,
+                candidate_policy_version=None,
+                data_policy_version=-1,
+                samples=n * h,
+                sample_budget=int(self.episodes) * h,
+                round_samples=n * h,
+                round_target=0,
+                round_random_samples=0,
+                round_random_target=0,
+                behavior="policy",
+                collect=not (self._estop or self._done),
+                estop=self._estop,
+                done=self._done,
+                request=None,
                 eval_success=float(np.mean([r["success"] for r in self.results])) if self.results else None,
-                success_curve=(), wall_s=round(time.monotonic() - self.t0, 3),
+                success_curve=(),
+                wall_s=round(time.monotonic() - self.t0, 3),
             )
 
     def _publish_state(self) -> None:
@@ -261,9 +295,15 @@ class PolicyDeployer(Node):
                 return
             self._record(TRANSITIONS, msg)
             n = len(self.results) + 1
-            row = {"episode": n, "robot_id": rec.robot_id, "episode_id": rec.episode_id, "success": bool(rec.success),
-                   "return": round(float(rec.episode_return), 4), "steps": int(rec.length),
-                   "wall_s": round(time.monotonic() - self.t0, 3)}
+            row: dict[str, Any] = {
+                "episode": n,
+                "robot_id": rec.robot_id,
+                "episode_id": rec.episode_id,
+                "success": bool(rec.success),
+                "return": round(float(rec.episode_return), 4),
+                "steps": int(rec.length),
+                "wall_s": round(time.monotonic() - self.t0, 3),
+            }
             self.results.append(row)
             if self.episodes and n >= self.episodes:
                 self._done = True
@@ -271,8 +311,10 @@ class PolicyDeployer(Node):
             f.write(json.dumps(row) + "\n")
         self.metrics.publish("episode_return", row["return"])
         self.metrics.publish("episode_success", float(row["success"]))
-        self.get_logger().info(f"episode {n}{'/' + str(self.episodes) if self.episodes else ''}: "
-                               f"success {'yes' if row['success'] else 'no'}, return {row['return']:.1f}")
+        self.get_logger().info(
+            f"episode {n}{'/' + str(self.episodes) if self.episodes else ''}: "
+            f"success {'yes' if row['success'] else 'no'}, return {row['return']:.1f}"
+        )
         self._publish_state()
 
     def _tick(self) -> None:
@@ -291,12 +333,18 @@ class PolicyDeployer(Node):
         with self._lock:
             rows = list(self.results)
         return {
-            "kind": "deploy", "task": self.task_id, "policy": str(self.policy_path), "policy_version": self.version,
-            "sha256": self.sha256, "use_sim": bool(self.use_sim), "episodes": len(rows),
+            "kind": "deploy",
+            "task": self.task_id,
+            "policy": str(self.policy_path),
+            "policy_version": self.version,
+            "sha256": self.sha256,
+            "use_sim": bool(self.use_sim),
+            "episodes": len(rows),
             "episodes_requested": int(self.episodes),
             "success": float(np.mean([r["success"] for r in rows])) if rows else None,
             "mean_return": float(np.mean([r["return"] for r in rows])) if rows else None,
-            "returns": [r["return"] for r in rows], "successes": [r["success"] for r in rows],
+            "returns": [r["return"] for r in rows],
+            "successes": [r["success"] for r in rows],
             "wall_s": round(time.monotonic() - self.t0, 3),
             "mcap": str(self.recorder.path) if self.recorder is not None else None,
             "episodes_file": str(self._episodes_file),
@@ -305,8 +353,9 @@ class PolicyDeployer(Node):
     def _write_summary(self) -> None:
         s = self.summary()
         (self.log_dir / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True))
-        self.get_logger().info(f"deployment over: {s['episodes']} episodes, success {s['success']}, "
-                               f"mean return {s['mean_return']}")
+        self.get_logger().info(
+            f"deployment over: {s['episodes']} episodes, success {s['success']}, mean return {s['mean_return']}"
+        )
 
     def shutdown(self) -> None:
         if not (self.log_dir / "summary.json").is_file() and hasattr(self, "results"):

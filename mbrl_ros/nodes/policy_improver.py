@@ -46,8 +46,9 @@ class PolicyImprover(LearnerNode):
             self.player = PolicyPlayer(self.task, self.cfg)
         self.stream.device = self.player.device if self.player.device.type == "cuda" else None
         # init_from:= (issue 15): the game starts from a finished run's policy instead of a fresh one
-        init_from = declare(self, "init_from", "", "finished run whose policy the game starts from ('' = fresh)",
-                            read_only=True)
+        init_from = declare(
+            self, "init_from", "", "finished run whose policy the game starts from ('' = fresh)", read_only=True
+        )
         if init_from:
             from mbrl_ros.core.train import init_policy_player_from
 
@@ -65,7 +66,9 @@ class PolicyImprover(LearnerNode):
         self.create_subscription(UInt8MultiArray, MODEL, self._on_model, latched_qos())
         self.start_serving()
         self._publish_policy(iteration=0, model_version=0, version=0, request_id="initial", stats={})
-        self.get_logger().info(f"policy player for {self.cfg.algo} on {self.task.info.task_id}: initial policy v0 published")
+        self.get_logger().info(
+            f"policy player for {self.cfg.algo} on {self.task.info.task_id}: initial policy v0 published"
+        )
 
     def _on_model(self, msg: UInt8MultiArray) -> None:
         try:
@@ -99,8 +102,10 @@ class PolicyImprover(LearnerNode):
         # phases since this node's last one are over)
         threads = self.core_budget.choose(fresh=True)
         self.diag.set("torch_threads", threads)
-        self.get_logger().info(f"improvement: {threads} torch thread(s); other processes used "
-                               f"{self.core_budget.others_cores:.2f} core(s) just before")
+        self.get_logger().info(
+            f"improvement: {threads} torch thread(s); other processes used "
+            f"{self.core_budget.others_cores:.2f} core(s) just before"
+        )
         self.diag.status_message(f"NPG in model v{model.model_version} (request {req.id}, {threads} torch threads)")
         self.model_player.load_bytes(model.weights)
         base = req.base_policy_version
@@ -119,18 +124,33 @@ class PolicyImprover(LearnerNode):
                 self.metrics.publish(key, stats[key])
         self.get_logger().info(
             f"policy v{req.policy_version} on model v{model.model_version}: J(pi, M) {stats.get('J_model', float('nan')):.4g}, "
-            f"KL {stats.get('kl', float('nan')):.3g}, {stats.get('npg_s', 0.0):.2f} s, {threads} torch threads")
+            f"KL {stats.get('kl', float('nan')):.3g}, {stats.get('npg_s', 0.0):.2f} s, {threads} torch threads"
+        )
 
     def _publish_policy(self, iteration: int, model_version: int, version: int, request_id: str, stats: dict) -> None:
         onnx_bytes = self.player.to_onnx_bytes(iteration, version)
         # the weights first: whoever needs them (MAL + agent reward) has them before the ONNX is deployed
-        self._pub_weights.publish(wire.to_msg(wire.pack_policy_weights(
-            policy_to_bytes(self.player.policy), task_id=self.task.info.task_id, policy_version=version,
-            iteration=iteration, onnx_sha256=wire.sha256_hex(onnx_bytes))))
+        self._pub_weights.publish(
+            wire.to_msg(
+                wire.pack_policy_weights(
+                    policy_to_bytes(self.player.policy),
+                    task_id=self.task.info.task_id,
+                    policy_version=version,
+                    iteration=iteration,
+                    onnx_sha256=wire.sha256_hex(onnx_bytes),
+                )
+            )
+        )
         log_std = self.player.policy.log_std.detach().cpu().numpy().astype(float).tolist()
         data = wire.pack_policy(
-            onnx_bytes, task_id=self.task.info.task_id, policy_version=version, model_version=model_version,
-            iteration=iteration, request_id=request_id, log_std=log_std, published_at=time.time(),
+            onnx_bytes,
+            task_id=self.task.info.task_id,
+            policy_version=version,
+            model_version=model_version,
+            iteration=iteration,
+            request_id=request_id,
+            log_std=log_std,
+            published_at=time.time(),
             stats={k: wire.finite_or_none(v) for k, v in stats.items() if isinstance(v, (int, float))},
         )
         self._pub_policy.publish(wire.to_msg(data))

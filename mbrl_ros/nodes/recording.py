@@ -29,8 +29,10 @@ _SEP = "\n" + "=" * 80 + "\n"
 MSG_DEFINITIONS: dict[str, str] = {
     "std_msgs/msg/UInt8MultiArray": (
         "MultiArrayLayout layout\nuint8[] data"
-        + _SEP + "MSG: std_msgs/MultiArrayLayout\nMultiArrayDimension[] dim\nuint32 data_offset"
-        + _SEP + "MSG: std_msgs/MultiArrayDimension\nstring label\nuint32 size\nuint32 stride"
+        + _SEP
+        + "MSG: std_msgs/MultiArrayLayout\nMultiArrayDimension[] dim\nuint32 data_offset"
+        + _SEP
+        + "MSG: std_msgs/MultiArrayDimension\nstring label\nuint32 size\nuint32 stride"
     ),
     "std_msgs/msg/Float64": "float64 data",
     "std_msgs/msg/String": "string data",
@@ -100,7 +102,9 @@ class McapRecorder:
                 self._file.close()
 
 
-def read_messages(path: Union[str, Path], topics: Optional[Sequence[str]] = None) -> Iterator[tuple[str, str, bytes, int]]:
+def read_messages(
+    path: Union[str, Path], topics: Optional[Sequence[str]] = None
+) -> Iterator[tuple[str, str, bytes, int]]:
     """Yield ``(topic, datatype, cdr_bytes, log_time_ns)`` in file order.
 
     Works on a finished file and on one still being written or cut short by a crash: reading

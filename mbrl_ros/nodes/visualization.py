@@ -91,8 +91,13 @@ def _scene_points(robot: str) -> dict[str, np.ndarray]:
     return {"torso0": model.body("kitty_frame").pos.copy()}
 
 
-def scene_view(task: Any, obs: np.ndarray, joint_names: Sequence[str] = (), joint_positions: Sequence[float] = (),
-               target: Optional[float] = None) -> SceneView:
+def scene_view(
+    task: Any,
+    obs: np.ndarray,
+    joint_names: Sequence[str] = (),
+    joint_positions: Sequence[float] = (),
+    target: Optional[float] = None,
+) -> SceneView:
     """The view of one observation of ``task`` (a :class:`~mbrl_ros.tasks.base.TaskSpec`).
 
     ``joint_names``/``joint_positions``: the collector's joint reading (names as in the URDF; names the
@@ -161,8 +166,16 @@ def marker_specs(view: SceneView) -> list[MarkerSpec]:
     robot, so every update replaces the previous markers."""
 
     def spec(ns, mid, kind, pos, quat, scale, rgba, text=""):
-        return MarkerSpec(ns, mid, kind, tuple(float(v) for v in pos), tuple(float(v) for v in quat),
-                          tuple(float(v) for v in scale), tuple(float(v) for v in rgba), text)
+        return MarkerSpec(
+            ns,
+            mid,
+            kind,
+            tuple(float(v) for v in pos),
+            tuple(float(v) for v in quat),
+            tuple(float(v) for v in scale),
+            tuple(float(v) for v in rgba),
+            text,
+        )
 
     out: list[MarkerSpec] = []
     ok = _GREEN if view.success else _ORANGE
@@ -171,24 +184,47 @@ def marker_specs(view: SceneView) -> list[MarkerSpec]:
         centre = _scene_points("dclaw")["valve"]
         z = float(centre[2]) + 0.085  # just above the valve's spokes (their top is 0.075 above the valve body)
         if view.valve is not None:
-            out.append(spec("valve", 0, "arrow", (centre[0], centre[1], z), _quat_yaw(view.valve),
-                            (0.11, 0.01, 0.01), _BLUE))
+            out.append(
+                spec("valve", 0, "arrow", (centre[0], centre[1], z), _quat_yaw(view.valve), (0.11, 0.01, 0.01), _BLUE)
+            )
         if view.target is not None:
-            out.append(spec("target", 0, "arrow", (centre[0], centre[1], z + 0.01), _quat_yaw(view.target),
-                            (0.13, 0.014, 0.014), ok))
+            out.append(
+                spec(
+                    "target",
+                    0,
+                    "arrow",
+                    (centre[0], centre[1], z + 0.01),
+                    _quat_yaw(view.target),
+                    (0.13, 0.014, 0.014),
+                    ok,
+                )
+            )
             label = f"target error {view.error:+.2f} rad" if view.error is not None else "target"
-            out.append(spec("target", 1, "text", (centre[0], centre[1], z + 0.06), upright, (0.0, 0.0, 0.02),
-                            _WHITE, label))
+            out.append(
+                spec("target", 1, "text", (centre[0], centre[1], z + 0.06), upright, (0.0, 0.0, 0.02), _WHITE, label)
+            )
     else:
         if view.torso is not None and view.heading is not None:
             p = view.torso + np.array([0.0, 0.0, 0.12])
             out.append(spec("heading", 0, "arrow", p, _quat_yaw(view.heading), (0.3, 0.02, 0.02), _BLUE))
             if view.target is not None:
-                out.append(spec("target", 0, "arrow", p + np.array([0.0, 0.0, 0.03]), _quat_yaw(view.target),
-                                (0.3, 0.02, 0.02), ok))
+                out.append(
+                    spec(
+                        "target",
+                        0,
+                        "arrow",
+                        p + np.array([0.0, 0.0, 0.03]),
+                        _quat_yaw(view.target),
+                        (0.3, 0.02, 0.02),
+                        ok,
+                    )
+                )
         if view.target_xy is not None:
-            out.append(spec("target", 1, "cylinder", (view.target_xy[0], view.target_xy[1], 0.01), upright,
-                            (0.1, 0.1, 0.02), ok))
+            out.append(
+                spec(
+                    "target", 1, "cylinder", (view.target_xy[0], view.target_xy[1], 0.01), upright, (0.1, 0.1, 0.02), ok
+                )
+            )
     return out
 
 
@@ -255,7 +291,9 @@ class RobotVisualizer:
 
             self._pub_markers = node.create_publisher(MarkerArray, markers_topic(robot_id), latched_qos())
         except ImportError:  # an install without ros-visualization-msgs: the rest still works
-            node.get_logger().warning("no markers: visualization_msgs is not installed (pip install ros-visualization-msgs)")
+            node.get_logger().warning(
+                "no markers: visualization_msgs is not installed (pip install ros-visualization-msgs)"
+            )
             self._pub_markers = None
         self._pub_js = node.create_publisher(JointState, urdf_joint_states_topic(robot_id), sensor_qos())
         self._failed = False
@@ -269,8 +307,10 @@ class RobotVisualizer:
             node.get_logger().warning(f"no /robot_description: the URDF could not be generated ({exc})")
             return
         self._pub_desc.publish(String(data=self.description))
-        node.get_logger().info(f"/robot_description: {self.robot} URDF ({len(self.description)} characters, "
-                               f"{1000 * (time.perf_counter() - t0):.0f} ms)")
+        node.get_logger().info(
+            f"/robot_description: {self.robot} URDF ({len(self.description)} characters, "
+            f"{1000 * (time.perf_counter() - t0):.0f} ms)"
+        )
 
     def update(self, env: Any, reading: Optional[dict] = None) -> None:
         """Markers and URDF joint states of the world's current state (``reading``: the collector's

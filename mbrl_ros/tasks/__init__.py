@@ -22,6 +22,7 @@ from mbrl_ros.tasks.hidden_region import HiddenRegionTask
 if TYPE_CHECKING:  # pragma: no cover
     from mbrl_ros.tasks.sim import RobelEnv
 
+
 @dataclass(frozen=True)
 class _Entry:
     """One registered task: how to build its spec, and its simulated world's entry point."""
@@ -68,8 +69,7 @@ def canonical_task_id(name: str) -> str:
     """The short task id for a task id, gym id or ROBEL name; ValueError listing valid ids."""
     if not isinstance(name, str) or name.strip().lower() not in _ALIASES:
         raise ValueError(
-            f"unknown task {name!r}; valid task ids: {', '.join(TASK_IDS)} "
-            f"(or gym ids: {', '.join(GYM_IDS.values())})"
+            f"unknown task {name!r}; valid task ids: {', '.join(TASK_IDS)} (or gym ids: {', '.join(GYM_IDS.values())})"
         )
     return _ALIASES[name.strip().lower()]
 

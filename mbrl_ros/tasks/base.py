@@ -342,8 +342,16 @@ class FastActionPipeline:
 
     def _prepare_action_pipeline(self) -> None:
         lim = self.limits
-        self._ap = (lim.center.copy(), lim.half_range.copy(), lim.qpos_low.copy(), lim.qpos_high.copy(),
-                    -lim.qvel_max, lim.qvel_max.copy(), float(self.info.dt), (self.info.act_dim,))
+        self._ap = (
+            lim.center.copy(),
+            lim.half_range.copy(),
+            lim.qpos_low.copy(),
+            lim.qpos_high.copy(),
+            -lim.qvel_max,
+            lim.qvel_max.copy(),
+            float(self.info.dt),
+            (self.info.act_dim,),
+        )
 
     def action_to_targets(self, action: np.ndarray, q_current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """See :meth:`TaskSpec.action_to_targets` (same contract, same results)."""

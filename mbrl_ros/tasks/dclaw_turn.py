@@ -218,9 +218,7 @@ class DClawTurn(FastActionPipeline, TaskSpec):
 
     def reward(self, obs: Array, action: Array, next_obs: Array) -> Array:
         t = self.reward_terms(obs, action, next_obs)
-        return (
-            t["target_dist_cost"] + t["pose_diff_cost"] + t["joint_vel_cost"] + t["bonus_small"] + t["bonus_big"]
-        )
+        return t["target_dist_cost"] + t["pose_diff_cost"] + t["joint_vel_cost"] + t["bonus_small"] + t["bonus_big"]
 
     def done(self, next_obs: Array) -> Array:
         # ROBEL's turn task never terminates early; episodes end at the time limit.
@@ -261,9 +259,7 @@ class DClawTurn(FastActionPipeline, TaskSpec):
         """ROBEL's reward with the joint-velocity cost computed from ``next_aux`` (the model's
         predicted velocities), not from a finite difference of positions."""
         t = self.reward_terms(obs, action, next_obs, next_qvel=next_aux)
-        return (
-            t["target_dist_cost"] + t["pose_diff_cost"] + t["joint_vel_cost"] + t["bonus_small"] + t["bonus_big"]
-        )
+        return t["target_dist_cost"] + t["pose_diff_cost"] + t["joint_vel_cost"] + t["bonus_small"] + t["bonus_big"]
 
     def fix_known(self, obs: Array, action: Array, next_obs: Array) -> Array:
         """``last_action`` of the next observation is the clipped action, exactly."""

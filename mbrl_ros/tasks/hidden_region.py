@@ -62,8 +62,15 @@ class HiddenRegionTask(TaskSpec):
 
     def __init__(self) -> None:
         self.info = TaskInfo(
-            task_id="hidden-region", gym_id="mbrl_ros/HiddenRegion-v0", robot="pointmass",
-            obs_dim=4, act_dim=2, horizon=HORIZON, dt=0.1, frame_skip=1, obs_names=("x", "y", "vx", "vy"),
+            task_id="hidden-region",
+            gym_id="mbrl_ros/HiddenRegion-v0",
+            robot="pointmass",
+            obs_dim=4,
+            act_dim=2,
+            horizon=HORIZON,
+            dt=0.1,
+            frame_skip=1,
+            obs_names=("x", "y", "vx", "vy"),
         )
         self.limits = JointLimits(qpos_low=-np.ones(2), qpos_high=np.ones(2), qvel_max=np.full(2, 10.0))
 
@@ -148,8 +155,11 @@ def scripted_action(obs: np.ndarray, through_entrance: bool = True) -> np.ndarra
         left = p[..., 0] < 0.0
         low = p[..., 1] < ENTRANCE[1] - 0.1
         # left half: rise along x = -0.2 to the entrance's height, then cross; right half: the goal
-        target = np.where((left & low)[..., None], np.array([-0.2, ENTRANCE[1] + 0.05]),
-                          np.where(left[..., None], np.array([0.25, ENTRANCE[1]]), np.asarray(GOAL)))
+        target = np.where(
+            (left & low)[..., None],
+            np.array([-0.2, ENTRANCE[1] + 0.05]),
+            np.where(left[..., None], np.array([0.25, ENTRANCE[1]]), np.asarray(GOAL)),
+        )
     return np.clip(4.0 * (target - p) - 1.5 * v, -1.0, 1.0)
 
 

@@ -24,8 +24,14 @@ class PointMassTask(TaskSpec):
     def __init__(self, fixed_goal: bool = False, horizon: int = 20) -> None:
         self.fixed_goal = fixed_goal
         self.info = TaskInfo(
-            task_id="pointmass-fixed" if fixed_goal else "pointmass", gym_id="", robot="pointmass",
-            obs_dim=6, act_dim=2, horizon=horizon, dt=0.1, frame_skip=1,
+            task_id="pointmass-fixed" if fixed_goal else "pointmass",
+            gym_id="",
+            robot="pointmass",
+            obs_dim=6,
+            act_dim=2,
+            horizon=horizon,
+            dt=0.1,
+            frame_skip=1,
             obs_names=("x", "y", "vx", "vy", "goal_x", "goal_y"),
         )
         self.limits = JointLimits(qpos_low=-np.ones(2), qpos_high=np.ones(2), qvel_max=np.full(2, 10.0))

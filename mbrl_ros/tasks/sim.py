@@ -20,7 +20,7 @@ import gymnasium
 import mujoco
 import numpy as np
 
-from mbrl_ros.tasks.base import InitialState, TaskSpec
+from mbrl_ros.tasks.base import InitialState
 from mbrl_ros.tasks.scenes import load_model
 
 ROBOTS = ("dclaw", "dkitty")
@@ -30,12 +30,29 @@ _WARNING_NAMES = {int(w): w.name for w in mujoco.mjtWarning.__members__.values()
 # ROBEL's RandomDynamics variants (robel/dclaw/turn.py, robel/dkitty/{orient,stand}.py).
 _GEOM_FRICTION = ((0.8, 1.2), (0.003, 0.007), (0.00005, 0.00015))  # slide, spin, roll; all geoms, one draw
 DYNAMICS_RANDOMIZATION: dict[str, dict[str, Any]] = {
-    "dclaw": dict(dof_damping=(0.005, 0.1), dof_frictionloss=(0.001, 0.005), dofs_all_same=False,
-                  kp=(1.0, 3.0), mount_offset=(-0.01, 0.01)),
-    "dkitty-orient": dict(dof_damping=(0.1, 0.2), dof_frictionloss=(0.001, 0.005), dofs_all_same=True,
-                          kp=(2.8, 3.2), total_mass=(1.6, 2.0), hfield=(0.0, 0.05)),
-    "dkitty-stand": dict(dof_damping=(0.1, 0.2), dof_frictionloss=(0.001, 0.005), dofs_all_same=True,
-                         kp=(2.0, 4.0), total_mass=(1.6, 2.0), hfield=(0.0, 0.05)),
+    "dclaw": dict(
+        dof_damping=(0.005, 0.1),
+        dof_frictionloss=(0.001, 0.005),
+        dofs_all_same=False,
+        kp=(1.0, 3.0),
+        mount_offset=(-0.01, 0.01),
+    ),
+    "dkitty-orient": dict(
+        dof_damping=(0.1, 0.2),
+        dof_frictionloss=(0.001, 0.005),
+        dofs_all_same=True,
+        kp=(2.8, 3.2),
+        total_mass=(1.6, 2.0),
+        hfield=(0.0, 0.05),
+    ),
+    "dkitty-stand": dict(
+        dof_damping=(0.1, 0.2),
+        dof_frictionloss=(0.001, 0.005),
+        dofs_all_same=True,
+        kp=(2.0, 4.0),
+        total_mass=(1.6, 2.0),
+        hfield=(0.0, 0.05),
+    ),
 }
 
 # Physical parameters that set_physics can change: name -> (robots, description).
@@ -55,11 +72,21 @@ PHYSICS_PARAMS: dict[str, tuple[tuple[str, ...], str]] = {
 PERTURBATIONS: dict[str, dict[str, float]] = {
     # a weak, sticky claw: kp 1.5 of 2.0 (range 1..3), friction loss at the range's top (0.005,
     # nominal 0) on every claw joint and the valve, contact friction 1.2 (range 0.8..1.2)
-    "dclaw-weak": {"actuator_gain": 1.5, "joint_frictionloss": 0.005, "valve_frictionloss": 0.005,
-                   "valve_damping": 0.1, "geom_friction": 1.2},
+    "dclaw-weak": {
+        "actuator_gain": 1.5,
+        "joint_frictionloss": 0.005,
+        "valve_frictionloss": 0.005,
+        "valve_damping": 0.1,
+        "geom_friction": 1.2,
+    },
     # the same with the weakest servo ROBEL draws (kp 1.0)
-    "dclaw-weakest": {"actuator_gain": 1.0, "joint_frictionloss": 0.005, "valve_frictionloss": 0.005,
-                      "valve_damping": 0.1, "geom_friction": 1.2},
+    "dclaw-weakest": {
+        "actuator_gain": 1.0,
+        "joint_frictionloss": 0.005,
+        "valve_frictionloss": 0.005,
+        "valve_damping": 0.1,
+        "geom_friction": 1.2,
+    },
     # a heavy, stiff D'Kitty: kp 2.8 (range 2.8..3.2 for orient), mass 2.0 kg (1.6..2.0)
     "dkitty-heavy": {"actuator_gain": 2.8, "total_mass": 2.0, "joint_frictionloss": 0.005},
 }
@@ -79,8 +106,9 @@ def parse_dynamics(text: str, robot: str) -> dict[str, float]:
         for item in text.replace("/", " ").split():
             name, sep, value = item.partition(":")
             if not sep:
-                raise ValueError(f"dynamics item {item!r} is neither a named world ({', '.join(PERTURBATIONS)}) "
-                                 "nor parameter:value")
+                raise ValueError(
+                    f"dynamics item {item!r} is neither a named world ({', '.join(PERTURBATIONS)}) nor parameter:value"
+                )
             out[name.strip()] = _finite_scalar(value, f"dynamics {name}")
     for name in out:
         if name not in PHYSICS_PARAMS or robot not in PHYSICS_PARAMS[name][0]:
@@ -140,7 +168,7 @@ class RobelSim:
         if task_id is not None:
             from mbrl_ros.tasks import get_task
 
-            task = get_task(task_id)
+            task: Any = get_task(task_id)  # a ROBEL task: its scene
             if task.info.robot != robot:
                 raise ValueError(f"task {task_id!r} is for robot {task.info.robot!r}, not {robot!r}")
             scene = task.scene
@@ -230,7 +258,7 @@ class RobelSim:
             mujoco.mj_step(self.model, self.data, nstep=n)
         if not nums.any():
             return []
-        raised = [_WARNING_NAMES.get(i, str(i)) for i in np.flatnonzero(nums)]
+        raised = [_WARNING_NAMES.get(int(i), str(i)) for i in np.flatnonzero(nums)]
         for name in raised:
             self.warning_totals[name] = self.warning_totals.get(name, 0) + 1
         return raised
@@ -269,7 +297,7 @@ class RobelEnv(gymnasium.Env):
     ) -> None:
         from mbrl_ros.tasks import get_task
 
-        self.task: TaskSpec = get_task(task_id, success_threshold=success_threshold)
+        self.task: Any = get_task(task_id, success_threshold=success_threshold)  # a ROBEL task (its robot's API)
         info = self.task.info
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -443,8 +471,13 @@ class RobelEnv(gymnasium.Env):
             theta = float(d.qpos[18])
             if self._noise_amp is not None:
                 theta += obj_amp * float(self.np_random.uniform(-0.5, 0.5))
-            state = {"claw_qpos": qpos, "claw_qvel": qvel, "object_qpos": theta, "last_action": self._last_action,
-                     "target": self._target}
+            state = {
+                "claw_qpos": qpos,
+                "claw_qvel": qvel,
+                "object_qpos": theta,
+                "last_action": self._last_action,
+                "target": self._target,
+            }
         else:
             state = {
                 "root_qpos": d.qpos[0:6],
@@ -461,8 +494,11 @@ class RobelEnv(gymnasium.Env):
     def deterministic_reset(self) -> bool:
         """Every reset gives the same start state (a fixed task, no dynamics randomisation, no
         observation noise): a deterministic policy then plays the same episode every time."""
-        return (self.task.reset_is_deterministic(self._initial_range, self._target_range)
-                and not self.randomize_dynamics and self._noise_amp is None)
+        return (
+            self.task.reset_is_deterministic(self._initial_range, self._target_range)
+            and not self.randomize_dynamics
+            and self._noise_amp is None
+        )
 
     # -- state, goals and physics for experiments -----------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -525,7 +561,9 @@ class RobelEnv(gymnasium.Env):
         try:
             v = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a number" + (f" or {n} numbers" if n > 1 else "") + f", got {value!r}") from None
+            raise ValueError(
+                f"{name} must be a number" + (f" or {n} numbers" if n > 1 else "") + f", got {value!r}"
+            ) from None
         if v.ndim == 0:
             v = np.full(n, float(v))
         if v.shape != (n,):
@@ -575,7 +613,8 @@ class RobelEnv(gymnasium.Env):
 
     def _randomize(self) -> None:
         """ROBEL's RandomDynamics draws (absolute values from fixed ranges), then overrides."""
-        rng, m = self.np_random, self.model
+        rng: Any = self.np_random  # ranges come as (lo, hi) pairs from the tables
+        m = self.model
         key = "dclaw" if self.task.info.robot == "dclaw" else self.task.scene
         r = DYNAMICS_RANDOMIZATION[key]
         dofs = list(range(self._act.start, self._act.stop)) + ([18] if key == "dclaw" else [])
