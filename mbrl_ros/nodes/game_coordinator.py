@@ -44,8 +44,7 @@ from typing import Any, Optional
 
 import numpy as np
 from rclpy.node import Node
-from std_msgs.msg import Bool, String, UInt8MultiArray
-from std_srvs.srv import Trigger
+from std_msgs.msg import String, UInt8MultiArray
 
 from mbrl_ros import security, wire
 from mbrl_ros.core.gate import GateResult, GateSettings, PolicyGate, probe_rows
@@ -53,9 +52,6 @@ from mbrl_ros.core.report import plot_curve, success_milestones
 from mbrl_ros.core.rules import CollectionRound, GameRules, IterationMetrics
 from mbrl_ros.core.schedule import OrderViolation, Phase, Referee, game_spec
 from mbrl_ros.nodes import (
-    ESTOP,
-    ESTOP_CLEAR_SERVICE,
-    ESTOP_SERVICE,
     GAME_STATE,
     MODEL,
     POLICY_CANDIDATE,
@@ -67,11 +63,12 @@ from mbrl_ros.nodes import (
 )
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.episode_intake import EpisodeIntake, purpose
+from mbrl_ros.nodes.estop import EstopAuthority
 from mbrl_ros.nodes.learner import declare_game
 from mbrl_ros.nodes.parameters import declare
 
 
-class GameCoordinator(Node):
+class GameCoordinator(EstopAuthority, Node):
     node_name = "game_coordinator"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -189,10 +186,6 @@ class GameCoordinator(Node):
         self.n_per_iter = self.rules.n_per_iter
         self.intake = EpisodeIntake(self.task)
         self._lock = threading.RLock()
-        self._estop = False
-        self._estop_release = (
-            0  # the operator's releases so far; signed in the game state (collectors clear on a new one)
-        )
         self._collect = False
         self._request: wire.Request = None  # the open request of the current phase
         self.round = CollectionRound(self.rules.round_target(0), self.rules.random_target(self.rules.round_target(0)))
@@ -228,13 +221,10 @@ class GameCoordinator(Node):
         self.metrics = MetricPublisher(self, recorder=self._record)
         self._pub_state = self.create_publisher(String, GAME_STATE, latched_qos())
         self._pub_deployed = self.create_publisher(UInt8MultiArray, POLICY_DEPLOYED, latched_qos())
-        self._pub_estop = self.create_publisher(Bool, ESTOP, latched_qos())
+        self.init_estop()  # /mbrl/estop and its release (mbrl_ros.nodes.estop)
         self.create_subscription(UInt8MultiArray, TRANSITIONS, self._on_transitions, transitions_qos())
         self.create_subscription(UInt8MultiArray, MODEL, self._on_model, latched_qos())
         self.create_subscription(UInt8MultiArray, POLICY_CANDIDATE, self._on_candidate, latched_qos())
-        self.create_subscription(Bool, ESTOP, self._on_estop_topic, latched_qos())
-        self.create_service(Trigger, ESTOP_SERVICE, self._srv_estop)
-        self.create_service(Trigger, ESTOP_CLEAR_SERVICE, self._srv_estop_clear)
 
         n_eval = self.cfg.eval_episodes if self.eval_episodes < 0 else int(self.eval_episodes)
         self.eval_seeds = self.rules.eval_seeds(n_eval)  # the same for every run of the task
@@ -249,7 +239,6 @@ class GameCoordinator(Node):
             from mbrl_ros.core.model_player import ModelPlayer
 
             self._gate_model = ModelPlayer(self.task, self.cfg, device="cpu")
-        self._publish_estop(False)
         self.create_timer(0.02, self._tick)
         self.create_timer(1.0, self._publish_state)
         self.get_logger().info(
@@ -329,61 +318,6 @@ class GameCoordinator(Node):
             tmp.replace(self.log_dir / "game_state.json")
         except OSError:
             pass
-
-    # -- e-stop -------------------------------------------------------------------------
-    def _publish_estop(self, on: bool) -> None:
-        msg = Bool()
-        msg.data = bool(on)
-        self._pub_estop.publish(msg)
-
-    def _set_estop(self, on: bool, why: str) -> None:
-        with self._lock:
-            changed = self._estop != on
-            self._estop = on
-        if changed:
-            if on:
-                self.get_logger().warning(f"E-STOP: {why}")
-                self.diag.fault(f"e-stop: {why}")
-            else:
-                self.get_logger().info(f"e-stop cleared: {why}")
-                self.diag.clear_fault()
-            self._publish_state()
-
-    def _srv_estop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        self._publish_estop(True)
-        self._set_estop(True, "service call")
-        resp.success, resp.message = True, "e-stop: every collector stops now"
-        return resp
-
-    def _srv_estop_clear(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        """The operator's release, the only one: a signed game state with a new release count."""
-        with self._lock:
-            self._estop_release += 1
-        self._set_estop(False, "service call (operator)")
-        self._publish_state()  # the signed release, also when this node held no e-stop itself
-        # then withdraw this node's own latched 'true' from the topic (a late joiner would read it as
-        # a raise), a second later: the collectors have the signed release and ignore the 'false'
-        self._estop_topic_timer = self.create_timer(1.0, self._withdraw_estop_topic)
-        resp.success, resp.message = (
-            True,
-            f"e-stop released (signed release #{self._estop_release}); the game continues",
-        )
-        return resp
-
-    def _withdraw_estop_topic(self) -> None:
-        self._estop_topic_timer.cancel()
-        if not self._estop:
-            self._publish_estop(False)
-
-    def _on_estop_topic(self, msg: Bool) -> None:
-        if msg.data:  # anyone may stop the robots
-            self._set_estop(True, "/mbrl/estop topic")
-        elif self._estop:  # ... but 'false' from anyone releases nothing: only the operator's service does
-            self._refuse(
-                "e-stop release",
-                "'false' on /mbrl/estop ignored; only /mbrl/estop_clear releases the e-stop",
-                "rejected_estop_release_unsigned",
-            )
 
     # -- results from the world and the players ----------------------------------------
     def _on_transitions(self, msg: UInt8MultiArray) -> None:

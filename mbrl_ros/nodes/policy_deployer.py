@@ -28,15 +28,11 @@ from typing import Any, Optional
 
 import numpy as np
 from rclpy.node import Node
-from std_msgs.msg import Bool, String, UInt8MultiArray
-from std_srvs.srv import Trigger
+from std_msgs.msg import String, UInt8MultiArray
 
 from mbrl_ros import security, wire
 from mbrl_ros.core.gate import GateSettings, PolicyGate, probe_rows
 from mbrl_ros.nodes import (
-    ESTOP,
-    ESTOP_CLEAR_SERVICE,
-    ESTOP_SERVICE,
     GAME_STATE,
     POLICY_DEPLOYED,
     TRANSITIONS,
@@ -46,6 +42,7 @@ from mbrl_ros.nodes import (
 )
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.episode_intake import EpisodeIntake
+from mbrl_ros.nodes.estop import EstopAuthority
 from mbrl_ros.nodes.parameters import declare
 
 PROBE_EPISODES = 4  # simulated episodes of the policy whose observations the gate probes
@@ -84,7 +81,7 @@ def simulated_probes(task_id: str, act: Any, episodes: int = PROBE_EPISODES, see
     return np.concatenate(rows) if rows else None
 
 
-class PolicyDeployer(Node):
+class PolicyDeployer(EstopAuthority, Node):
     node_name = "policy_deployer"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -131,10 +128,8 @@ class PolicyDeployer(Node):
         self.sha256 = wire.sha256_hex(onnx)
         # the collectors run only what the run's key signed (mbrl_ros.security): this node signs as the coordinator does
         self.signer = security.Signer.load_or_create(self.log_dir)
-        self._estop_release = 0  # the operator's releases so far, signed in the game state
 
         self._lock = threading.RLock()
-        self._estop = False
         self._done = False
         self.finished = False
         self.exit_code = 0
@@ -154,14 +149,10 @@ class PolicyDeployer(Node):
         self.metrics = MetricPublisher(self, recorder=self._record)
         self._pub_state = self.create_publisher(String, GAME_STATE, latched_qos())
         self._pub_deployed = self.create_publisher(UInt8MultiArray, POLICY_DEPLOYED, latched_qos())
-        self._pub_estop = self.create_publisher(Bool, ESTOP, latched_qos())
+        self.init_estop()  # /mbrl/estop and its release (mbrl_ros.nodes.estop)
         self.create_subscription(UInt8MultiArray, TRANSITIONS, self._on_transitions, transitions_qos())
-        self.create_subscription(Bool, ESTOP, self._on_estop_topic, latched_qos())
-        self.create_service(Trigger, ESTOP_SERVICE, self._srv_estop)
-        self.create_service(Trigger, ESTOP_CLEAR_SERVICE, self._srv_estop_clear)
 
         # 2. the approved policy, then the state that lets the collectors run it
-        self._publish_estop(False)
         data = wire.pack_policy(
             onnx,
             task_id=self.task_id,
@@ -231,54 +222,6 @@ class PolicyDeployer(Node):
     def _record(self, topic: str, msg: Any) -> None:
         if self.recorder is not None:
             self.recorder.write(topic, msg)
-
-    # -- e-stop --------------------------------------------------------------------------
-    def _publish_estop(self, on: bool) -> None:
-        msg = Bool()
-        msg.data = bool(on)
-        self._pub_estop.publish(msg)
-
-    def _set_estop(self, on: bool, why: str) -> None:
-        with self._lock:
-            changed, self._estop = self._estop != on, on
-        if not changed:
-            return
-        if on:
-            self.get_logger().warning(f"E-STOP: {why}")
-            self.diag.fault(f"e-stop: {why}")
-        else:
-            self.get_logger().info(f"e-stop cleared: {why}")
-            self.diag.clear_fault()
-        self._publish_state()
-
-    def _srv_estop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        self._publish_estop(True)
-        self._set_estop(True, "service call")
-        resp.success, resp.message = True, "e-stop: the collector stops now"
-        return resp
-
-    def _srv_estop_clear(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        """The operator's release, the only one: a signed game state with a new release count."""
-        with self._lock:
-            self._estop_release += 1
-        self._set_estop(False, "service call (operator)")
-        self._publish_state()
-        # withdraw this node's latched 'true' a second later (the collectors have the signed release by then)
-        self._estop_topic_timer = self.create_timer(1.0, self._withdraw_estop_topic)
-        resp.success, resp.message = True, "e-stop released; deployment continues"
-        return resp
-
-    def _withdraw_estop_topic(self) -> None:
-        self._estop_topic_timer.cancel()
-        if not self._estop:
-            self._publish_estop(False)
-
-    def _on_estop_topic(self, msg: Bool) -> None:
-        if msg.data:  # anyone may stop the robot; 'false' from anyone releases nothing
-            self._set_estop(True, "/mbrl/estop topic")
-        elif self._estop:
-            self.diag.inc("rejected_estop_release_unsigned")
-            self.get_logger().warning("ignored 'false' on /mbrl/estop: only /mbrl/estop_clear releases the e-stop")
 
     # -- episodes ------------------------------------------------------------------------
     def _on_transitions(self, msg: UInt8MultiArray) -> None:
