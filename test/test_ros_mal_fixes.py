@@ -58,7 +58,8 @@ def test_mal_noise_graph_collects_random_policy_data_in_the_configured_proportio
     assert [h["collected_random"] for h in history] == [80, 40, 40]
     assert [h["collected"] for h in history] == [160, 80, 80]
 
-    # the world's record: random episodes are tagged and really uniform; policy episodes are not
+    # the world's record: random episodes are tagged and come from random policies (noise_policy mlp: a
+    # fresh random network per episode, core.exploration): wide, persistent actions, each episode its own
     task = get_task(TASK_ID)
     episodes = [wire.unpack_episode(wire.from_msg(m), task) for m, _t in read_ros_messages(mcap, TRANSITIONS, UInt8MultiArray)]
     rand = [e for e in episodes if e.behavior == "random"]
@@ -66,7 +67,9 @@ def test_mal_noise_graph_collects_random_policy_data_in_the_configured_proportio
     assert rand and all(e.policy_version == -1 for e in rand) and all(e.policy_version >= 0 for e in pol)
     a_rand = np.concatenate([e.actions for e in rand])
     a_pol = np.concatenate([e.actions for e in pol])
-    assert abs(a_rand.std() - 1 / np.sqrt(3)) < 0.05 and np.abs(a_rand).max() > 0.95  # U(-1, 1)
+    assert a_rand.std() > 0.3 and np.abs(a_rand).max() > 0.9
+    per_episode = np.array([e.actions.mean(0) for e in rand])
+    assert per_episode.std(0).mean() > 0.1  # a different random policy in every episode
     assert a_pol.std() < 0.5
 
     # the model player's aggregate buffer: exactly the published episodes, half of the transitions random
