@@ -57,7 +57,7 @@ from mbrl_ros.nodes import (
     transitions_qos,
 )
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
-from mbrl_ros.nodes.parameters import declare
+from mbrl_ros.nodes.parameters import declare, declare_max_episode_bytes
 
 
 @dataclass
@@ -124,15 +124,7 @@ class CollectorBase(_NodeMixin):
             lo=0.001,
             hi=1.0,
         )
-        self.max_episode_bytes = declare(
-            self,
-            "max_episode_bytes",
-            wire.MAX_EPISODE_BYTES,
-            "largest episode message",
-            read_only=True,
-            lo=1024,
-            hi=1 << 30,
-        )
+        self.max_episode_bytes = declare_max_episode_bytes(self)
         declare(
             self, "log_dir", "", "run directory (unused by the collector; kept for a uniform graph)", read_only=True
         )

@@ -29,7 +29,7 @@ from mbrl_ros.core.threads import CoreBudget, cpu_count
 from mbrl_ros.nodes import GAME_STATE, TRANSITIONS, latched_qos, transitions_qos
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.episode_intake import EpisodeIntake, IntakeResult
-from mbrl_ros.nodes.parameters import declare
+from mbrl_ros.nodes.parameters import declare, declare_max_episode_bytes
 from mbrl_ros.tasks import get_task
 
 AUTO_MAX_THREADS = 4  # torch_threads:=0 (auto) uses at most this many threads (and at most the cores)
@@ -139,15 +139,7 @@ class LearnerNode(Node):
             lo=0.05,
             hi=60.0,
         )
-        max_episode_bytes = declare(
-            self,
-            "max_episode_bytes",
-            wire.MAX_EPISODE_BYTES,
-            "largest episode message",
-            read_only=True,
-            lo=1024,
-            hi=1 << 30,
-        )
+        max_episode_bytes = declare_max_episode_bytes(self)
         capacity = self.cfg.buffer_size if self.spec.buffer == "fifo" else None
         self.intake = EpisodeIntake(self.task, EpisodeBuffer(self.spec.buffer, capacity), max_bytes=max_episode_bytes)
         self.served: set[str] = set()  # request ids already answered

@@ -64,3 +64,19 @@ def declare(
     if isinstance(default, float) and isinstance(value, int):
         value = float(value)
     return value
+
+
+def declare_max_episode_bytes(node: Any) -> int:
+    """``max_episode_bytes``: the largest episode message a node accepts or sends (collectors and
+    learners share the bound, so a collector never publishes what the learners would refuse)."""
+    from mbrl_ros import wire
+
+    return declare(
+        node,
+        "max_episode_bytes",
+        wire.MAX_EPISODE_BYTES,
+        "largest episode message",
+        read_only=True,
+        lo=1024,
+        hi=1 << 30,
+    )
