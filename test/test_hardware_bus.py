@@ -212,6 +212,12 @@ def test_mbrl_ros_emulate_serves_a_pty_with_faults() -> None:
         proc.send_signal(signal.SIGINT)
         # a clean exit (0) after Ctrl-C; generous: the emulator's threads join within 2 s each, but a
         # loaded CI machine can starve the process for several seconds
-        assert proc.wait(timeout=45) == 0
+        try:
+            code = proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave the emulator running after a failed test
+            proc.wait()
+            raise
+        assert code == 0
     bad = subprocess.run(cmd[:-2] + ["--fault", "melt:3"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "bad fault spec" in bad.stderr

@@ -99,7 +99,10 @@ def test_rogue_policy_state_and_estop_release_are_rejected(world: str, tmp_path:
     domain = free_domain_id()
     argv = [sys.executable, "-m", "mbrl_ros.cli", "launch", "pal_dclaw", f"log_dir:={log_dir}", f"config:={config}",
             f"domain_id:={domain}", "--no-progress", "--timeout", "400", *extra]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    # the launcher's output goes to a file: an unread pipe fills and blocks the launcher, which then
+    # cannot stop its nodes when the test ends (they outlived earlier runs and loaded the machine)
+    launcher_log = (tmp_path / "launcher.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=launcher_log, stderr=subprocess.STDOUT, start_new_session=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     probe = Probe(domain)
 
@@ -195,6 +198,7 @@ def test_rogue_policy_state_and_estop_release_are_rejected(world: str, tmp_path:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        launcher_log.close()
     # v999 never ran: no episode of it, the collector never took it in
     assert all(e.policy_version != ROGUE_VERSION for e in recorded())
     assert "policy v999 received" not in (log_dir / "logs" / f"{node}.log").read_text(errors="replace")
