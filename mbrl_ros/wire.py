@@ -692,6 +692,8 @@ class GameState:
     noise_policy: str = (
         "mlp"  # the random policies the collectors play when behavior is "random" (required on the wire)
     )
+    explore_noise_color: float = 0.0  # the behaviour noise around the policy (core.world.BehaviorNoise)
+    explore_min_std: float = 0.0
 
     def to_body(self) -> dict[str, Any]:
         body = {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -742,6 +744,8 @@ class GameState:
             success_curve=tuple(curve),
             wall_s=float(_field(b, "wall_s", (int, float), k, lo=0.0)),
             noise_policy=_field(b, "noise_policy", str, k, choices=_noise_policies()),
+            explore_noise_color=float(_field(b, "explore_noise_color", (int, float), k, lo=0.0, hi=2.0)),
+            explore_min_std=float(_field(b, "explore_min_std", (int, float), k, lo=0.0, hi=1.0)),
         )
 
 

@@ -26,6 +26,9 @@ import yaml
 
 from mbrl_ros.core.schedule import GAMES, game_spec
 
+if typing.TYPE_CHECKING:
+    from mbrl_ros.core.world import BehaviorNoise
+
 
 @dataclass
 class GameConfig:
@@ -84,6 +87,10 @@ class GameConfig:
     fvp_fraction: float = 0.25  # fraction of synthetic samples used in Fisher-vector products
     start_state_mix: float = 0.0  # fraction of start states drawn from intermediate real states
     entropy_coef: float = 0.0  # entropy bonus in the NPG surrogate (units of whitened advantages)
+
+    # --- data collection: the behaviour noise around the deployed policy (core.world.BehaviorNoise)
+    explore_noise_color: float = 0.0  # spectrum exponent over an episode: 0 white, 1 pink, 2 brown
+    explore_min_std: float = 0.0  # floor of the behaviour noise's std (0: the policy's own std)
 
     # --- MAL fixes (poster) ----------------------------------------------------------------
     alpha: float = 0.75  # mixing weight of the model objective for mal-agent-reward / mal-noise
@@ -200,6 +207,7 @@ class GameConfig:
             raise ValueError(f"gate_max_violation_fraction must be in [0, 1], got {self.gate_max_violation_fraction}")
         if self.gate_model_severity not in ("auto", "abort", "warn", "off"):
             raise ValueError(f"gate_model_severity must be auto, abort, warn or off, got {self.gate_model_severity!r}")
+        self.behavior_noise()  # raises on a bad colour or floor
         if self.noise_policy not in ("mlp", "ou", "uniform"):
             raise ValueError(f"noise_policy must be mlp, ou or uniform, got {self.noise_policy!r}")
         if self.agent_reward_scale not in ("loss", "unit"):
@@ -212,6 +220,12 @@ class GameConfig:
                 raise ValueError(f"{name} must be a non-empty list of positive widths, got {widths}")
         if self.policy_min_log_std >= self.policy_init_log_std + 10:
             raise ValueError("policy_min_log_std is above any sensible initial log std")
+
+    def behavior_noise(self) -> "BehaviorNoise":
+        """The collectors' exploration noise (the same in ``mbrl-ros train`` and the graph)."""
+        from mbrl_ros.core.world import BehaviorNoise
+
+        return BehaviorNoise(color=float(self.explore_noise_color), min_std=float(self.explore_min_std))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -162,8 +162,12 @@ class StackelbergGame:
         it, version = self.referee.iteration, self.referee.deployed_policy_version
         n = self.rules.round_target(it)
         info, deployed, log_std = self.task.info, self.deployed, self.deployed_log_std
+        noise = self.cfg.behavior_noise()
         episodes = self._play(
-            n, lambda rng: behavior_policy(deployed.act, info.act_dim, log_std, rng), version, f"it{it}-v{version}"
+            n,
+            lambda rng: behavior_policy(deployed.act, info.act_dim, log_std, rng, noise, info.horizon),
+            version,
+            f"it{it}-v{version}",
         )
         n_random = self.rules.random_target(n)
         if n_random > 0:

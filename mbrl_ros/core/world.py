@@ -9,9 +9,11 @@ run) sees exactly the same worlds.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from colorednoise import powerlaw_psd_gaussian
 
 from mbrl_ros.core.buffers import Episode
 
@@ -81,18 +83,60 @@ def run_episode(
     )
 
 
-def behavior_policy(act: ActFn, act_dim: int, log_std: Optional[np.ndarray], rng: np.random.Generator) -> ActFn:
-    """The data-collecting policy: the deployed deterministic policy ``act`` (checked: shape and
-    finite values, else :class:`BadAction`) plus Gaussian noise of std ``exp(log_std)`` drawn
-    from ``rng`` (none when ``log_std`` is None). The collectors and ``mbrl-ros train`` both
-    collect with it, so a seed gives the same exploration everywhere."""
-    std = None if log_std is None else np.exp(np.asarray(log_std, dtype=np.float64))
+@dataclass(frozen=True)
+class BehaviorNoise:
+    """How the data-collecting policy explores around the deployed policy.
+
+    Real data only trains the model (the policy player learns from synthetic rollouts), so the
+    behaviour noise may differ from the policy's own Gaussian without biasing its gradient.
+    ``color`` is the exponent beta of the noise's power spectrum 1/f^beta over an episode
+    (0: white, independent per step; 1: pink, Eberhard et al., ICLR 2023: slow drifts that
+    move the system further than white noise of the same variance, which the servos' position
+    loops low-pass away); ``min_std`` floors the noise's std per action dimension (0: the
+    policy's own std), so exploration does not die with the policy's std.
+    """
+
+    color: float = 0.0
+    min_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.color <= 2.0):
+            raise ValueError(f"behaviour noise color must be in [0, 2] (white .. brown), got {self.color}")
+        if not (0.0 <= self.min_std <= 1.0):
+            raise ValueError(f"behaviour noise min_std must be in [0, 1], got {self.min_std}")
+
+
+def behavior_policy(
+    act: ActFn,
+    act_dim: int,
+    log_std: Optional[np.ndarray],
+    rng: np.random.Generator,
+    noise: BehaviorNoise = BehaviorNoise(),
+    horizon: int = 0,
+) -> ActFn:
+    """The data-collecting policy of one episode: the deployed deterministic policy ``act``
+    (checked: shape and finite values, else :class:`BadAction`) plus noise of std
+    ``max(exp(log_std), noise.min_std)`` drawn from ``rng`` (none when ``log_std`` is None),
+    white or coloured over ``horizon`` steps (:class:`BehaviorNoise`). The collectors and
+    ``mbrl-ros train`` both collect with it, so a seed gives the same exploration everywhere."""
+    std = None if log_std is None else np.maximum(np.exp(np.asarray(log_std, dtype=np.float64)), noise.min_std)
+    coloured = std is not None and noise.color > 0.0
+    if coloured and horizon < 2:
+        raise ValueError(f"coloured behaviour noise needs the episode horizon (>= 2 steps), got {horizon}")
+    block: list[np.ndarray] = []  # the episode's coloured noise, [horizon, act_dim], drawn on the first step
+
+    def unit_noise() -> np.ndarray:
+        if not coloured:
+            return rng.standard_normal(act_dim)
+        if not block:  # the whole episode's sequence at once (its spectrum spans the episode)
+            block.extend(powerlaw_psd_gaussian(noise.color, (act_dim, horizon), random_state=rng).T)
+        return block.pop(0) if len(block) > 1 else block[0]  # past the horizon: hold the last value
 
     def behave(obs: np.ndarray) -> np.ndarray:
         a = np.asarray(act(obs), dtype=np.float64)
         if a.shape != (act_dim,) or not np.all(np.isfinite(a)):
             raise BadAction(f"bad action {a} (expected {act_dim} finite values)")
-        return a if std is None else a + std * rng.standard_normal(a.shape)
+        return a if std is None else a + std * unit_noise()
 
     return behave
 

@@ -44,7 +44,7 @@ from std_msgs.msg import Bool, String, UInt8MultiArray
 from mbrl_ros import security, wire
 from mbrl_ros.core.exploration import new_random_policy
 from mbrl_ros.core.seeding import start_episode
-from mbrl_ros.core.world import BadAction, behavior_policy, run_episode
+from mbrl_ros.core.world import BadAction, BehaviorNoise, behavior_policy, run_episode
 from mbrl_ros.nodes import (
     ESTOP,
     GAME_STATE,
@@ -464,7 +464,9 @@ class CollectorBase(_NodeMixin):
             behave = new_random_policy(kind, task.info.obs_dim, task.info.act_dim, rng, data)
         else:
             log_std = None if self._deterministic() else lp.log_std
-            behave = behavior_policy(lp.policy.act, task.info.act_dim, log_std, rng)
+            with self._lock:
+                noise = self._behavior_noise()
+            behave = behavior_policy(lp.policy.act, task.info.act_dim, log_std, rng, noise, task.info.horizon)
         clipped = 0
         period = task.info.dt
         realtime = bool(self.realtime)
@@ -536,6 +538,11 @@ class CollectorBase(_NodeMixin):
 
     def _deterministic(self) -> bool:
         return not bool(self.exploration)
+
+    def _behavior_noise(self) -> BehaviorNoise:
+        """The game's behaviour noise (from the coordinator's state; white before the first state)."""
+        s = self._state
+        return BehaviorNoise() if s is None else BehaviorNoise(s.explore_noise_color, s.explore_min_std)
 
     def _publish(self, rec: wire.EpisodeRecord) -> None:
         data = wire.pack_episode(rec)

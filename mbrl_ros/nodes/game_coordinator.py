@@ -282,6 +282,8 @@ class GameCoordinator(EstopAuthority, Node):
                 success_curve=tuple(h.get("eval_success") for h in self.history),
                 wall_s=round(time.monotonic() - self.t0, 3),
                 noise_policy=self.cfg.noise_policy,
+                explore_noise_color=float(self.cfg.explore_noise_color),
+                explore_min_std=float(self.cfg.explore_min_std),
             )
 
     def _publish_state(self, persist: bool = True) -> None:

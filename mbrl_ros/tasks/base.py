@@ -289,6 +289,8 @@ class _TorchOps:
 
     @staticmethod
     def asarray_like(value, like):
+        if isinstance(value, np.ndarray) and not value.flags.writeable:
+            value = value.copy()  # a read-only constant: torch would warn (it cannot honour read-only)
         return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
     @staticmethod
