@@ -181,6 +181,13 @@ def _game_arguments(info: GraphInfo) -> list[LaunchArgument]:
             "from instead of a fresh one (sim-to-real fine-tuning); '' = fresh",
         ),
         LaunchArgument(
+            "dynamics",
+            "",
+            "fixed physics of the simulated world, as mbrl-ros train --set dynamics=: a named world "
+            "(dclaw-weak, dclaw-weakest, dkitty-heavy) or 'parameter:value/...'; the sim collectors "
+            "run it and the coordinator evaluates on it; '' = the scene as is; refused with use_sim:=false",
+        ),
+        LaunchArgument(
             "coordinator_key",
             "",
             "the coordinator's public key that collectors verify approved policies "
@@ -257,6 +264,7 @@ class ResolvedGraph:
     first_collector: int = 0
     coordinator_key: str = ""  # '' = the run's own key file (public_key_path)
     init_from: str = ""  # learning graphs: a finished run whose policy the game starts from
+    dynamics: str = ""  # sim only: the world's fixed physics (mbrl_ros.tasks.sim.parse_dynamics)
     policy: str = ""  # deploy graphs: the ONNX policy (checked against the task by resolve)
     episodes: int = 0  # deploy graphs: episodes to run (0 = until stopped)
     exploration: bool = True  # collectors sample the policy's Gaussian (deploy graphs: false, the mean action)
@@ -427,6 +435,7 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         if not (src / "state.json").is_file():
             raise ValueError(f"init_from:={init_from} is not a finished run (no checkpoint/state.json there)")
         init_from = str(src.resolve())
+    dynamics, overrides = resolve_dynamics(a["dynamics"], overrides, use_sim, info)
     if info.kind == "deploy":
         policy = str(check_deploy_policy(a["policy"], task_id, info.robot))
         episodes = _as_int("episodes", a["episodes"], 0, 10**6)
@@ -436,6 +445,7 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         episodes=episodes,
         exploration=exploration,
         init_from=init_from,
+        dynamics=dynamics,
         info=info,
         algo=algo,
         use_sim=use_sim,
@@ -456,6 +466,39 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         first_collector=first,
         coordinator_key=str(Path(key).expanduser().resolve()) if key and not key.startswith("ed25519:") else key,
     )
+
+
+def resolve_dynamics(
+    text: str, overrides: tuple[str, ...], use_sim: bool, info: GraphInfo
+) -> tuple[str, tuple[str, ...]]:
+    """The world's fixed physics from ``dynamics:=`` or a ``set:=dynamics=...`` item (the same
+    thing; both given, they must agree), checked against the robot (``ValueError``: an unknown
+    name, a parameter the robot has not, or a real robot: ``use_sim:=false``). Returns it with the
+    game overrides, which then carry ``dynamics=...`` so that the coordinator evaluates on the
+    world the collectors run (as ``mbrl-ros train --set dynamics=`` does)."""
+    dynamics = str(text).strip()
+    given = [item.split("=", 1)[1].strip() for item in overrides if item.split("=", 1)[0].strip() == "dynamics"]
+    if given and dynamics and given[-1] != dynamics:
+        raise ValueError(f"dynamics:={dynamics} and set:=dynamics={given[-1]} disagree; give the world's dynamics once")
+    dynamics = dynamics or (given[-1] if given else "")
+    if not dynamics:
+        return "", overrides
+    if not use_sim:
+        raise ValueError(
+            f"dynamics:={dynamics} is a simulator setting: use_sim:=false drives a real robot, whose "
+            "physics are its own"
+        )
+    try:
+        from mbrl_ros.tasks.sim import parse_dynamics
+    except ImportError as exc:
+        raise ValueError(f"dynamics:={dynamics} needs the simulator ({exc})") from None
+    try:
+        parse_dynamics(dynamics, info.robot)
+    except ValueError as exc:
+        raise ValueError(f"dynamics:={dynamics} refused: {exc}") from None
+    if info.kind == "game" and not given:
+        overrides = overrides + (f"dynamics={dynamics}",)
+    return dynamics, overrides
 
 
 # ---------------------------------------------------------------------------------------
@@ -601,6 +644,8 @@ def _collector_nodes(g: ResolvedGraph) -> list[NodeDescription]:
         extra["exit_when_done"] = True
     if not g.exploration:  # deploy graphs: the policy's mean action (deterministic evaluation)
         extra["exploration"] = False
+    if g.dynamics and g.use_sim:  # the simulated world's fixed physics (resolve refuses it on a robot)
+        extra["dynamics"] = g.dynamics
     nodes = []
     if g.use_sim:
         for i in range(g.first_collector, g.first_collector + g.num_collectors):

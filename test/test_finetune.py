@@ -139,6 +139,79 @@ def test_randomized_dynamics_redraw_every_episode_inside_robels_ranges() -> None
     np.testing.assert_equal(make_world("dclaw-turn-fixed").physics()["actuator_gain"][0], 2.0)
 
 
+# -- the graph: dynamics:= ----------------------------------------------------------------
+def test_graph_dynamics_reach_the_sim_collectors_and_the_coordinators_evaluation(tmp_path: Path) -> None:
+    """``mbrl-ros launch pal_dclaw dynamics:=dclaw-weak`` (or ``set:=dynamics=dclaw-weak``): every sim
+    collector runs the perturbed world and the coordinator evaluates on it (the game's ``dynamics``,
+    as ``mbrl-ros train --set dynamics=``); bad names, a disagreement and a real robot are refused."""
+    pytest.importorskip("mujoco")
+    from mbrl_ros import graph
+
+    assert "dynamics" in {a.name for a in graph.launch_arguments("pal_dclaw")}
+    for args in ({"dynamics": "dclaw-weak"}, {"set": "dynamics=dclaw-weak"},
+                 {"dynamics": "dclaw-weak", "set": "dynamics=dclaw-weak,n_init=100"}):
+        g = graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), "num_collectors": "2", **args})
+        nodes = {n.name: n.parameters[-1] for n in graph.build_nodes(g)}
+        assert g.dynamics == "dclaw-weak"
+        assert nodes["collector_0"]["dynamics"] == nodes["collector_1"]["dynamics"] == "dclaw-weak"
+        assert [x for x in nodes["game_coordinator"]["game_set"] if x.startswith("dynamics=")] == ["dynamics=dclaw-weak"]
+    plain = {n.name: n.parameters[-1] for n in graph.build_nodes(graph.resolve("pal_dclaw", {"log_dir": str(tmp_path)}))}
+    assert "dynamics" not in plain["collector_0"] and "game_set" not in plain["game_coordinator"]
+    # parameter:value items too; a deploy graph measures a policy on the perturbed world
+    g = graph.resolve("mal_dkitty", {"log_dir": str(tmp_path), "dynamics": "actuator_gain:2.9/total_mass:1.8"})
+    assert graph.build_nodes(g)[-1].parameters[-1]["dynamics"] == "actuator_gain:2.9/total_mass:1.8"
+    for bad, match in (({"dynamics": "dclaw-strong"}, "dynamics:=dclaw-strong refused: .*neither a named world"),
+                       ({"dynamics": "dkitty-heavy"}, "not a physics parameter of the dclaw"),
+                       ({"dynamics": "dclaw-weak", "set": "dynamics=dclaw-weakest"}, "disagree"),
+                       ({"dynamics": "dclaw-weak", "use_sim": "false"}, "simulator setting"),
+                       ({"set": "dynamics=dclaw-weak", "use_sim": "false"}, "simulator setting")):
+        with pytest.raises(ValueError, match=match):
+            graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), **bad})
+
+
+@pytest.mark.ros
+def test_collector_runs_the_perturbed_world_and_refuses_an_unknown_one(tmp_path: Path) -> None:
+    """The sim collector node with ``dynamics:=dclaw-weak`` steps a MuJoCo model whose servo gain is
+    ROBEL's 1.5, not the scene's 2.0; an unknown name stops it with one clear error, and the hardware
+    collector refuses any (a simulator setting)."""
+    pytest.importorskip("rclpy")
+    pytest.importorskip("mujoco")
+    import rclpy
+    from rclpy.parameter import Parameter
+    from ros_harness import free_domain_id
+
+    from mbrl_ros import security
+    from mbrl_ros.nodes.collector import Collector
+    from mbrl_ros.nodes.hardware_collector import HardwareCollector
+    from mbrl_ros.tasks import make_env
+
+    key = security.Signer.generate().public_text
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=free_domain_id())
+    try:
+        node = Collector(context=context, parameter_overrides=[
+            Parameter("dynamics", value="dclaw-weak"), Parameter("coordinator_key", value=key)])
+        try:
+            model = node.env.unwrapped.sim.model
+            nominal = make_env("dclaw-turn-fixed").unwrapped.sim.model
+            np.testing.assert_allclose(nominal.actuator_gainprm[:, 0], 2.0)
+            np.testing.assert_allclose(model.actuator_gainprm[:, 0], 1.5)
+            np.testing.assert_allclose(model.actuator_biasprm[:, 1], -1.5)
+            assert node.env.physics()["valve_frictionloss"] == 0.005
+            assert node.describe_parameter("dynamics").read_only
+        finally:
+            node.shutdown()
+            node.destroy_node()
+        with pytest.raises(ValueError, match="dynamics:=dclaw-strong refused: .*neither a named world"):
+            Collector(context=context, parameter_overrides=[
+                Parameter("dynamics", value="dclaw-strong"), Parameter("coordinator_key", value=key)])
+        with pytest.raises(ValueError, match="dynamics:=dclaw-weak is a simulator setting"):
+            HardwareCollector(context=context, parameter_overrides=[
+                Parameter("dynamics", value="dclaw-weak"), Parameter("coordinator_key", value=key)])
+    finally:
+        rclpy.shutdown(context=context)
+
+
 # -- the graph: init_from:= ---------------------------------------------------------------
 @pytest.mark.ros
 def test_launch_init_from_starts_the_graph_game_at_the_loaded_policys_return(tmp_path: Path) -> None:

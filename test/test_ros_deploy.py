@@ -1,8 +1,9 @@
 """Deploy graphs: ``mbrl-ros launch deploy_dclaw policy:=FILE.onnx`` on the sim and on the servo emulator.
 
 - sim: 2 episodes of a policy run deterministically, printed one line each with a summary,
-  recorded to MCAP, exit 0; no learning node starts; every recorded joint position inside the
-  task's range;
+  recorded to MCAP with what replays the robot in Foxglove (URDF, URDF joint states, markers,
+  diagnostics), exit 0; no learning node starts; every recorded joint position inside the task's
+  range;
 - emulator (``use_sim:=false`` on a pty, as on a robot): the same through the Dynamixel driver and
   the scripted resets; no Goal Position outside the joints' limits ever reached a servo;
 - a policy of the other robot is refused with one line and exit status 2 (also under
@@ -130,6 +131,36 @@ def test_deploy_on_the_sim_runs_two_episodes_prints_and_records(tmp_path: Path) 
     task = get_task(TASK_ID)
     q = np.concatenate([e.obs[:, joint_slots(task)] for e in episodes])
     assert np.all(q >= task.limits.qpos_low - 0.05) and np.all(q <= task.limits.qpos_high + 0.05)
+    assert_record_replays_the_robot(Path(summary["mcap"]), "sim0", "policy_deployer")
+
+
+def assert_record_replays_the_robot(mcap: Path, robot_id: str, recorder: str, task_id: str = TASK_ID) -> None:
+    """The record holds what config/foxglove_mbrl.json replays: the URDF, the URDF joint states and
+    the markers of the robot, and the diagnostics of the recording node and the robot's collector."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+    from visualization_msgs.msg import MarkerArray
+
+    from mbrl_ros.nodes import DIAGNOSTICS
+    from mbrl_ros.nodes.recording import read_messages, read_ros_messages
+    from mbrl_ros.nodes.visualization import ROBOT_DESCRIPTION, markers_topic, urdf_joint_states_topic
+    from mbrl_ros.tasks import get_task, urdf
+
+    types = {topic: datatype for topic, datatype, _data, _t in read_messages(mcap)}
+    assert types.get(ROBOT_DESCRIPTION) == "std_msgs/msg/String", types
+    assert types.get(urdf_joint_states_topic(robot_id)) == "sensor_msgs/msg/JointState", types
+    assert types.get(markers_topic(robot_id)) == "visualization_msgs/msg/MarkerArray", types
+    assert types.get(DIAGNOSTICS) == "diagnostic_msgs/msg/DiagnosticArray", types
+    descriptions = [m.data for m, _t in read_ros_messages(mcap, ROBOT_DESCRIPTION, String)]
+    assert descriptions and descriptions[0] == urdf.robot_urdf(get_task(task_id).info.robot)
+    joints = [m for m, _t in read_ros_messages(mcap, urdf_joint_states_topic(robot_id), JointState)]
+    assert joints and all(list(m.name) == urdf.movable_joints(get_task(task_id).info.robot) for m in joints)
+    markers = [m for m, _t in read_ros_messages(mcap, markers_topic(robot_id), MarkerArray)]
+    assert markers and {(x.ns, x.header.frame_id) for x in markers[-1].markers} >= {("valve", "world"),
+                                                                                   ("target", "world")}
+    names = {st.name for m, _t in read_ros_messages(mcap, DIAGNOSTICS, DiagnosticArray) for st in m.status}
+    assert {f"mbrl_ros/{recorder}", "mbrl_ros/collector_0"} <= names, names
 
 
 @pytest.mark.ros

@@ -177,7 +177,8 @@ def test_model_learner_restart_ends_with_exactly_the_published_episodes(tmp_path
 
 def test_smoke_configuration_completes(tmp_path: Path) -> None:
     """``mbrl-ros launch pal_dclaw config:=smoke`` (the quick plumbing configuration, with the
-    learners' ``torch_threads`` on auto) plays its whole game and exits with status 0."""
+    learners' ``torch_threads`` on auto) plays its whole game and exits with status 0; its MCAP record
+    holds the robot's URDF, URDF joint states, markers and diagnostics (Foxglove replays the robot)."""
     log_dir = tmp_path / "smoke"
     argv = [sys.executable, "-m", "mbrl_ros.cli", "launch", "pal_dclaw", "config:=smoke", f"log_dir:={log_dir}",
             f"domain_id:={free_domain_id()}", "--no-progress", "--timeout", "300"]
@@ -191,3 +192,7 @@ def test_smoke_configuration_completes(tmp_path: Path) -> None:
     history = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
     for h in history[1:]:  # torch_threads:=0 (auto): each fit and improvement ran with a chosen count
         assert h["fit_threads"] >= 1 and h["npg_threads"] >= 1
+    # the coordinator's record replays the robot in Foxglove (config/foxglove_mbrl.json)
+    from test_ros_deploy import assert_record_replays_the_robot
+
+    assert_record_replays_the_robot(Path(summary["mcap"]), "sim0", "game_coordinator")

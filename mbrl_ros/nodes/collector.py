@@ -19,6 +19,11 @@ Safety, in the order a command passes them:
 An episode that does not finish (e-stop, stop of collection, fault, shutdown) is never
 published: consumers only ever see complete episodes.
 
+The simulated world can run perturbed physics (``dynamics``: a named world such as
+``dclaw-weak``, or ``parameter:value`` items, exactly as ``mbrl-ros train --set dynamics=``;
+:func:`apply_world_dynamics`), e.g. to fine-tune a policy on a claw weaker than the one it learnt
+on; an unknown name stops the node with one line (exit 2).
+
 Run: ``ros2 run mbrl_ros collector --ros-args -p task:=dclaw-turn-fixed -p robot_id:=sim0``.
 """
 
@@ -125,6 +130,15 @@ class CollectorBase(_NodeMixin):
             hi=1.0,
         )
         self.max_episode_bytes = declare_max_episode_bytes(self)
+        self.dynamics = declare(
+            self,
+            "dynamics",
+            "",
+            "fixed physics of the simulated world, as mbrl-ros train --set dynamics=: a named world of "
+            "mbrl_ros.tasks.sim.PERTURBATIONS (e.g. dclaw-weak) or 'parameter:value/...'; '' = the scene as is. "
+            "A simulator setting: the hardware collector refuses it",
+            read_only=True,
+        ).strip()
         declare(
             self, "log_dir", "", "run directory (unused by the collector; kept for a uniform graph)", read_only=True
         )
@@ -595,8 +609,16 @@ class Collector(CollectorBase, Node):
     def __init__(self, env_factory: Optional[Callable[[str], Any]] = None, **kwargs: Any) -> None:
         Node.__init__(self, self.node_name, **kwargs)
         self._declare_collector_parameters()
-        self._setup_world((env_factory or _make_sim_env)(self.task_id))
+        env = (env_factory or _make_sim_env)(self.task_id)
+        self.physics = apply_world_dynamics(env, self.dynamics) if self.dynamics else {}
+        self._setup_world(env)
         self._setup_comms()
+        if self.dynamics:
+            self.diag.set("dynamics", self.dynamics)
+            self.get_logger().info(
+                f"{self.robot_id}: world dynamics {self.dynamics}: "
+                + ", ".join(f"{k} {v:g}" for k, v in self.physics.items())
+            )
         self._start_loop()
         self.get_logger().info(
             f"{self.robot_id}: collecting {self.task_id} (stream {self.stream}, realtime={self.realtime})"
@@ -622,6 +644,22 @@ def _make_sim_env(task_id: str) -> Any:
     from mbrl_ros.tasks import make_env
 
     return make_env(task_id)
+
+
+def apply_world_dynamics(env: Any, text: str) -> dict[str, float]:
+    """Fix the simulated world's physics to ``text`` (:func:`mbrl_ros.tasks.sim.parse_dynamics`: a
+    named world or ``parameter:value`` items), as ``mbrl-ros train --set dynamics=`` does; returns
+    what was applied. ``ValueError`` (one line) for an unknown name or a world without physics."""
+    world = getattr(env, "unwrapped", env)
+    task_id = getattr(getattr(getattr(world, "task", None), "info", None), "task_id", "?")
+    if not callable(getattr(world, "set_physics", None)):
+        raise ValueError(f"dynamics:={text} refused: the world of {task_id} has no physics parameters to set")
+    from mbrl_ros.tasks.sim import apply_dynamics
+
+    try:
+        return apply_dynamics(world, text)
+    except ValueError as exc:
+        raise ValueError(f"dynamics:={text} refused: {exc}") from None
 
 
 def _joint_readings(env: Any, names: list[str]) -> Optional[dict]:

@@ -26,11 +26,14 @@ diagnostic; the game state does not move. The e-stop (``std_srvs/Trigger`` on
 pauses the game until ``/mbrl/estop_clear``. The game ends when the sample budget is spent
 (``samples`` parameter, else the game config's): the node writes ``summary.json``,
 ``metrics.jsonl``, ``policy_final.onnx`` and ``learning_curve.png`` into ``log_dir``, closes
-the MCAP record (transitions, game state and metrics) and exits with status 0.
+the MCAP record (transitions, game state and metrics, and with ``record_visuals`` the robot for
+Foxglove: ``/robot_description``, URDF joint states, markers, ``/diagnostics``) and exits with
+status 0.
 
 Evaluation: after every iteration the deployed policy is evaluated deterministically in a
 local simulation on the in-process loop's evaluation seeds (``eval_in_sim``), in parallel with
-the next phases.
+the next phases; the simulation has the game's fixed ``dynamics`` (the graph's ``dynamics:=``,
+which the sim collectors run too), as in ``mbrl-ros train``.
 """
 
 from __future__ import annotations
@@ -90,6 +93,14 @@ class GameCoordinator(EstopAuthority, Node):
             read_only=True,
         )
         self.record = declare(self, "record", True, "record to MCAP", read_only=True)
+        self.record_visuals = declare(
+            self,
+            "record_visuals",
+            True,
+            "also record the robot for replay in Foxglove: /robot_description, /mbrl/<robot_id>/urdf_joint_states, "
+            "/mbrl/<robot_id>/markers and /diagnostics (with record)",
+            read_only=True,
+        )
         self.eval_in_sim = declare(
             self, "eval_in_sim", True, "evaluate every deployed policy in a local simulation", read_only=True
         )
@@ -160,6 +171,10 @@ class GameCoordinator(EstopAuthority, Node):
             hi=5.0,
         )
         c.validate()
+        if c.dynamics:  # the evaluation world's physics: refused now, not in the evaluation thread
+            from mbrl_ros.tasks.sim import parse_dynamics
+
+            parse_dynamics(c.dynamics, self.task.info.robot)
         self.gate_settings = GateSettings.from_config(c)
         self.policy_gate = PolicyGate(self.task, self.gate_settings, on_robot=not self.use_sim)
         self.phase_timeout = declare(
@@ -218,6 +233,11 @@ class GameCoordinator(EstopAuthority, Node):
             self.recorder = McapRecorder(self.mcap_path or self.log_dir / "record" / "transitions.mcap")
         self.diag = DiagnosticsPublisher(self)
         self.diag.track_rate("samples")
+        self.visual_recorder = None  # the robot's view into the record (replayed by Foxglove's layout)
+        if self.recorder is not None and self.record_visuals:
+            from mbrl_ros.nodes.recording import TopicRecorder
+
+            self.visual_recorder = TopicRecorder(self, self.recorder)
         self.metrics = MetricPublisher(self, recorder=self._record)
         self._pub_state = self.create_publisher(String, GAME_STATE, latched_qos())
         self._pub_deployed = self.create_publisher(UInt8MultiArray, POLICY_DEPLOYED, latched_qos())
@@ -764,10 +784,12 @@ class GameCoordinator(EstopAuthority, Node):
 
     def _eval_worker(self) -> None:
         from mbrl_ros.core.onnx_export import load_onnx_policy
+        from mbrl_ros.core.train import make_world
         from mbrl_ros.core.world import evaluate
-        from mbrl_ros.tasks import make_env
 
-        env = make_env(self.task.info.task_id)
+        # the in-process loop's evaluation world: no randomisation, the game's fixed dynamics (those the
+        # sim collectors run: dynamics:= of the graph)
+        env = make_world(self.task.info.task_id, False, self.cfg.dynamics)
         while True:
             job = self._evals.get()
             if job is None:

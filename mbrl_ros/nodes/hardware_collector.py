@@ -16,6 +16,8 @@ measured <= 50 ms by the driver); ``~/clear_estop``, or the graph's release
 (``/mbrl/estop_clear``), allows the next episode. ``~/reboot_faulted`` (``std_srvs/Trigger``)
 reboots every motor reporting a hardware error (``HardwareEnv.reboot_faulted``).
 The scripted reset's timings are parameters (``reset_*``, ROBEL's values by default).
+``dynamics`` (the sim collector's perturbed physics) is refused: the node stops at once with
+exit status 2 rather than run a robot that the run believes perturbed.
 D'Kitty: the torso pose comes from a ``geometry_msgs/PoseStamped`` tracker topic.
 
 The driver paces the steps itself (deadline loop at the task's 10 Hz), so the node's own
@@ -45,6 +47,11 @@ class HardwareCollector(CollectorBase, LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         LifecycleNode.__init__(self, self.node_name, **kwargs)
         self._declare_collector_parameters(realtime_default=False)
+        if self.dynamics:  # refused, not ignored: a run that believes its robot is perturbed would mislead
+            raise ValueError(
+                f"dynamics:={self.dynamics} is a simulator setting: a robot's physics are its own "
+                "(run the perturbed world with use_sim:=true)"
+            )
         self.realtime = False  # the driver's own deadline loop paces the steps (waiting twice would halve the rate)
         self.device_path = declare(
             self, "device_path", "/dev/ttyUSB0", "serial port of the Dynamixel bus", read_only=True

@@ -14,7 +14,8 @@ The coordinator's side of a deploy graph (``mbrl-ros launch deploy_dclaw policy:
    by ``/mbrl/estop_clear``): collection pauses while it holds;
 4. it counts whole episodes of the deployed version from ``/mbrl/transitions``, logs success and
    return of each (and appends them to ``<log_dir>/episodes.jsonl``, which ``mbrl-ros launch``
-   prints), records transitions and game states to MCAP, and after ``episodes`` episodes
+   prints), records transitions, game states and (``record_visuals``) the robot for Foxglove to
+   MCAP, and after ``episodes`` episodes
    (0 = until stopped) publishes ``done``, writes ``summary.json`` and exits 0.
 """
 
@@ -98,6 +99,14 @@ class PolicyDeployer(EstopAuthority, Node):
             self, "mcap_path", "", "MCAP record ('' = log_dir/record/transitions.mcap)", read_only=True
         )
         self.record = declare(self, "record", True, "record transitions and game states to MCAP", read_only=True)
+        self.record_visuals = declare(
+            self,
+            "record_visuals",
+            True,
+            "also record the robot for replay in Foxglove: /robot_description, /mbrl/<robot_id>/urdf_joint_states, "
+            "/mbrl/<robot_id>/markers and /diagnostics (with record)",
+            read_only=True,
+        )
         self.use_sim = declare(self, "use_sim", True, "the collector is a simulation (false: a robot)", read_only=True)
         self.seed = declare(self, "seed", 0, "seed of the probe episodes", read_only=True, lo=0)
         probe_size = declare(self, "gate_probe_size", 256, "probe observations of the gate", lo=8, hi=100000)
@@ -146,6 +155,11 @@ class PolicyDeployer(EstopAuthority, Node):
         self._episodes_file = self.log_dir / "episodes.jsonl"
         self._episodes_file.write_text("")
         self.diag = DiagnosticsPublisher(self)
+        self.visual_recorder = None  # the robot's view into the record (replayed by Foxglove's layout)
+        if self.recorder is not None and self.record_visuals:
+            from mbrl_ros.nodes.recording import TopicRecorder
+
+            self.visual_recorder = TopicRecorder(self, self.recorder)
         self.metrics = MetricPublisher(self, recorder=self._record)
         self._pub_state = self.create_publisher(String, GAME_STATE, latched_qos())
         self._pub_deployed = self.create_publisher(UInt8MultiArray, POLICY_DEPLOYED, latched_qos())
