@@ -233,6 +233,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="point mass, 1 seed, small budgets: checks the pipeline")
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
     ap.add_argument("--report-only", action="store_true", help="run nothing: the table from the finished runs in --out")
+    ap.add_argument("--variant", default=None, metavar="LABEL",
+                    help="a second configuration of the same task (e.g. an ablation): its own BENCHMARKS section")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one SAC run
     args = ap.parse_args()
     if args.worker:
@@ -296,7 +298,9 @@ def main() -> int:
     n_eval = cfg0.get("eval_episodes", eval_episodes)
     deterministic = args.task == "dclaw-turn-fixed"
     lines = [
-        f"Task `{args.task}`, real-sample budget and seeds per game as in the table"
+        (f"**Variant `{args.variant}`** (a configuration compared with the default; overrides below). "
+         if args.variant else "")
+        + f"Task `{args.task}`, real-sample budget and seeds per game as in the table"
         f"{' (QUICK pipeline check on the point mass, not a result)' if args.quick else ''}. "
         + (f"Evaluation: the deterministic policy on the task's fixed evaluation episodes ({n_eval}, the same "
            "for every run and algorithm), success at the final step"
@@ -368,6 +372,8 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps({"games": results, "sac": sac}, default=str))
     # turn fixed keeps the section it always had; another task gets its own
     section = "sample_efficiency" if args.task == "dclaw-turn-fixed" else f"sample_efficiency_{args.task}"
+    if args.variant:
+        section += f"_{args.variant}"
     publish(section.replace("-", "_"), "\n".join(lines), write=not args.no_report)
     return 0
 

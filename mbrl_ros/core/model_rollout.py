@@ -30,6 +30,7 @@ class SyntheticRollouts:
     rewards: torch.Tensor  # [M, H] (0 after termination)
     alive: torch.Tensor  # [M, H] 1.0 where the step happened (not after a termination)
     terminal: torch.Tensor  # [M, H] 1.0 where the task's termination rule fired at this step
+    disagreement: Optional[torch.Tensor] = None  # [M, H] the members' disagreement (with_disagreement)
 
     @property
     def returns(self) -> torch.Tensor:
@@ -42,12 +43,21 @@ def model_step(
 ) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """One step of every member: obs [E, n, obs_dim] (aux [E, n, aux_dim] or None), world action
     in [-1, 1] -> (next_obs, next_aux, reward)."""
-    z_next, reward = ensemble.predict(task.to_model(obs, aux), action)
+    next_obs, next_aux, reward, _z, _z_next = _model_step_z(ensemble, task, obs, action, aux)
+    return next_obs, next_aux, reward
+
+
+def _model_step_z(
+    ensemble: DynamicsEnsemble, task: Any, obs: torch.Tensor, action: torch.Tensor, aux: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`model_step`, also returning the model states before and as predicted (z, z')."""
+    z = task.to_model(obs, aux)
+    z_next, reward = ensemble.predict(z, action)
     next_obs = task.fix_known(obs, action, task.from_model(z_next))
     next_aux = task.aux_from_model(z_next)
     if reward is None:
         reward = task.model_reward(obs, action, next_obs, next_aux)
-    return next_obs, next_aux, reward
+    return next_obs, next_aux, reward, z, z_next
 
 
 @torch.no_grad()
@@ -59,9 +69,18 @@ def rollout_policy(
     horizon: int,
     deterministic: bool = False,
     start_aux: Optional[torch.Tensor] = None,
+    with_disagreement: bool = False,
 ) -> SyntheticRollouts:
     """Roll ``policy`` out from ``start_obs`` [n, obs_dim] (with ``start_aux`` [n, aux_dim] for a
-    task with model-only state) in every member for ``horizon`` steps."""
+    task with model-only state) in every member for ``horizon`` steps.
+
+    ``with_disagreement``: every member's trajectory from a start state draws the *same* action
+    noise (common random numbers), so the members' trajectories part only where the members
+    disagree; ``disagreement[., t]`` is then the spread over members of the predicted change of
+    the model state at step t, in the fit's normalised output units (mean over the predicted
+    dimensions of the members' standard deviation), the same for every member of a start state:
+    the ensemble's epistemic uncertainty along the rollout, as optimism uses it.
+    """
     if start_obs.ndim != 2 or start_obs.shape[1] != task.info.obs_dim:
         raise ValueError(f"start_obs must be [n, {task.info.obs_dim}], got {tuple(start_obs.shape)}")
     E, n = ensemble.ensemble_size, start_obs.shape[0]
@@ -75,9 +94,18 @@ def rollout_policy(
     aux = start_aux.unsqueeze(0).expand(E, n, -1).contiguous() if aux_dim and start_aux is not None else None
     alive = torch.ones(E, n, device=obs.device)
     all_obs, all_act, all_rew, all_alive, all_term = [obs], [], [], [], []
+    all_dis: list[torch.Tensor] = []
     for _ in range(horizon):
-        action = policy(obs) if deterministic else policy.sample(obs)
-        next_obs, aux, reward = model_step(ensemble, task, obs, torch.clamp(action, -1.0, 1.0), aux)
+        if deterministic:
+            action = policy(obs)
+        elif with_disagreement:  # common random numbers across members
+            mean = policy(obs)
+            action = mean + torch.exp(policy.log_std) * torch.randn_like(mean[0]).unsqueeze(0)
+        else:
+            action = policy.sample(obs)
+        next_obs, aux, reward, z, z_next = _model_step_z(ensemble, task, obs, torch.clamp(action, -1.0, 1.0), aux)
+        if with_disagreement:
+            all_dis.append(_disagreement(ensemble, z, z_next))
         all_act.append(action)
         all_rew.append(reward * alive)
         all_alive.append(alive)
@@ -93,7 +121,18 @@ def rollout_policy(
         rewards=torch.stack(all_rew, dim=2).reshape(M, horizon),
         alive=torch.stack(all_alive, dim=2).reshape(M, horizon),
         terminal=torch.stack(all_term, dim=2).reshape(M, horizon),
+        disagreement=torch.stack(all_dis, dim=2).reshape(M, horizon) if all_dis else None,
     )
+
+
+def _disagreement(ensemble: DynamicsEnsemble, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
+    """[E, n]: std over members of the normalised predicted change, mean over predicted dims."""
+    d = ensemble.state_dim
+    delta = (z_next - z) / ensemble.out_scale[:d]
+    mask = ensemble.out_mask[:d]
+    spread = delta.std(dim=0, correction=0) * mask  # [n, d] (0 for a single member)
+    u = spread.sum(-1) / mask.sum().clamp(min=1.0)
+    return u.unsqueeze(0).expand(z.shape[0], -1)
 
 
 class _FiniteGrad(torch.autograd.Function):

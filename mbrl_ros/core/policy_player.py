@@ -143,7 +143,21 @@ class PolicyPlayer:
         adv, ret = gae(ro.rewards, values, ro.terminal, self.cfg.gamma, self.cfg.gae_lambda)
         mask = ro.alive > 0
         a = adv[mask]
-        return (a - a.mean()) / (a.std() + 1e-8), ret, mask, tf
+        a = (a - a.mean()) / (a.std() + 1e-8)
+        if self.cfg.optimism_coef > 0 and ro.disagreement is not None:
+            a = a + self.cfg.optimism_coef * self._optimism(ro, mask)
+        return a, ret, mask, tf
+
+    def _optimism(self, ro: SyntheticRollouts, mask: torch.Tensor) -> torch.Tensor:
+        """Whitened advantage of the ensemble's disagreement (optimism in the face of the model's
+        uncertainty): its discounted sum to go, less its mean over the rollouts at the same step.
+        Actions that lead where the members disagree gain; the real data collected there then
+        teaches the model what it did not know (e.g. a regrasp the policy has never tried)."""
+        assert ro.disagreement is not None
+        u = ro.disagreement * ro.alive
+        togo, _ = gae(u, torch.zeros(u.shape[0], u.shape[1] + 1, device=u.device), ro.terminal, self.cfg.gamma, 1.0)
+        b = (togo - togo.mean(0, keepdim=True))[mask]
+        return (b - b.mean()) / (b.std() + 1e-8)
 
     def improve(
         self,
@@ -172,7 +186,15 @@ class PolicyPlayer:
         value_losses: list[float] = []
         for _ in range(n_steps):
             start_obs, start_aux = self._start_states(starts)
-            ro = rollout_policy(ensemble, self.task, self.policy, start_obs, H, start_aux=start_aux)
+            ro = rollout_policy(
+                ensemble,
+                self.task,
+                self.policy,
+                start_obs,
+                H,
+                start_aux=start_aux,
+                with_disagreement=self.cfg.optimism_coef > 0,
+            )
             j_before.append(float(ro.returns.mean()))
             a, ret, mask, tf = self.advantages(ro)
             obs, act = ro.obs[:, :H][mask], ro.actions[mask]
