@@ -31,7 +31,7 @@ def test_paper_horizon_rules() -> None:
 def test_per_task_values_and_overrides() -> None:
     assert load_config("pal", "dclaw-turn-random").samples == 60000  # per-task section of pal.yaml
     tuned = load_config("pal", "dclaw-turn-fixed")
-    assert (tuned.npg_step_size, tuned.npg_steps_conservative, tuned.model_max_steps, tuned.n_init) == (0.1, 6, 300, 1000)
+    assert (tuned.npg_step_size, tuned.npg_steps_conservative, tuned.model_max_steps, tuned.n_init) == (0.1, 6, 100, 1000)
     assert load_config("mal", "dclaw-turn-fixed").start_state_mix == tuned.start_state_mix == 0.5  # the same mix
     assert load_config("pal", "dclaw-turn-fixed", ["npg_step_size=0.05"]).npg_step_size == 0.05  # --set wins
     cfg = load_config("pal", "dclaw-turn-fixed", ["samples_per_iter=400", "model_hidden=[64, 64]", "alpha=0.5"])
