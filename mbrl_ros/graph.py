@@ -72,6 +72,7 @@ _NOT_DEPLOY_ARGUMENTS = (
     "coordinator_key",
     "num_collectors",
     "init_from",
+    "init_from_parts",
 )
 TASKS_OF_ROBOT = {
     "dclaw": ("dclaw-turn-fixed", "dclaw-turn-random"),
@@ -181,6 +182,13 @@ def _game_arguments(info: GraphInfo) -> list[LaunchArgument]:
             "from instead of a fresh one (sim-to-real fine-tuning); '' = fresh",
         ),
         LaunchArgument(
+            "init_from_parts",
+            "policy",
+            "what the game takes from init_from, as mbrl-ros train --init-from-parts: policy[,model][,buffer] "
+            "(model: the model learner starts from the run's ensemble; buffer: the run's buffer episodes are "
+            "both players' initial data, not samples of this game: the budget counts new samples only)",
+        ),
+        LaunchArgument(
             "dynamics",
             "",
             "fixed physics of the simulated world, as mbrl-ros train --set dynamics=: a named world "
@@ -264,6 +272,7 @@ class ResolvedGraph:
     first_collector: int = 0
     coordinator_key: str = ""  # '' = the run's own key file (public_key_path)
     init_from: str = ""  # learning graphs: a finished run whose policy the game starts from
+    init_parts: tuple[str, ...] = ("policy",)  # with init_from: what the game takes from it (policy, model, buffer)
     dynamics: str = ""  # sim only: the world's fixed physics (mbrl_ros.tasks.sim.parse_dynamics)
     policy: str = ""  # deploy graphs: the ONNX policy (checked against the task by resolve)
     episodes: int = 0  # deploy graphs: episodes to run (0 = until stopped)
@@ -428,13 +437,7 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
     else:
         domain = run_domain(log_dir.resolve())
     policy, episodes, exploration = "", 0, True
-    init_from = a["init_from"].strip()
-    if init_from:
-        src = Path(init_from).expanduser()
-        src = src / "checkpoint" if (src / "checkpoint").is_dir() else src
-        if not (src / "state.json").is_file():
-            raise ValueError(f"init_from:={init_from} is not a finished run (no checkpoint/state.json there)")
-        init_from = str(src.resolve())
+    init_from, init_parts = resolve_init_from(a["init_from"], a["init_from_parts"], task_id)
     dynamics, overrides = resolve_dynamics(a["dynamics"], overrides, use_sim, info)
     if info.kind == "deploy":
         policy = str(check_deploy_policy(a["policy"], task_id, info.robot))
@@ -445,6 +448,7 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         episodes=episodes,
         exploration=exploration,
         init_from=init_from,
+        init_parts=init_parts,
         dynamics=dynamics,
         info=info,
         algo=algo,
@@ -466,6 +470,39 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         first_collector=first,
         coordinator_key=str(Path(key).expanduser().resolve()) if key and not key.startswith("ed25519:") else key,
     )
+
+
+def resolve_init_from(run: str, parts_text: str, task_id: str) -> tuple[str, tuple[str, ...]]:
+    """``init_from:=RUN init_from_parts:=policy,model,buffer`` -> (the run's checkpoint directory,
+    the parts), checked as ``mbrl-ros train --init-from RUN --init-from-parts ...`` checks them
+    (:func:`mbrl_ros.core.train.parse_init_parts`, :func:`~mbrl_ros.core.train.init_checkpoint_dir`):
+    ``ValueError`` (one line) on an unknown part, parts without a run, a run without checkpoint
+    (or without the buffer a ``buffer`` part takes), or a run of another task."""
+    run, parts_text = str(run).strip(), str(parts_text).strip()
+    if not run:
+        if parts_text not in ("", "policy"):
+            raise ValueError(
+                f"init_from_parts:={parts_text} needs init_from:= (the finished run whose parts the game starts from)"
+            )
+        return "", ("policy",)
+    import json
+
+    from mbrl_ros.core.train import init_checkpoint_dir, parse_init_parts  # (torch: only for a fine-tuning run)
+
+    try:
+        parts = parse_init_parts(parts_text)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("--init-from-parts", f"init_from_parts:={parts_text}")) from None
+    try:
+        src = init_checkpoint_dir(run)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("--init-from ", "init_from:=", 1)) from None
+    learnt = json.loads((src / "state.json").read_text()).get("config", {}).get("task_id")
+    if learnt != task_id:
+        raise ValueError(f"init_from:={run} learnt {learnt}, this graph plays {task_id}")
+    if "buffer" in parts and not (src / "buffer.json").is_file():
+        raise ValueError(f"init_from:={run} has no buffer to start from ({src / 'buffer.json'} is missing)")
+    return str(src.resolve()), parts
 
 
 def resolve_dynamics(
@@ -545,6 +582,9 @@ def _learner_nodes(g: ResolvedGraph) -> list[NodeDescription]:
     if g.overrides:  # (an empty list has no type in a ROS parameter file)
         common["game_set"] = list(g.overrides)
     files = [str(g.config)]
+    # init_from:= and its parts: every learning node (the policy improver loads the policy, the model
+    # learner the model, both players the buffer, the coordinator records what the game started from)
+    init: dict[str, Any] = {"init_from": g.init_from, "init_from_parts": ",".join(g.init_parts)} if g.init_from else {}
     nodes = [
         NodeDescription(
             "game_coordinator",
@@ -557,6 +597,7 @@ def _learner_nodes(g: ResolvedGraph) -> list[NodeDescription]:
                     "num_collectors": g.num_collectors,
                     "mcap_path": str(g.mcap_path),
                     "use_sim": g.use_sim,
+                    **init,
                 }
             ],
             ends_run=True,
@@ -570,13 +611,14 @@ def _learner_nodes(g: ResolvedGraph) -> list[NodeDescription]:
                     **common,
                     "checkpoint_dir": str(g.log_dir / "model_learner"),
                     "mcap_path": str(g.mcap_path),
+                    **init,
                 }
             ],
         ),
         NodeDescription(
             "policy_improver",
             "policy_improver",
-            files + [{**common, "init_from": g.init_from} if g.init_from else dict(common)],
+            files + [{**common, **init}],
         ),
     ]
     return nodes

@@ -258,3 +258,201 @@ def yaml_overrides(path: Path) -> list[str]:
     import yaml
 
     return list(yaml.safe_load(path.read_text())["/**"]["ros__parameters"]["game_overrides"])
+
+
+# -- the graph: init_from_parts:= ---------------------------------------------------------
+def _fake_checkpoint(path: Path, task_id: str = "dclaw-turn-fixed", buffer: bool = True) -> Path:
+    """What graph.resolve looks at (state.json, weights.safetensors, buffer.json): no tensors needed."""
+    d = path / "checkpoint"
+    d.mkdir(parents=True)
+    (d / "state.json").write_text(json.dumps({"config": {"task_id": task_id}, "samples": 0}))
+    (d / "weights.safetensors").write_bytes(b"")
+    if buffer:
+        (d / "buffer.json").write_text(json.dumps({"kind": "fifo", "capacity": 10, "total_added": 0, "episodes": []}))
+    return path
+
+
+def test_launch_init_from_parts_are_checked_and_reach_the_learning_nodes(tmp_path: Path, capsys) -> None:
+    """``init_from_parts:=policy,model,buffer``: checked as ``--init-from-parts`` (the same
+    parse_init_parts), one line and exit 2 for a bad value; the learning nodes get the run and the parts."""
+    from mbrl_ros import cli, graph
+
+    src = _fake_checkpoint(tmp_path / "src")
+    assert {"init_from", "init_from_parts"} <= {a.name for a in graph.launch_arguments("pal_dclaw")}
+    assert "init_from_parts" not in {a.name for a in graph.launch_arguments("deploy_dclaw")}
+    g = graph.resolve("pal_dclaw", {"log_dir": str(tmp_path / "run"), "init_from": str(src),
+                                    "init_from_parts": "policy, model,buffer"})
+    assert g.init_parts == ("policy", "model", "buffer") and g.init_from == str((src / "checkpoint").resolve())
+    nodes = {n.name: n.parameters[-1] for n in graph.build_nodes(g)}
+    for name in ("game_coordinator", "model_learner", "policy_improver"):
+        assert (nodes[name]["init_from"], nodes[name]["init_from_parts"]) == (g.init_from, "policy,model,buffer")
+    assert "init_from" not in nodes["collector_0"]
+    default = graph.resolve("pal_dclaw", {"log_dir": str(tmp_path / "run"), "init_from": str(src)})
+    assert default.init_parts == ("policy",)
+    assert {n.parameters[-1]["init_from_parts"] for n in graph.build_nodes(default) if n.executable != "collector"} == {
+        "policy"}
+    fresh = graph.build_nodes(graph.resolve("pal_dclaw", {"log_dir": str(tmp_path / "run")}))
+    assert not any("init_from" in n.parameters[-1] or "init_from_parts" in n.parameters[-1] for n in fresh)
+
+    other = _fake_checkpoint(tmp_path / "kitty", task_id="dkitty-orient-random")
+    no_buffer = _fake_checkpoint(tmp_path / "nobuf", buffer=False)
+    for args, match in (({"init_from": str(src), "init_from_parts": "policy,critic"},
+                         "init_from_parts:=policy,critic: unknown part\\(s\\) critic"),
+                        ({"init_from": str(src), "init_from_parts": "model,buffer"}, "must include policy"),
+                        ({"init_from_parts": "policy,model"}, "needs init_from:="),
+                        ({"init_from": str(tmp_path), "init_from_parts": "policy,model"}, "init_from:=.*no checkpoint there"),
+                        ({"init_from": str(other)}, "learnt dkitty-orient-random, this graph plays dclaw-turn-fixed"),
+                        ({"init_from": str(no_buffer), "init_from_parts": "policy,buffer"}, "no buffer")):
+        with pytest.raises(ValueError, match=match):
+            graph.resolve("pal_dclaw", {"log_dir": str(tmp_path / "run"), **args})
+    assert graph.resolve("pal_dclaw", {"init_from": str(no_buffer), "init_from_parts": "policy,model"}).init_from
+    capsys.readouterr()
+    for bad in ("init_from_parts:=policy,critic", "init_from_parts:=buffer"):
+        assert cli.main(["launch", "pal_dclaw", f"init_from:={src}", bad, "--dry-run"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mbrl-ros launch: error: ") and "init_from_parts" in err and "\n" not in err
+    assert cli.main(["launch", "pal_dclaw", f"init_from:={tmp_path / 'nowhere'}", "init_from_parts:=policy,model",
+                     "--dry-run"]) == 2
+    assert "no checkpoint there" in capsys.readouterr().err
+    assert cli.main(["launch", "deploy_dclaw", "init_from_parts:=policy", "--dry-run"]) == 2  # not a deploy argument
+
+
+@pytest.fixture(scope="module")
+def dclaw_source(tmp_path_factory) -> Path:
+    """A finished D'Claw run with the graph's smoke widths: one fitted model, 15 episodes in its buffer."""
+    pytest.importorskip("mujoco")
+    from mbrl_ros import graph
+
+    out = tmp_path_factory.mktemp("dclaw_source")
+    smoke = yaml_overrides(graph.config_dir() / "ros_smoke.yaml")
+    train(load_config("pal", "dclaw-turn-fixed", [*smoke, "samples=600", "seed=11"]), out, progress=False)
+    return out
+
+
+@pytest.mark.ros
+def test_learner_nodes_start_from_the_runs_model_and_buffer_as_the_in_process_game(dclaw_source: Path,
+                                                                                   tmp_path: Path) -> None:
+    """The model learner with ``init_from`` and ``init_from_parts:=policy,model,buffer`` holds the
+    source's ensemble (and fit count) and buffer episodes, exactly what ``init_game_from`` gives the
+    in-process game; the source's transitions are not samples of this game (ledger, count), a new
+    episode adds to them, and a restart restores them once. The policy improver has the buffer too."""
+    pytest.importorskip("rclpy")
+    import rclpy
+    from rclpy.parameter import Parameter
+    from ros_harness import free_domain_id
+
+    from mbrl_ros import graph, wire
+    from mbrl_ros.core.buffers import EpisodeBuffer
+    from mbrl_ros.core.checkpoint import read_checkpoint
+    from mbrl_ros.core.stackelberg import StackelbergGame
+    from mbrl_ros.core.train import make_world
+    from mbrl_ros.nodes.model_learner import ModelLearner
+    from mbrl_ros.nodes.policy_improver import PolicyImprover
+
+    smoke = yaml_overrides(graph.config_dir() / "ros_smoke.yaml")
+    tensors, state = read_checkpoint(dclaw_source / "checkpoint")
+    source_buffer = EpisodeBuffer.load(dclaw_source / "checkpoint")
+    source_ids = source_buffer.episode_ids()
+    assert len(source_ids) == 15 and state["model_fits"] == 1
+    game = StackelbergGame(load_config("pal", "dclaw-turn-fixed", smoke), make_world("dclaw-turn-fixed"), None, "cpu")
+    init_game_from(game, dclaw_source, ("policy", "model", "buffer"))
+
+    def params(parts: str, *extra: str) -> list:
+        return [Parameter("algo", value="pal"), Parameter("task", value="dclaw-turn-fixed"),
+                Parameter("game_overrides", value=smoke + list(extra)), Parameter("init_from", value=str(dclaw_source)),
+                Parameter("init_from_parts", value=parts), Parameter("checkpoint_dir", value=str(tmp_path / "ml"))]
+
+    def same_buffer(buf: EpisodeBuffer, ref: EpisodeBuffer) -> None:
+        assert buf.episode_ids() == ref.episode_ids() and buf.kind == ref.kind and buf.capacity == ref.capacity
+        for key, value in ref.arrays().items():
+            np.testing.assert_array_equal(buf.arrays()[key], value)
+        for a, b in zip(buf.initial_states(), ref.initial_states()):
+            np.testing.assert_array_equal(a, b)
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=free_domain_id())
+    nodes = []
+    try:
+        ml = ModelLearner(context=context, parameter_overrides=params("policy,model,buffer"))
+        nodes.append(ml)
+        for key, value in ml.player.ensemble.state_dict().items():
+            assert torch.equal(value, tensors[f"ensemble.{key}"]), key
+            assert torch.equal(value, game.model_player.ensemble.state_dict()[key]), key
+        assert ml.player.n_fits == game.model_player.n_fits == 1  # a warm start, as in-process
+        same_buffer(ml.buffer, game.buffer)
+        assert ml.buffer.episode_ids() == source_ids
+        assert ml.intake.ids == [] and ml.intake.samples == 0  # the source's episodes are not this game's
+        ep = source_buffer.episodes[0]  # a new episode of this game (another id) lands after them
+        rec = wire.EpisodeRecord(robot_id="sim0", episode_id="sim0-test-000000", sequence=0, policy_version=0,
+                                 task_id="dclaw-turn-fixed", obs=ep.obs, actions=ep.actions, rewards=ep.rewards,
+                                 terminated=ep.terminated, stream="test", aux=ep.aux)
+        ml._on_transitions(wire.to_msg(wire.pack_episode(rec)))
+        assert ml.buffer.episode_ids() == source_ids + ["sim0-test-000000"]
+        assert ml.intake.ids == ["sim0-test-000000"] and ml.intake.samples == len(ep)
+        ml._checkpoint(None, {})
+        restarted = ModelLearner(context=context, parameter_overrides=params("policy,model,buffer"))
+        nodes.append(restarted)
+        assert restarted.buffer.episode_ids() == source_ids + ["sim0-test-000000"]  # from its checkpoint, once
+        assert restarted.intake.ids == ["sim0-test-000000"] and restarted.intake.samples == len(ep)
+        assert all(torch.equal(v, tensors[f"ensemble.{k}"]) for k, v in restarted.player.ensemble.state_dict().items())
+
+        only_policy = ModelLearner(context=context, parameter_overrides=params("policy")[:-1])
+        nodes.append(only_policy)
+        assert len(only_policy.buffer) == 0 and only_policy.player.n_fits == 0
+        assert not all(torch.equal(a, b) for a, b in zip(only_policy.player.ensemble.parameters(),
+                                                          game.model_player.ensemble.parameters()))
+
+        pi = PolicyImprover(context=context, parameter_overrides=params("policy,model,buffer"))
+        nodes.append(pi)
+        same_buffer(pi.buffer, game.buffer)
+        for key, value in pi.player.policy.state_dict().items():
+            assert torch.equal(value, game.policy_player.policy.state_dict()[key]), key
+        pi_policy_only = PolicyImprover(context=context, parameter_overrides=params("policy,model"))
+        nodes.append(pi_policy_only)
+        assert len(pi_policy_only.buffer) == 0
+
+        with pytest.raises(ValueError, match="init_from_parts:=policy,critic: unknown part\\(s\\) critic"):
+            ModelLearner(context=context, parameter_overrides=params("policy,critic"))
+        with pytest.raises(ValueError, match="ensemble network does not fit"):
+            ModelLearner(context=context, parameter_overrides=params("policy,model", "model_hidden=[16,16]"))
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_launch_init_from_parts_policy_model_buffer_runs_the_graph_game(dclaw_source: Path, tmp_path: Path) -> None:
+    """``mbrl-ros launch pal_dclaw config:=smoke init_from:=RUN init_from_parts:=policy,model,buffer``
+    starts and completes: the model learner fits on the source's episodes plus this game's, the
+    budget and the record hold this game's samples only, the summary says where the game started."""
+    pytest.importorskip("rclpy")
+    import os
+    import subprocess
+    import sys
+
+    from ros_harness import free_domain_id
+
+    from mbrl_ros.core.buffers import EpisodeBuffer
+
+    source_ids = EpisodeBuffer.load(dclaw_source / "checkpoint").episode_ids()
+    log_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "mbrl_ros.cli", "launch", "pal_dclaw", "config:=smoke", "samples:=600",
+            f"init_from:={dclaw_source}", "init_from_parts:=policy,model,buffer", f"log_dir:={log_dir}",
+            f"domain_id:={free_domain_id()}", "--no-progress", "--timeout", "400"]
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=500,
+                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0, out
+    summary = json.loads((log_dir / "summary.json").read_text())
+    assert summary["init_from"] == json.loads((log_dir / "init_from.json").read_text())
+    assert summary["init_from"]["parts"] == ["policy", "model", "buffer"] and summary["init_from"]["source_samples"] == 600
+    assert summary["samples"] == 600 and summary["episodes"] == 15  # this game's own, not the source's 600 too
+    model_log = (log_dir / "logs" / "model_learner.log").read_text()
+    assert "initial model loaded from" in model_log and "initial buffer loaded from" in model_log
+    assert "1000 transitions" in model_log  # the first fit: the source's 600 and this game's first 400
+    assert "initial buffer loaded from" in (log_dir / "logs" / "policy_improver.log").read_text()
+    ledger = json.loads((log_dir / "model_learner" / "learner_state.json").read_text())["intake"]
+    final_ids = [e["episode_id"] for e in json.loads((log_dir / "model_learner" / "buffer.json").read_text())["episodes"]]
+    assert not set(source_ids) & set(ledger["ids"]) and ledger["samples"] == 600  # never counted, never re-sent
+    assert final_ids == source_ids[5:] + ledger["ids"]  # the FIFO (1000) dropped the source's oldest 200 transitions

@@ -30,6 +30,14 @@ the MCAP record (transitions, game state and metrics, and with ``record_visuals`
 Foxglove: ``/robot_description``, URDF joint states, markers, ``/diagnostics``) and exits with
 status 0.
 
+The sample budget counts the training transitions this game's collectors published on
+``/mbrl/transitions`` (policy and random-policy episodes; evaluation episodes do not count), and
+nothing else: a game started with ``init_from`` (:mod:`mbrl_ros.nodes.init_from`) starts at 0
+samples, and with ``init_from_parts`` including ``buffer`` the source run's episodes are the
+learners' initial data only (never published, never recorded, never counted). The source, its
+parts and its sample count go to ``init_from.json`` and the summary's ``init_from``, as
+``mbrl-ros train`` records them.
+
 Evaluation: after every iteration the deployed policy is evaluated deterministically in a
 local simulation on the in-process loop's evaluation seeds (``eval_in_sim``), in parallel with
 the next phases; the simulation has the game's fixed ``dynamics`` (the graph's ``dynamics:=``,
@@ -67,6 +75,7 @@ from mbrl_ros.nodes import (
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.episode_intake import EpisodeIntake, purpose
 from mbrl_ros.nodes.estop import EstopAuthority
+from mbrl_ros.nodes.init_from import declare_init_from, init_record, source_state
 from mbrl_ros.nodes.learner import declare_game
 from mbrl_ros.nodes.parameters import declare
 
@@ -194,6 +203,19 @@ class GameCoordinator(EstopAuthority, Node):
             f"signing key {self.signer.key_id}; collectors verify with coordinator_key:="
             f"{self.signer.public_text} ({security.key_paths(self.log_dir, self.key_dir or None)[1]})"
         )
+        # init_from:= (issue 15): what the game starts from, recorded as mbrl-ros train does (the
+        # players load it; the budget below counts only this game's own samples)
+        init_from, init_parts = declare_init_from(self)
+        self.init_from: Optional[dict] = None
+        if init_from:
+            source_state(init_from, self.task.info.task_id)
+            self.init_from = init_record(init_from, init_parts)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / "init_from.json").write_text(json.dumps(self.init_from, indent=1))
+            self.get_logger().info(
+                f"game started from {self.init_from['source']} ({', '.join(init_parts)}; "
+                f"{self.init_from['source_samples']} samples there, not counted here)"
+            )
 
         self.referee = Referee(self.spec)
         self.horizon = self.task.info.horizon
@@ -870,6 +892,8 @@ class GameCoordinator(EstopAuthority, Node):
             "mcap": str(self.recorder.path) if self.recorder is not None else None,
             "plot": plot,
         }
+        if self.init_from is not None:
+            summary["init_from"] = self.init_from
         (self.log_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
         if self.recorder is not None:
             self.recorder.close()

@@ -21,6 +21,13 @@ run's MCAP record (``mcap_path``, written by the coordinator) for every episode 
 it was down; ids already in the ledger are dropped, so the buffer ends with exactly the
 episodes the collectors published. An episode the coordinator asks for that has not arrived
 live is looked up in the MCAP too.
+
+Fine-tuning (``init_from`` with ``init_from_parts``, :mod:`mbrl_ros.nodes.init_from`): ``model``
+starts the ensemble from the source run's (warm start, its fit count too); ``buffer`` makes the
+source run's buffer episodes the buffer's initial data. They are not this game's episodes: not
+in the ledger, not in the MCAP, not counted by the coordinator. The checkpoint's buffer holds
+them, so a restart restores them from there; a restart before the first checkpoint loads them
+from the source run again, before the MCAP replay.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from mbrl_ros.core.model_player import ModelPlayer
 from mbrl_ros.core.schedule import ModelObjective
 from mbrl_ros.core.seeding import MODEL_PLAYER, TorchStream
 from mbrl_ros.nodes import MODEL, POLICY_WEIGHTS, TRANSITIONS, latched_qos, run_node, weights_qos
+from mbrl_ros.nodes.init_from import declare_init_from, init_buffer_from, init_model_player_from
 from mbrl_ros.nodes.learner import (  # noqa: F401 - declare_game / thread helpers: historical import path
     AUTO_MAX_THREADS,
     Job,
@@ -70,6 +78,13 @@ class ModelLearner(LearnerNode):
         with self.stream.active():
             self.player = ModelPlayer(self.task, self.cfg)
         self.stream.device = self.player.device if self.player.device.type == "cuda" else None
+        # init_from:= with init_from_parts:=...,model (issue 15): the source run's ensemble, warm
+        self.init_from, self.init_parts = declare_init_from(self)
+        if "model" in self.init_parts:
+            state = init_model_player_from(self.player, self.task.info.task_id, self.init_from)
+            self.get_logger().info(
+                f"initial model loaded from {self.init_from} ({state.get('model_fits', 0)} fits there)"
+            )
         self.model_version = 0
         self._last_model_header: Optional[dict] = None
         self._saved_at_end = False
@@ -101,6 +116,14 @@ class ModelLearner(LearnerNode):
                 self._last_model_header = state.get("model_header")
             self.get_logger().info(
                 f"resumed from {d}: model v{self.model_version}, {len(self.intake.ids)} episodes in the ledger"
+            )
+        elif "buffer" in self.init_parts:  # (after a checkpoint, its buffer holds the source's episodes)
+            self.intake.buffer = init_buffer_from(
+                self.init_from, self.task.info.task_id, self.buffer.kind, self.buffer.capacity
+            )
+            self.get_logger().info(
+                f"initial buffer loaded from {self.init_from}: {len(self.buffer.episode_ids())} episodes, "
+                f"{len(self.buffer)} transitions (the source's: not samples of this game)"
             )
         if self.mcap_path:
             n = self.intake.replay_mcap(Path(self.mcap_path), TRANSITIONS, self._count)

@@ -11,7 +11,9 @@ Every version's torch weights also go out as safetensors on ``/mbrl/policy/weigh
 model player of MAL + agent reward differentiates through the deployed policy).
 
 At start it publishes the initial policy (version 0), which the coordinator gates and deploys
-for the initial data collection.
+for the initial data collection: a fresh policy, or with ``init_from`` a finished run's
+(:mod:`mbrl_ros.nodes.init_from`; ``init_from_parts`` with ``buffer``: the run's buffer
+episodes are this buffer's initial data too, as the model learner's).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from mbrl_ros import wire
 from mbrl_ros.core.model_player import ModelPlayer
 from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
 from mbrl_ros.core.seeding import POLICY_PLAYER, TorchStream
+from mbrl_ros.core.train import init_policy_player_from
 from mbrl_ros.nodes import MODEL, POLICY_CANDIDATE, POLICY_WEIGHTS, latched_qos, run_node, weights_qos
+from mbrl_ros.nodes.init_from import declare_init_from, init_buffer_from
 from mbrl_ros.nodes.learner import Job, LearnerNode
-from mbrl_ros.nodes.parameters import declare
 from mbrl_ros.nodes.policy_weights import policy_to_bytes
 
 
@@ -45,15 +48,19 @@ class PolicyImprover(LearnerNode):
         with self.stream.active():
             self.player = PolicyPlayer(self.task, self.cfg)
         self.stream.device = self.player.device if self.player.device.type == "cuda" else None
-        # init_from:= (issue 15): the game starts from a finished run's policy instead of a fresh one
-        init_from = declare(
-            self, "init_from", "", "finished run whose policy the game starts from ('' = fresh)", read_only=True
-        )
+        # init_from:= (issue 15): the game starts from a finished run's policy instead of a fresh one,
+        # and with init_from_parts:=...,buffer from its buffer episodes (start states, normalisation)
+        init_from, parts = declare_init_from(self)
         if init_from:
-            from mbrl_ros.core.train import init_policy_player_from
-
             init_policy_player_from(self.player, self.task.info.task_id, init_from)
             self.get_logger().info(f"initial policy loaded from {init_from}")
+        if "buffer" in parts:
+            self.intake.buffer = init_buffer_from(
+                init_from, self.task.info.task_id, self.buffer.kind, self.buffer.capacity
+            )
+            self.get_logger().info(
+                f"initial buffer loaded from {init_from}: {len(self.buffer.episode_ids())} episodes (not samples of this game)"
+            )
         self.model_player = ModelPlayer(self.task, self.cfg)  # only to load the published ensembles
         self._model: Optional[wire.ModelBlob] = None
         self._model_lock = threading.Lock()
