@@ -68,6 +68,25 @@ def test_init_from_parts_carry_the_model_and_the_buffer(source_run: Path) -> Non
                                                       src.model_player.ensemble.parameters()))
 
 
+def test_a_game_started_from_a_buffer_keeps_its_new_episodes_in_any_kind_of_buffer(source_run: Path) -> None:
+    """The new game's episodes must not share ids with the source's (the buffer ignores an id it
+    holds: the first new rounds were counted but dropped), and a MAL game aggregates a PAL run's
+    FIFO episodes (it refused them: 'a fifo buffer needs a positive capacity')."""
+    from mbrl_ros.core.stackelberg import StackelbergGame
+    from mbrl_ros.tasks.pointmass import PointMassEnv
+
+    for algo in ("pal", "mal"):
+        cfg = load_config(algo, "pointmass", [*TINY, "seed=9", "n_init=60"])
+        game = StackelbergGame(cfg, PointMassEnv(), PointMassEnv())
+        init_game_from(game, source_run, parse_init_parts("policy,buffer"))
+        assert game.buffer.kind == ("fifo" if algo == "pal" else "aggregate")
+        before = {e.episode_id for e in game.buffer.episodes}
+        game.collect()
+        new = [e for e in game.buffer.episodes if e.episode_id not in before]
+        assert sum(len(e) for e in new) == game.samples >= 60  # every counted sample is in the buffer
+        assert all(e.episode_id.startswith("ft1-") for e in new)
+
+
 def test_init_from_refuses_bad_sources_and_parts(source_run: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(ValueError, match="unknown part"):
         parse_init_parts("policy,critic")

@@ -271,3 +271,12 @@ class EpisodeBuffer:
         meta = json.loads((d / f"{name}.json").read_text())
         tensors = load_file(str(d / f"{name}.safetensors")) if meta["episodes"] else {}
         return cls.from_state(tensors, meta)
+
+    @classmethod
+    def load_as(cls, directory: Union[str, Path], kind: str, capacity: Optional[int]) -> "EpisodeBuffer":
+        """A saved buffer's episodes (and every initial state it kept) in a buffer of another
+        ``kind`` / ``capacity`` (a FIFO keeps the newest): another game's buffer as initial data."""
+        d = Path(directory)
+        meta = json.loads((d / "buffer.json").read_text())
+        tensors = load_file(str(d / "buffer.safetensors")) if meta["episodes"] else {}
+        return cls.from_state(tensors, {**meta, "kind": kind, "capacity": capacity})

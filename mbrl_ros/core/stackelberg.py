@@ -73,6 +73,7 @@ class StackelbergGame:
         if self.task.info.task_id != cfg.task_id:
             raise ValueError(f"config is for task {cfg.task_id!r} but the world runs {self.task.info.task_id!r}")
         self.episodes_played = 0  # index of the next episode: its reset and noise (seeding.start_episode)
+        self.episode_prefix = ""  # prepended to episode ids (a game started from another's buffer)
         self.model_stream = TorchStream(cfg.seed, MODEL_PLAYER)
         self.policy_stream = TorchStream(cfg.seed, POLICY_PLAYER)
         with self.model_stream.active():
@@ -201,7 +202,8 @@ class StackelbergGame:
         episodes: list[Episode] = []
         while sum(len(e) for e in episodes) < n:
             reset_seed, rng = start_episode(self.cfg.seed, self.episodes_played)
-            episodes.append(run_episode(self.world, behave(rng), reset_seed, f"{prefix}-{len(episodes)}", version))
+            episode_id = f"{self.episode_prefix}{prefix}-{len(episodes)}"
+            episodes.append(run_episode(self.world, behave(rng), reset_seed, episode_id, version))
             self.episodes_played += 1
         return episodes
 
@@ -364,6 +366,7 @@ class StackelbergGame:
             "model_fits": self.model_player.n_fits,
             "npg_updates": self.policy_player.n_updates,
             "episodes_played": self.episodes_played,
+            "episode_prefix": self.episode_prefix,
             "value_optimizer": m_vopt,
             "model_optimizer": m_mopt,
         }
@@ -381,6 +384,7 @@ class StackelbergGame:
             self.model_stream.load_state_tensors(tensors)
             self.policy_stream.load_state_tensors(tensors)
         self.episodes_played = int(state.get("episodes_played", 0))
+        self.episode_prefix = str(state.get("episode_prefix", ""))
         capacity = self.buffer.capacity  # the configured size: a resume may change buffer_size
         self.buffer = EpisodeBuffer.load(directory)
         self.buffer.set_capacity(capacity)

@@ -135,9 +135,14 @@ def init_game_from(game: StackelbergGame, run_dir: Union[str, Path], parts: Sequ
         _load_into(run_dir, tensors, [("ensemble", game.model_player.ensemble)])
         game.model_player.n_fits = int(state.get("model_fits", 0))  # warm start: a fitted model
     if "buffer" in parts:
-        capacity = game.buffer.capacity
-        game.buffer = EpisodeBuffer.load(d)
-        game.buffer.set_capacity(capacity)
+        # the source's episodes in this game's kind of buffer (a MAL game aggregates a PAL run's FIFO)
+        game.buffer = EpisodeBuffer.load_as(d, game.buffer.kind, game.buffer.capacity)
+        # this game's episode ids must differ from the source's: the buffer ignores an id it holds
+        taken = {e.episode_id for e in game.buffer.episodes}
+        k = 1
+        while any(i.startswith(f"ft{k}-") for i in taken):
+            k += 1
+        game.episode_prefix = f"ft{k}-"
     game.deployed = None  # the first collection exports the loaded policy and gates it, as always
     summary_path = d.parent / "summary.json"
     src_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
