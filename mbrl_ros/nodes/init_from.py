@@ -110,15 +110,11 @@ def init_model_player_from(player: Any, task_id: str, run_dir: PathLike) -> dict
 def init_buffer_from(run_dir: PathLike, task_id: str, kind: str, capacity: Optional[int]) -> EpisodeBuffer:
     """The source run's buffer episodes (and every initial state it kept) in a buffer of this
     game's ``kind`` and ``capacity``: episodes, ids, order and arrays as the source saved them."""
-    from safetensors.numpy import load_file
-
     source_state(run_dir, task_id)
     d = source_checkpoint(run_dir)
     if not (d / "buffer.json").is_file():
         raise ValueError(f"init_from:={run_dir}: its checkpoint holds no buffer ({d / 'buffer.json'})")
-    meta = json.loads((d / "buffer.json").read_text())
-    tensors = load_file(str(d / "buffer.safetensors")) if meta["episodes"] else {}
-    return EpisodeBuffer.from_state(tensors, {**meta, "kind": kind, "capacity": capacity})
+    return EpisodeBuffer.load_as(d, kind, capacity)
 
 
 def init_record(run_dir: PathLike, parts: Sequence[str]) -> dict:
