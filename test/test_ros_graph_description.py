@@ -206,7 +206,10 @@ def test_demo_and_smoke_configurations_are_valid(name: str, tmp_path: Path) -> N
     tokens = [f"config:={name}", "video:=true", f"log_dir:={tmp_path}"]
     g = graph.resolve("pal_dclaw", graph.parse_launch_tokens(tokens, "pal_dclaw"))
     assert g.config == path.resolve() and g.video and g.video_path == tmp_path.resolve() / "policy.gif"
-    assert all(n.parameters[0] == str(path.resolve()) for n in graph.build_nodes(g))
+    assert all([p for p in n.parameters if isinstance(p, str)][0] == str(path.resolve()) for n in graph.build_nodes(g))
+    # the robot's topics are recorded in simulation; on a robot only if the parameter file says so
+    coordinator = next(n for n in graph.build_nodes(g) if n.name == "game_coordinator")
+    assert coordinator.parameters[0] == {"record_visuals": g.use_sim}
     if name == "smoke":  # the quick one: a small budget and small models
         assert cfg.samples <= 1000 and cfg.ensemble_size <= 2 and max(cfg.model_hidden) <= 64
     assert not graph.resolve("pal_dclaw", {}).video  # video is off by default
