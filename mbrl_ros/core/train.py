@@ -144,10 +144,17 @@ def init_game_from(game: StackelbergGame, run_dir: Union[str, Path], parts: Sequ
             k += 1
         game.episode_prefix = f"ft{k}-"
     game.deployed = None  # the first collection exports the loaded policy and gates it, as always
-    summary_path = d.parent / "summary.json"
+    return init_source_record(d, parts)
+
+
+def init_source_record(checkpoint_dir: Path, parts: Sequence[str]) -> dict:
+    """What a game started from (``init_from.json`` and the summary's entry, in ``train`` and the
+    graph): ``{source, parts, source_samples, source_final_success}``."""
+    state = json.loads((checkpoint_dir / "state.json").read_text())
+    summary_path = checkpoint_dir.parent / "summary.json"
     src_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return {
-        "source": str(d.parent),
+        "source": str(checkpoint_dir.parent),
         "parts": list(parts),
         "source_samples": int(state.get("samples", 0)),
         "source_final_success": src_summary.get("final_success"),

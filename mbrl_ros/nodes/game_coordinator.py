@@ -77,7 +77,7 @@ from mbrl_ros.nodes.episode_intake import EpisodeIntake, purpose
 from mbrl_ros.nodes.estop import EstopAuthority
 from mbrl_ros.nodes.init_from import declare_init_from, init_record, source_state
 from mbrl_ros.nodes.learner import declare_game
-from mbrl_ros.nodes.parameters import declare
+from mbrl_ros.nodes.parameters import declare, declare_record_visuals
 
 
 class GameCoordinator(EstopAuthority, Node):
@@ -102,14 +102,7 @@ class GameCoordinator(EstopAuthority, Node):
             read_only=True,
         )
         self.record = declare(self, "record", True, "record to MCAP", read_only=True)
-        self.record_visuals = declare(
-            self,
-            "record_visuals",
-            True,
-            "also record the robot for replay in Foxglove: /robot_description, /mbrl/<robot_id>/urdf_joint_states, "
-            "/mbrl/<robot_id>/markers and /diagnostics (with record)",
-            read_only=True,
-        )
+        self.record_visuals = declare_record_visuals(self)
         self.eval_in_sim = declare(
             self, "eval_in_sim", True, "evaluate every deployed policy in a local simulation", read_only=True
         )

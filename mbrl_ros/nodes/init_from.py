@@ -120,13 +120,6 @@ def init_buffer_from(run_dir: PathLike, task_id: str, kind: str, capacity: Optio
 def init_record(run_dir: PathLike, parts: Sequence[str]) -> dict:
     """What a game started from (the coordinator's ``init_from.json`` and summary entry), as
     ``mbrl-ros train`` records it: ``{source, parts, source_samples, source_final_success}``."""
-    d = source_checkpoint(run_dir)
-    state = json.loads((d / "state.json").read_text())
-    summary_path = d.parent / "summary.json"
-    src_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return {
-        "source": str(d.parent),
-        "parts": list(parts),
-        "source_samples": int(state.get("samples", 0)),
-        "source_final_success": src_summary.get("final_success"),
-    }
+    from mbrl_ros.core.train import init_source_record
+
+    return init_source_record(source_checkpoint(run_dir), parts)

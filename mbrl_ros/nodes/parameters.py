@@ -80,3 +80,18 @@ def declare_max_episode_bytes(node: Any) -> int:
         lo=1024,
         hi=1 << 30,
     )
+
+
+def declare_record_visuals(node: Any) -> bool:
+    """``record_visuals``: the coordinator and the policy deployer also record the robot for
+    replay in Foxglove (the graph turns it off on a robot unless the parameter file says so)."""
+    return bool(
+        declare(
+            node,
+            "record_visuals",
+            True,
+            "also record the robot for replay in Foxglove: /robot_description, /mbrl/<robot_id>/urdf_joint_states, "
+            "/mbrl/<robot_id>/markers and /diagnostics (with record)",
+            read_only=True,
+        )
+    )

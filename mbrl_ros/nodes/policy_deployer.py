@@ -44,7 +44,7 @@ from mbrl_ros.nodes import (
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.episode_intake import EpisodeIntake
 from mbrl_ros.nodes.estop import EstopAuthority
-from mbrl_ros.nodes.parameters import declare
+from mbrl_ros.nodes.parameters import declare, declare_record_visuals
 
 PROBE_EPISODES = 4  # simulated episodes of the policy whose observations the gate probes
 
@@ -99,14 +99,7 @@ class PolicyDeployer(EstopAuthority, Node):
             self, "mcap_path", "", "MCAP record ('' = log_dir/record/transitions.mcap)", read_only=True
         )
         self.record = declare(self, "record", True, "record transitions and game states to MCAP", read_only=True)
-        self.record_visuals = declare(
-            self,
-            "record_visuals",
-            True,
-            "also record the robot for replay in Foxglove: /robot_description, /mbrl/<robot_id>/urdf_joint_states, "
-            "/mbrl/<robot_id>/markers and /diagnostics (with record)",
-            read_only=True,
-        )
+        self.record_visuals = declare_record_visuals(self)
         self.use_sim = declare(self, "use_sim", True, "the collector is a simulation (false: a robot)", read_only=True)
         self.seed = declare(self, "seed", 0, "seed of the probe episodes", read_only=True, lo=0)
         probe_size = declare(self, "gate_probe_size", 256, "probe observations of the gate", lo=8, hi=100000)
