@@ -9,8 +9,8 @@
 Measured for PAL and MAL at three stages of training (default: the first policy improvement,
 half-way through the budget, the last iteration), each time right after the policy player's
 move, i.e. on the pair (model M, policy pi improved in M) that the policy trusts. States are
-compared in the task's wrap-free model space (``task.to_model``: D'Claw's target error as
-cos/sin, so an angle near +-pi is not an error of 2 pi), leaving out the copied-in last action
+compared in the task's model space (``task.to_model``; an angle's error wrapped, so an angle
+near +-pi is not an error of 2 pi), leaving out the copied-in last action
 (:func:`state_dims`; the whole vector is kept as ``*_all``); errors are averaged over the ensemble
 members (each member rolled out on its own, as in model-based NPG), the start states, and the
 seeds. The paper reports that the closed-loop error stays below the open-loop error: the
@@ -145,7 +145,8 @@ def prediction_errors(ensemble: Any, task: Any, policy: Any, episodes: list[dict
             model_alive = model_alive * (~torch.as_tensor(task.done(next_closed), device=dev)).to(model_alive.dtype)
             closed_obs = next_closed
             for loop, pred, pred_aux in (("open_loop", open_obs, open_aux), ("closed_loop", closed_obs, closed_aux)):
-                diff = task.to_model(pred, pred_aux) - z_world[t + 1].unsqueeze(0)  # [E, n, z]
+                # [E, n, z]; an angle's error wrapped (DynamicsEnsemble.state_delta)
+                diff = ensemble.state_delta(z_world[t + 1].unsqueeze(0), task.to_model(pred, pred_aux))
                 errs[loop].append(torch.linalg.vector_norm(diff[..., mask], dim=-1).mean(0).cpu().numpy())
                 errs[loop + "_all"].append(torch.linalg.vector_norm(diff, dim=-1).mean(0).cpu().numpy())
     count = alive.sum(1)

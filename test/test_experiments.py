@@ -315,7 +315,7 @@ def test_prediction_errors_of_a_frozen_model_match_a_hand_computation() -> None:
     # the copied-in last action is exact open loop; closed loop it differs, and is left out of L(t)
     assert r["open_loop_all"] == pytest.approx(r["open_loop"], rel=1e-5)
     assert r["closed_loop_all"][t] > r["closed_loop"][t]
-    assert r["state_dims"] == 22  # D'Claw: 31 model-space values less 9 last-action values
+    assert r["state_dims"] == 20  # D'Claw: 29 model-space values less 9 last-action values
     env.close()
 
 

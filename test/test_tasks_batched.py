@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mbrl_ros.core.dynamics_ensemble import DynamicsEnsemble
 from mbrl_ros.tasks import TASK_IDS, get_task, make_env
 
 torch.set_num_threads(1)
@@ -114,20 +115,24 @@ def test_model_space_round_trip(trajectories, task_id):
     np.testing.assert_allclose(task.from_model(z), t["next"], rtol=0, atol=1e-9)
 
 
-def test_dclaw_model_space_is_wrap_free():
+def test_dclaw_model_space_is_wrap_free_for_the_ensemble():
+    """The valve and target angles sit in the model state in [-pi, pi); the ensemble reads them as
+    (cos, sin) and predicts their wrapped change, so neighbours across the wrap stay neighbours."""
     task = get_task("dclaw-turn-fixed")
+    ens = DynamicsEnsemble(task.model_dim, 9, 1, [8], angle_dims=task.model_angle_dims)
     obs = np.zeros((2, 21))
-    obs[:, 9] = 1.0
-    obs[0, 20], obs[1, 20] = PI - 1e-3, -PI + 1e-3  # 2 mrad apart across the wrap
+    for i, theta in enumerate((PI - 1e-3, -PI + 1e-3)):  # 2 mrad apart across the wrap
+        obs[i, 9:11] = (math.cos(theta), math.sin(theta))
     z = task.to_model(obs, np.zeros((2, 9)))
-    assert np.abs(z[0] - z[1]).max() < 3e-3  # neighbours in the model space
-    assert abs(obs[0, 20] - obs[1, 20]) > 6  # but 2pi apart in the raw observation
-    # A model that predicts off the unit circle is projected back; the reward reads the
-    # absolute wrapped error, so an unwrapped error 2pi + 0.05 counts as 0.05.
-    z[0, 9:11] = (0.5, 0.0)
-    z[0, 20:22] = (0.9, 0.0)
+    assert abs(z[0, 9] - z[1, 9]) > 6  # 2 pi apart in the state...
+    zt = torch.as_tensor(z, dtype=torch.float32)
+    assert float(ens.state_delta(zt[0], zt[1]).abs().max()) < 3e-3  # ...2 mrad apart for the members
+    x = torch.cat([zt, torch.zeros(2, 9)], -1)
+    assert float((ens.features(x[0]) - ens.features(x[1])).abs().max()) < 1e-2
+    # a predicted state past +pi reads back as the wrapped observation
+    z[0, 9], z[0, 19] = PI + 0.05, -PI
     back = task.from_model(z)
-    assert back[0, 9] == pytest.approx(1.0) and back[0, 20] == pytest.approx(0.0)
+    assert back[0, 9] == pytest.approx(math.cos(PI + 0.05)) and back[0, 20] == pytest.approx(-0.05)
     o = np.zeros((1, 21))
     o[0, :9] = task.RESET_POSE
     n = o.copy()

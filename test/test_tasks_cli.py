@@ -27,7 +27,7 @@ def test_tasks_table(capsys):
     assert rows["dkitty-stand-random"][1:6] == ["mbrl_ros/DKittyStandRandom-v0", "61", "12", "80", "10"]
     assert main(["tasks", "--json"]) == 0
     rec = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert [r["obs_dim"] for r in rec] == [21, 21, 53, 61, 4] and rec[0]["model_dim"] == 31  # 4: hidden-region
+    assert [r["obs_dim"] for r in rec] == [21, 21, 53, 61, 4] and rec[0]["model_dim"] == 29  # 4: hidden-region
 
 
 def _summary(out: str) -> dict:

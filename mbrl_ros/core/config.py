@@ -64,6 +64,7 @@ class GameConfig:
     model_patience: int = 4  # held-out evaluations without improvement before an aggressive fit stops
     model_reinit: bool = False  # re-initialise the members before every fit (no warm start)
     model_clamp_margin: float = 1.0  # rollout states clamped to the data box widened by this x its width
+    model_symmetry: bool = True  # members read a task's symmetric angles mod their period (D'Claw's 3-spoke valve)
     learned_reward: bool = False  # predict the reward with the ensemble instead of task.reward
     model_bf16: bool = False  # bfloat16 autocast of the fit's matmuls (faster on CPUs with AVX512-BF16)
 

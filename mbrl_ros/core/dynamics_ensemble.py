@@ -6,6 +6,11 @@ statistics are recomputed from the buffer at every fit with scale = mean absolut
 as the reference code does; output dimensions whose spread is ~0 are masked (they keep their
 mean change). The members differ only by their random initialisation and minibatch order.
 
+Angles in the model state (``angle_dims``: state index -> symmetry order k) are predicted as
+wrapped changes and read by the members as ``(cos k theta, sin k theta)``: with k = 3 the members
+see D'Claw's three-spoke valve the same at theta and theta + 2 pi / 3, as the physics does, so
+what the data show of one stroke holds for the next (order 0: the angle is carried, not read).
+
 All members live in stacked weight tensors ``[E, in, out]`` and run with ``torch.baddbmm``:
 one forward/backward pass trains every member (no Python loop over members).
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -29,6 +34,11 @@ MASK_EPS = 1e-6  # output dims with a smaller mean absolute deviation are not le
 ABS_CLAMP = 100.0  # rollout states/actions never leave +-ABS_CLAMP (the reference code's guard)
 
 
+def wrap_angle(x: torch.Tensor) -> torch.Tensor:
+    """Angles into [-pi, pi) (differentiable almost everywhere)."""
+    return torch.remainder(x + math.pi, 2.0 * math.pi) - math.pi
+
+
 class DynamicsEnsemble(nn.Module):
     """E MLP dynamics models over (model state z, action a) -> (z' - z [, reward])."""
 
@@ -39,6 +49,10 @@ class DynamicsEnsemble(nn.Module):
     out_mask: torch.Tensor
     state_lo: torch.Tensor
     state_hi: torch.Tensor
+    angle_mask: torch.Tensor
+    linear_idx: torch.Tensor
+    angle_idx: torch.Tensor
+    angle_order: torch.Tensor
 
     def __init__(
         self,
@@ -49,6 +63,7 @@ class DynamicsEnsemble(nn.Module):
         activation: str = "relu",
         learn_reward: bool = False,
         clamp_margin: float = 1.0,
+        angle_dims: Optional[Mapping[int, int]] = None,
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -60,7 +75,14 @@ class DynamicsEnsemble(nn.Module):
         self.activation = activation
         self.learn_reward = bool(learn_reward)
         self.clamp_margin = float(clamp_margin)
-        self.in_dim = self.state_dim + self.act_dim
+        self.angle_dims = {int(i): int(k) for i, k in sorted((angle_dims or {}).items())}
+        for i, k in self.angle_dims.items():
+            if not 0 <= i < self.state_dim or k < 0:
+                raise ValueError(f"angle_dims: state index {i} (of {self.state_dim}) with symmetry order {k}")
+        read = [i for i, k in self.angle_dims.items() if k > 0]
+        linear = [i for i in range(self.state_dim) if i not in self.angle_dims]
+        self.feature_dim = len(linear) + 2 * len(read)
+        self.in_dim = self.feature_dim + self.act_dim
         self.out_dim = self.state_dim + (1 if self.learn_reward else 0)
         sizes = [self.in_dim, *self.hidden, self.out_dim]
         self.weights = nn.ParameterList(
@@ -75,6 +97,15 @@ class DynamicsEnsemble(nn.Module):
         self.register_buffer("out_mask", torch.ones(self.out_dim))
         self.register_buffer("state_lo", torch.full((self.state_dim,), -ABS_CLAMP))
         self.register_buffer("state_hi", torch.full((self.state_dim,), ABS_CLAMP))
+        # the input features and the wrap are fixed by the constructor (not saved with the weights)
+        mask = torch.zeros(self.state_dim, dtype=torch.bool)
+        mask[list(self.angle_dims)] = True
+        self.register_buffer("angle_mask", mask, persistent=False)
+        self.register_buffer("linear_idx", torch.tensor(linear, dtype=torch.long), persistent=False)
+        self.register_buffer("angle_idx", torch.tensor(read, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "angle_order", torch.tensor([self.angle_dims[i] for i in read], dtype=torch.float32), persistent=False
+        )
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -84,10 +115,27 @@ class DynamicsEnsemble(nn.Module):
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
 
+    # -- angles -------------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw inputs [..., state + act] -> what the members read [..., in_dim]: angles as
+        (cos k theta, sin k theta), order-0 angles left out, everything else as is."""
+        if not self.angle_dims:
+            return x
+        z, a = x[..., : self.state_dim], x[..., self.state_dim :]
+        theta = z[..., self.angle_idx] * self.angle_order
+        return torch.cat([z[..., self.linear_idx], torch.cos(theta), torch.sin(theta), a], dim=-1)
+
+    def state_delta(self, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
+        """z' - z, with the change of an angle wrapped into [-pi, pi) (the members' target)."""
+        d = z_next - z
+        return torch.where(self.angle_mask, wrap_angle(d), d) if self.angle_dims else d
+
     # -- normalisation ------------------------------------------------------------------
     @torch.no_grad()
     def set_normalization(self, inputs: torch.Tensor, targets: torch.Tensor, states: torch.Tensor) -> None:
-        """Statistics from the fit data: mean and mean absolute deviation; mask ~constant outputs."""
+        """Statistics from the fit data (``inputs`` raw [N, state + act]): mean and mean absolute
+        deviation of the features; mask ~constant outputs; the rollout box (angles wrap instead)."""
+        inputs = self.features(inputs)
         self.in_shift.copy_(inputs.mean(0))
         in_scale = (inputs - self.in_shift).abs().mean(0)
         self.in_scale.copy_(torch.where(in_scale < MASK_EPS, torch.ones_like(in_scale), in_scale))
@@ -97,13 +145,15 @@ class DynamicsEnsemble(nn.Module):
         self.out_scale.copy_(torch.where(out_scale < MASK_EPS, torch.ones_like(out_scale), out_scale))
         lo, hi = states.min(0).values, states.max(0).values
         width = (hi - lo) * self.clamp_margin
-        self.state_lo.copy_(torch.clamp(lo - width, min=-ABS_CLAMP))
-        self.state_hi.copy_(torch.clamp(hi + width, max=ABS_CLAMP))
+        lo = torch.where(self.angle_mask, torch.full_like(lo, -math.inf), lo - width)
+        hi = torch.where(self.angle_mask, torch.full_like(hi, math.inf), hi + width)
+        self.state_lo.copy_(torch.clamp(lo, min=-ABS_CLAMP))
+        self.state_hi.copy_(torch.clamp(hi, max=ABS_CLAMP))
 
     # -- forward ------------------------------------------------------------------------
     def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw inputs [E, B, in] -> normalised outputs [E, B, out] (the quantity the loss sees)."""
-        h = (x - self.in_shift) / self.in_scale
+        """Raw inputs [E, B, state + act] -> normalised outputs [E, B, out] (what the loss sees)."""
+        h = (self.features(x) - self.in_shift) / self.in_scale
         act = _ACTIVATIONS[self.activation]
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -118,7 +168,10 @@ class DynamicsEnsemble(nn.Module):
         out = self.forward_normalized(torch.cat([z, a], dim=-1))
         # masked outputs keep their (constant) mean change
         out = (out * self.out_mask) * self.out_scale + self.out_shift
-        z_next = torch.maximum(torch.minimum(z + out[..., : self.state_dim], self.state_hi), self.state_lo)
+        z_next = z + out[..., : self.state_dim]
+        if self.angle_dims:
+            z_next = torch.where(self.angle_mask, wrap_angle(z_next), z_next)
+        z_next = torch.maximum(torch.minimum(z_next, self.state_hi), self.state_lo)
         reward = out[..., self.state_dim] if self.learn_reward else None
         return z_next, reward
 

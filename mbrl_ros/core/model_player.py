@@ -67,7 +67,14 @@ class ModelPlayer:
             c.model_activation,
             learn_reward=c.learned_reward,
             clamp_margin=c.model_clamp_margin,
+            angle_dims=self.angle_dims(),
         ).to(self.device)
+
+    def angle_dims(self) -> dict[int, int]:
+        """The task's model-state angles with their symmetry orders (order 1 for every angle the
+        members read when ``model_symmetry`` is off)."""
+        dims = dict(getattr(self.task, "model_angle_dims", {}))
+        return dims if self.cfg.model_symmetry else {i: min(k, 1) for i, k in dims.items()}
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         return adam(self.ensemble.parameters(), lr=self.cfg.model_lr, weight_decay=self.cfg.model_weight_decay)
@@ -79,13 +86,15 @@ class ModelPlayer:
         z = np.asarray(self.task.to_model(d["obs"], d.get("aux")), dtype=np.float64)
         z_next = np.asarray(self.task.to_model(d["next_obs"], d.get("next_aux")), dtype=np.float64)
         a = np.clip(d["actions"], -1.0, 1.0)  # the world executed the clipped action
-        targets = z_next - z
-        if self.cfg.learned_reward:
-            targets = np.concatenate([targets, d["rewards"][:, None]], axis=1)
 
         def as_t(x: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=self.device)
 
+        targets = z_next - z
+        angles = list(self.ensemble.angle_dims)  # their change is wrapped (DynamicsEnsemble.state_delta)
+        targets[:, angles] = np.mod(targets[:, angles] + np.pi, 2.0 * np.pi) - np.pi
+        if self.cfg.learned_reward:
+            targets = np.concatenate([targets, d["rewards"][:, None]], axis=1)
         return as_t(np.concatenate([z, a], axis=1)), as_t(targets), as_t(np.concatenate([z, z_next]))
 
     def holdout_mask(self, buffer: EpisodeBuffer) -> torch.Tensor:
@@ -193,6 +202,7 @@ class ModelPlayer:
             "hidden": e.hidden,
             "activation": e.activation,
             "learn_reward": e.learn_reward,
+            "angle_dims": {str(i): k for i, k in e.angle_dims.items()},
         }
 
     def to_bytes(self) -> bytes:
@@ -221,7 +231,8 @@ class ModelPlayer:
             "hidden",
             "activation",
             "learn_reward",
+            "angle_dims",
         ):
-            if meta.get(key) != expected[key]:
+            if meta.get(key, {} if key == "angle_dims" else None) != expected[key]:
                 raise ValueError(f"model blob {key}={meta.get(key)!r}, this player expects {expected[key]!r}")
         self.ensemble.load_state_dict({k: v.to(self.device) for k, v in tensors.items()})

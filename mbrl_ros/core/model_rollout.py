@@ -128,7 +128,7 @@ def rollout_policy(
 def _disagreement(ensemble: DynamicsEnsemble, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
     """[E, n]: std over members of the normalised predicted change, mean over predicted dims."""
     d = ensemble.state_dim
-    delta = (z_next - z) / ensemble.out_scale[:d]
+    delta = ensemble.state_delta(z, z_next) / ensemble.out_scale[:d]
     mask = ensemble.out_mask[:d]
     spread = delta.std(dim=0, correction=0) * mask  # [n, d] (0 for a single member)
     u = spread.sum(-1) / mask.sum().clamp(min=1.0)

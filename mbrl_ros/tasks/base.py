@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping, Union
 
 import numpy as np
@@ -139,6 +140,11 @@ class TaskSpec(abc.ABC):
         return np.zeros(0)
 
     # -- model space ----------------------------------------------------------------------
+    #: model-state slots holding angles in [-pi, pi), with the order k of the physics' rotational
+    #: symmetry: the dynamics ensemble predicts their wrapped change and reads them as
+    #: (cos k theta, sin k theta); k = 0: carried but not read (see DynamicsEnsemble)
+    model_angle_dims: Mapping[int, int] = MappingProxyType({})
+
     @property
     def model_dim(self) -> int:
         """Size of the wrap-free state the dynamics model predicts."""

@@ -13,6 +13,7 @@ Reward: ``-5 d - ||q - RESET_POSE|| - ||qdot[|qdot| >= 0.5]|| + 10 (d < 0.25) + 
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -55,10 +56,19 @@ OBS_NAMES = (
     + ("target_error",)
 )
 _CLAW_COLS = slice(0, 9)
-# Model space: target_error replaced by (cos, sin) of it (slots 20, 21), then the measured claw
-# joint velocities (slots 22..30): 31 values.
-MODEL_DIM = 31
-MODEL_QVEL = slice(22, 31)
+# Model space (29 values): claw_qpos, the valve angle theta (slot 9), last_action, the target
+# angle (slot 19), the measured claw joint velocities (slots 20..28). The dynamics ensemble
+# predicts theta's wrapped change and reads theta as (cos 3 theta, sin 3 theta): the valve's
+# three spokes sit 2 pi / 3 apart, as do the claw's three fingers, so the contacts at theta and
+# at theta + 2 pi / 3 are the same (valve3.xml). The target is carried, never read (the physics
+# does not depend on it); the observation's (cos, sin) of theta and the target error are
+# recomputed from theta and the target.
+MODEL_DIM = 29
+MODEL_THETA = 9
+MODEL_LAST_ACTION = slice(10, 19)
+MODEL_TARGET = 19
+MODEL_QVEL = slice(20, 29)
+VALVE_SYMMETRY = 3  # spokes of valve3
 AUX_NAMES = tuple(f"claw_qvel[{i}]" for i in range(9))
 
 # Reward constants (ROBEL get_reward_dict).
@@ -104,6 +114,7 @@ class DClawTurn(FastActionPipeline, TaskSpec):
     RESET_POSE = RESET_POSE
     angle_slots = (OBS_TARGET_ERROR,)
     aux_names = AUX_NAMES
+    model_angle_dims = MappingProxyType({MODEL_THETA: VALVE_SYMMETRY, MODEL_TARGET: 0})
 
     def __init__(self, random: bool, success_threshold: float = SUCCESS_THRESHOLD) -> None:
         if not (math.isfinite(success_threshold) and success_threshold > 0):
@@ -234,22 +245,21 @@ class DClawTurn(FastActionPipeline, TaskSpec):
         return MODEL_DIM
 
     def to_model(self, obs: Array, aux: Any = None) -> Array:
-        """``[claw_qpos, object_x, object_y, last_action, cos(err), sin(err), claw_qvel]`` (31)."""
+        """``[claw_qpos, theta, last_action, target, claw_qvel]`` (29), angles in [-pi, pi)."""
         if aux is None:
             raise ValueError(f"{self.info.task_id}: the model state needs the measured claw joint velocities (aux)")
         xp = array_namespace(obs)
-        err = obs[..., OBS_TARGET_ERROR : OBS_TARGET_ERROR + 1]
-        return xp.concat([obs[..., :OBS_TARGET_ERROR], xp.cos(err), xp.sin(err), aux], -1)
+        theta = xp.atan2(obs[..., OBS_OBJECT_Y : OBS_OBJECT_Y + 1], obs[..., OBS_OBJECT_X : OBS_OBJECT_X + 1])
+        target = wrap_angle(theta + obs[..., OBS_TARGET_ERROR : OBS_TARGET_ERROR + 1], xp)
+        return xp.concat([obs[..., OBS_CLAW_QPOS], theta, obs[..., OBS_LAST_ACTION], target, aux], -1)
 
     def from_model(self, z: Array) -> Array:
-        """Inverse of :meth:`to_model` (observation part); (object_x, object_y) renormalised,
-        err = atan2(sin, cos)."""
+        """Inverse of :meth:`to_model` (observation part): (cos, sin) of theta and the wrapped
+        target error."""
         xp = array_namespace(z)
-        ox, oy = z[..., OBS_OBJECT_X : OBS_OBJECT_X + 1], z[..., OBS_OBJECT_Y : OBS_OBJECT_Y + 1]
-        # A model predicts a point near, not on, the unit circle; project it back.
-        norm = xp.clip(xp.sqrt(ox * ox + oy * oy), 1e-8, None)
-        err = xp.atan2(z[..., 21:22], z[..., 20:21])
-        return xp.concat([z[..., :OBS_OBJECT_X], ox / norm, oy / norm, z[..., OBS_LAST_ACTION], err], -1)
+        theta = z[..., MODEL_THETA : MODEL_THETA + 1]
+        err = wrap_angle(z[..., MODEL_TARGET : MODEL_TARGET + 1] - theta, xp)
+        return xp.concat([z[..., :MODEL_THETA], xp.cos(theta), xp.sin(theta), z[..., MODEL_LAST_ACTION], err], -1)
 
     def aux_from_model(self, z: Array) -> Array:
         """The predicted claw joint velocities."""
