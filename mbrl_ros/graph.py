@@ -274,6 +274,7 @@ class ResolvedGraph:
     init_from: str = ""  # learning graphs: a finished run whose policy the game starts from
     init_parts: tuple[str, ...] = ("policy",)  # with init_from: what the game takes from it (policy, model, buffer)
     dynamics: str = ""  # sim only: the world's fixed physics (mbrl_ros.tasks.sim.parse_dynamics)
+    randomize_dynamics: bool = False  # sim only: collectors re-draw ROBEL's RandomDynamics every reset
     policy: str = ""  # deploy graphs: the ONNX policy (checked against the task by resolve)
     episodes: int = 0  # deploy graphs: episodes to run (0 = until stopped)
     exploration: bool = True  # collectors sample the policy's Gaussian (deploy graphs: false, the mean action)
@@ -439,6 +440,7 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
     policy, episodes, exploration = "", 0, True
     init_from, init_parts = resolve_init_from(a["init_from"], a["init_from_parts"], task_id)
     dynamics, overrides = resolve_dynamics(a["dynamics"], overrides, use_sim, info)
+    randomize = resolve_randomize_dynamics(overrides, use_sim)
     if info.kind == "deploy":
         policy = str(check_deploy_policy(a["policy"], task_id, info.robot))
         episodes = _as_int("episodes", a["episodes"], 0, 10**6)
@@ -450,6 +452,7 @@ def resolve(graph: str, args: Mapping[str, str], now: Optional[datetime.datetime
         init_from=init_from,
         init_parts=init_parts,
         dynamics=dynamics,
+        randomize_dynamics=randomize,
         info=info,
         algo=algo,
         use_sim=use_sim,
@@ -536,6 +539,23 @@ def resolve_dynamics(
     if info.kind == "game" and not given:
         overrides = overrides + (f"dynamics={dynamics}",)
     return dynamics, overrides
+
+
+def resolve_randomize_dynamics(overrides: tuple[str, ...], use_sim: bool) -> bool:
+    """``set:=randomize_dynamics=true`` (the game setting of ``mbrl-ros train``): the sim
+    collectors re-draw ROBEL's RandomDynamics at every reset (the coordinator's evaluation world
+    stays nominal, as in ``mbrl-ros train``). ``ValueError`` on a real robot."""
+    given = [
+        item.split("=", 1)[1].strip() for item in overrides if item.split("=", 1)[0].strip() == "randomize_dynamics"
+    ]
+    if not given or not _as_bool("randomize_dynamics", given[-1]):
+        return False
+    if not use_sim:
+        raise ValueError(
+            "randomize_dynamics is a simulator setting: use_sim:=false drives a real robot, whose physics are "
+            "its own (train with randomised dynamics in simulation, then fine-tune on the robot)"
+        )
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -698,6 +718,8 @@ def _collector_nodes(g: ResolvedGraph) -> list[NodeDescription]:
         extra["exploration"] = False
     if g.dynamics and g.use_sim:  # the simulated world's fixed physics (resolve refuses it on a robot)
         extra["dynamics"] = g.dynamics
+    if g.randomize_dynamics and g.use_sim:  # re-drawn at every reset (resolve refuses it on a robot)
+        extra["randomize_dynamics"] = True
     nodes = []
     if g.use_sim:
         for i in range(g.first_collector, g.first_collector + g.num_collectors):

@@ -188,6 +188,27 @@ def test_graph_dynamics_reach_the_sim_collectors_and_the_coordinators_evaluation
             graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), **bad})
 
 
+def test_graph_randomized_dynamics_reach_the_sim_collectors_only(tmp_path: Path) -> None:
+    """``set:=randomize_dynamics=true`` (as ``mbrl-ros train --set randomize_dynamics=true``): every sim
+    collector re-draws the world at each reset; the coordinator's game carries the setting (its
+    evaluation world stays nominal, as train's); a real robot refuses it."""
+    from mbrl_ros import graph
+
+    g = graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), "num_collectors": "2",
+                                    "set": "randomize_dynamics=true,n_init=100"})
+    nodes = {n.name: n.parameters[-1] for n in graph.build_nodes(g)}
+    assert g.randomize_dynamics
+    assert nodes["collector_0"]["randomize_dynamics"] is nodes["collector_1"]["randomize_dynamics"] is True
+    assert "randomize_dynamics=true" in nodes["game_coordinator"]["game_set"]
+    for off in ({}, {"set": "randomize_dynamics=false"}):
+        nodes = {n.name: n.parameters[-1] for n in graph.build_nodes(graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), **off}))}
+        assert "randomize_dynamics" not in nodes["collector_0"]
+    with pytest.raises(ValueError, match="randomize_dynamics is a simulator setting"):
+        graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), "use_sim": "false", "set": "randomize_dynamics=true"})
+    with pytest.raises(ValueError, match="not a boolean"):
+        graph.resolve("pal_dclaw", {"log_dir": str(tmp_path), "set": "randomize_dynamics=maybe"})
+
+
 @pytest.mark.ros
 def test_collector_runs_the_perturbed_world_and_refuses_an_unknown_one(tmp_path: Path) -> None:
     """The sim collector node with ``dynamics:=dclaw-weak`` steps a MuJoCo model whose servo gain is
@@ -227,6 +248,23 @@ def test_collector_runs_the_perturbed_world_and_refuses_an_unknown_one(tmp_path:
         with pytest.raises(ValueError, match="dynamics:=dclaw-weak is a simulator setting"):
             HardwareCollector(context=context, parameter_overrides=[
                 Parameter("dynamics", value="dclaw-weak"), Parameter("coordinator_key", value=key)])
+        # randomised dynamics: a new draw at every reset, a fixed world applied after each draw
+        node = Collector(context=context, parameter_overrides=[
+            Parameter("randomize_dynamics", value=True), Parameter("dynamics", value="valve_damping:0.05"),
+            Parameter("coordinator_key", value=key)])
+        try:
+            gains = []
+            for seed in range(3):
+                node.env.reset(seed=seed)
+                gains.append(node.env.physics()["actuator_gain"][0])
+                assert node.env.physics()["valve_damping"] == 0.05
+            assert len(set(gains)) == 3 and node.describe_parameter("randomize_dynamics").read_only
+        finally:
+            node.shutdown()
+            node.destroy_node()
+        with pytest.raises(ValueError, match="randomize_dynamics is a simulator setting"):
+            HardwareCollector(context=context, parameter_overrides=[
+                Parameter("randomize_dynamics", value=True), Parameter("coordinator_key", value=key)])
     finally:
         rclpy.shutdown(context=context)
 

@@ -139,6 +139,15 @@ class CollectorBase(_NodeMixin):
             "A simulator setting: the hardware collector refuses it",
             read_only=True,
         ).strip()
+        self.randomize_dynamics = declare(
+            self,
+            "randomize_dynamics",
+            False,
+            "re-draw ROBEL's RandomDynamics parameters at every reset, as mbrl-ros train --set "
+            "randomize_dynamics=true (any fixed dynamics applied after each draw). A simulator setting: the "
+            "hardware collector refuses it",
+            read_only=True,
+        )
         declare(
             self, "log_dir", "", "run directory (unused by the collector; kept for a uniform graph)", read_only=True
         )
@@ -609,7 +618,10 @@ class Collector(CollectorBase, Node):
     def __init__(self, env_factory: Optional[Callable[[str], Any]] = None, **kwargs: Any) -> None:
         Node.__init__(self, self.node_name, **kwargs)
         self._declare_collector_parameters()
-        env = (env_factory or _make_sim_env)(self.task_id)
+        if env_factory is not None:
+            env = env_factory(self.task_id)
+        else:
+            env = _make_sim_env(self.task_id, self.randomize_dynamics)
         self.physics = apply_world_dynamics(env, self.dynamics) if self.dynamics else {}
         self._setup_world(env)
         self._setup_comms()
@@ -619,6 +631,9 @@ class Collector(CollectorBase, Node):
                 f"{self.robot_id}: world dynamics {self.dynamics}: "
                 + ", ".join(f"{k} {v:g}" for k, v in self.physics.items())
             )
+        if self.randomize_dynamics:
+            self.diag.set("randomize_dynamics", "true")
+            self.get_logger().info(f"{self.robot_id}: world dynamics re-drawn at every reset (ROBEL's ranges)")
         self._start_loop()
         self.get_logger().info(
             f"{self.robot_id}: collecting {self.task_id} (stream {self.stream}, realtime={self.realtime})"
@@ -640,10 +655,15 @@ def _sleep_until(t: float) -> float:
             time.sleep(0)
 
 
-def _make_sim_env(task_id: str) -> Any:
+def _make_sim_env(task_id: str, randomize_dynamics: bool = False) -> Any:
     from mbrl_ros.tasks import make_env
 
-    return make_env(task_id)
+    if not randomize_dynamics:
+        return make_env(task_id)
+    env = make_env(task_id, randomize_dynamics=True)
+    if not callable(getattr(getattr(env, "unwrapped", env), "set_physics", None)):
+        raise ValueError(f"randomize_dynamics refused: the world of {task_id} has no physics parameters to randomise")
+    return env
 
 
 def apply_world_dynamics(env: Any, text: str) -> dict[str, float]:

@@ -52,6 +52,11 @@ class HardwareCollector(CollectorBase, LifecycleNode):
                 f"dynamics:={self.dynamics} is a simulator setting: a robot's physics are its own "
                 "(run the perturbed world with use_sim:=true)"
             )
+        if self.randomize_dynamics:
+            raise ValueError(
+                "randomize_dynamics is a simulator setting: a robot's physics are its own (train with "
+                "randomised dynamics in simulation, then fine-tune on the robot)"
+            )
         self.realtime = False  # the driver's own deadline loop paces the steps (waiting twice would halve the rate)
         self.device_path = declare(
             self, "device_path", "/dev/ttyUSB0", "serial port of the Dynamixel bus", read_only=True
