@@ -198,10 +198,12 @@ def test_mbrl_ros_emulate_serves_a_pty_with_faults() -> None:
     import signal
     import subprocess
     import sys
+    import tempfile
 
     cmd = [sys.executable, "-m", "mbrl_ros.cli", "emulate", "--robot", "dclaw", "--physics", "first-order",
            "--fault", "no-response:21"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    err = tempfile.TemporaryFile(mode="w+")  # where a hung exit would report its threads' stacks
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         port = proc.stdout.readline().strip()
         assert port.startswith("/dev/pts/"), port
@@ -218,6 +220,7 @@ def test_mbrl_ros_emulate_serves_a_pty_with_faults() -> None:
             proc.kill()  # never leave the emulator running after a failed test
             proc.wait()
             raise
-        assert code == 0
+        err.seek(0)
+        assert code == 0, f"the emulator's exit after Ctrl-C: code {code}; stderr:\n{err.read()[-4000:]}"
     bad = subprocess.run(cmd[:-2] + ["--fault", "melt:3"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "bad fault spec" in bad.stderr

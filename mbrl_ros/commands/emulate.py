@@ -8,6 +8,7 @@ Ctrl-C stops it. Faults: ``--fault no-response:21 --fault delay:0.02 --fault hw-
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import sys
 
@@ -41,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="log every refused instruction and fault")
 
 
+SHUTDOWN_DEADLINE_S = 20.0  # after Ctrl-C: the stop joins each thread for 2 s at most
+
+
 def run(args: argparse.Namespace) -> int:
     from mbrl_ros.hardware.emulator import ServoEmulator, parse_fault, serve_forever
 
@@ -72,4 +76,8 @@ def run(args: argparse.Namespace) -> int:
         serve_forever(emu, on_ready=ready)
     except KeyboardInterrupt:
         pass
+    finally:
+        # Ctrl-C stops the threads within 2 s each; should the exit ever hang, every thread's stack
+        # goes to stderr (the emulator's own report of where) and the process ends anyway
+        faulthandler.dump_traceback_later(SHUTDOWN_DEADLINE_S, exit=True)
     return 0
