@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from typing import Optional, Sequence
 
 # subcommand name -> module under mbrl_ros.commands
@@ -46,7 +48,17 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def stop_on_sigint() -> None:
+    """Make SIGINT stop this process (KeyboardInterrupt) even when it was started with SIGINT
+    ignored, as a shell starts a script's background jobs: the launcher, the emulator and the
+    nodes are stopped by SIGINT (as ``ros2 launch`` stops its processes), and a child started
+    from a handled SIGINT gets the default disposition back."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    stop_on_sigint()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)

@@ -203,7 +203,9 @@ def test_mbrl_ros_emulate_serves_a_pty_with_faults() -> None:
     cmd = [sys.executable, "-m", "mbrl_ros.cli", "emulate", "--robot", "dclaw", "--physics", "first-order",
            "--fault", "no-response:21"]
     err = tempfile.TemporaryFile(mode="w+")  # where a hung exit would report its threads' stacks
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+    # started with SIGINT ignored (as a script's background job starts it): Ctrl-C still stops it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         port = proc.stdout.readline().strip()
         assert port.startswith("/dev/pts/"), port
