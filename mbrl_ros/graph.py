@@ -508,6 +508,11 @@ def resolve_init_from(run: str, parts_text: str, task_id: str) -> tuple[str, tup
     return str(src.resolve()), parts
 
 
+def _override_values(overrides: tuple[str, ...], key: str) -> list[str]:
+    """The values given to ``key`` by ``set:=key=value,...`` items, in order."""
+    return [item.split("=", 1)[1].strip() for item in overrides if item.split("=", 1)[0].strip() == key]
+
+
 def resolve_dynamics(
     text: str, overrides: tuple[str, ...], use_sim: bool, info: GraphInfo
 ) -> tuple[str, tuple[str, ...]]:
@@ -517,7 +522,7 @@ def resolve_dynamics(
     game overrides, which then carry ``dynamics=...`` so that the coordinator evaluates on the
     world the collectors run (as ``mbrl-ros train --set dynamics=`` does)."""
     dynamics = str(text).strip()
-    given = [item.split("=", 1)[1].strip() for item in overrides if item.split("=", 1)[0].strip() == "dynamics"]
+    given = _override_values(overrides, "dynamics")
     if given and dynamics and given[-1] != dynamics:
         raise ValueError(f"dynamics:={dynamics} and set:=dynamics={given[-1]} disagree; give the world's dynamics once")
     dynamics = dynamics or (given[-1] if given else "")
@@ -545,9 +550,7 @@ def resolve_randomize_dynamics(overrides: tuple[str, ...], use_sim: bool) -> boo
     """``set:=randomize_dynamics=true`` (the game setting of ``mbrl-ros train``): the sim
     collectors re-draw ROBEL's RandomDynamics at every reset (the coordinator's evaluation world
     stays nominal, as in ``mbrl-ros train``). ``ValueError`` on a real robot."""
-    given = [
-        item.split("=", 1)[1].strip() for item in overrides if item.split("=", 1)[0].strip() == "randomize_dynamics"
-    ]
+    given = _override_values(overrides, "randomize_dynamics")
     if not given or not _as_bool("randomize_dynamics", given[-1]):
         return False
     if not use_sim:

@@ -128,7 +128,7 @@ class DynamicsEnsemble(nn.Module):
     def state_delta(self, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
         """z' - z, with the change of an angle wrapped into [-pi, pi) (the members' target)."""
         d = z_next - z
-        return torch.where(self.angle_mask, wrap_angle(d), d) if self.angle_dims else d
+        return torch.where(self.angle_mask.to(d.device), wrap_angle(d), d) if self.angle_dims else d
 
     # -- normalisation ------------------------------------------------------------------
     @torch.no_grad()

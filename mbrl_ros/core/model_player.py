@@ -90,9 +90,8 @@ class ModelPlayer:
         def as_t(x: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=self.device)
 
-        targets = z_next - z
-        angles = list(self.ensemble.angle_dims)  # their change is wrapped (DynamicsEnsemble.state_delta)
-        targets[:, angles] = np.mod(targets[:, angles] + np.pi, 2.0 * np.pi) - np.pi
+        # the members' target, in float64 on the CPU before the cast (an angle's change wrapped)
+        targets = self.ensemble.state_delta(torch.from_numpy(z), torch.from_numpy(z_next)).numpy()
         if self.cfg.learned_reward:
             targets = np.concatenate([targets, d["rewards"][:, None]], axis=1)
         return as_t(np.concatenate([z, a], axis=1)), as_t(targets), as_t(np.concatenate([z, z_next]))

@@ -656,14 +656,13 @@ def _sleep_until(t: float) -> float:
 
 
 def _make_sim_env(task_id: str, randomize_dynamics: bool = False) -> Any:
+    if randomize_dynamics:  # the world mbrl-ros train --set randomize_dynamics=true plays
+        from mbrl_ros.core.train import make_world
+
+        return make_world(task_id, randomize_dynamics=True)
     from mbrl_ros.tasks import make_env
 
-    if not randomize_dynamics:
-        return make_env(task_id)
-    env = make_env(task_id, randomize_dynamics=True)
-    if not callable(getattr(getattr(env, "unwrapped", env), "set_physics", None)):
-        raise ValueError(f"randomize_dynamics refused: the world of {task_id} has no physics parameters to randomise")
-    return env
+    return make_env(task_id)
 
 
 def apply_world_dynamics(env: Any, text: str) -> dict[str, float]:
