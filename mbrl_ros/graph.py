@@ -612,8 +612,7 @@ def _learner_nodes(g: ResolvedGraph) -> list[NodeDescription]:
         NodeDescription(
             "game_coordinator",
             "game_coordinator",
-            [_visuals_default(g)]
-            + files
+            files
             + [
                 {
                     **common,
@@ -681,20 +680,11 @@ def check_deploy_policy(path: str, task_id: str, robot: str) -> Path:
     return p.resolve()
 
 
-def _visuals_default(g: ResolvedGraph) -> dict:
-    """``record_visuals`` before the parameter files (which may set it): on in simulation, off on a
-    robot. Measured on the emulated D'Claw: with the robot's topics recorded in the coordinator, the
-    e-stop service took 19-103 ms to torque off every motor (3 runs; the test's bound is 100 ms),
-    without them 6-11 ms (3 runs); a lab turns it on for a robot in its ``config:=`` file."""
-    return {"record_visuals": bool(g.use_sim)}
-
-
 def _deployer_node(g: ResolvedGraph) -> NodeDescription:
     return NodeDescription(
         "policy_deployer",
         "policy_deployer",
         [
-            _visuals_default(g),
             str(g.config),
             {
                 "task": g.task_id,

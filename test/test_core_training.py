@@ -197,6 +197,38 @@ def test_core_budget_counts_the_cores_other_processes_use() -> None:
         torch.set_num_threads(1)
 
 
+def test_lower_priority_renices_every_thread_and_those_started_later() -> None:
+    """Learning nodes run at a lower CPU priority than the control path: every thread of the
+    process, the ones running already and the ones started later, gets the nice value (in a
+    child process: a raised nice value cannot be lowered again without privilege)."""
+    import subprocess
+    import sys
+
+    code = """
+import os, threading
+from mbrl_ros.core.threads import lower_priority
+stop = threading.Event()
+early = threading.Thread(target=stop.wait); early.start()
+assert lower_priority(7) == 7
+late_nice = []
+late = threading.Thread(target=lambda: late_nice.append(os.getpriority(os.PRIO_PROCESS, 0))); late.start(); late.join()
+nices = {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir('/proc/self/task')}
+stop.set(); early.join()
+assert lower_priority(3) == 7  # never made less nice
+try:
+    lower_priority(20)
+except ValueError as e:
+    print('refused', e)
+print(sorted(set(nices.values())), late_nice)
+"""
+    if sys.platform != "linux":
+        pytest.skip("per-thread nice values are Linux's")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "refused niceness must be in 0..19" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[7] [7]"
+
+
 def test_core_budget_fresh_probe_ignores_load_that_has_ended() -> None:
     """In the graph the nodes take turns: load from another node's finished phase must not
     cost this node's phase its threads (choose(fresh=True) probes the present)."""

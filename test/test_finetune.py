@@ -415,7 +415,8 @@ def test_learner_nodes_start_from_the_runs_model_and_buffer_as_the_in_process_ga
     init_game_from(game, dclaw_source, ("policy", "model", "buffer"))
 
     def params(parts: str, *extra: str) -> list:
-        return [Parameter("algo", value="pal"), Parameter("task", value="dclaw-turn-fixed"),
+        # niceness 0: these nodes run inside pytest, whose nice value could not be lowered again
+        return [Parameter("niceness", value=0), Parameter("algo", value="pal"), Parameter("task", value="dclaw-turn-fixed"),
                 Parameter("game_overrides", value=smoke + list(extra)), Parameter("init_from", value=str(dclaw_source)),
                 Parameter("init_from_parts", value=parts), Parameter("checkpoint_dir", value=str(tmp_path / "ml"))]
 

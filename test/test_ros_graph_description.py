@@ -207,9 +207,11 @@ def test_demo_and_smoke_configurations_are_valid(name: str, tmp_path: Path) -> N
     g = graph.resolve("pal_dclaw", graph.parse_launch_tokens(tokens, "pal_dclaw"))
     assert g.config == path.resolve() and g.video and g.video_path == tmp_path.resolve() / "policy.gif"
     assert all([p for p in n.parameters if isinstance(p, str)][0] == str(path.resolve()) for n in graph.build_nodes(g))
-    # the robot's topics are recorded in simulation; on a robot only if the parameter file says so
+    # the robot's topics are recorded in simulation and on a robot alike (the parameter's default);
+    # the graph sets nothing before the parameter files, which have the last word
     coordinator = next(n for n in graph.build_nodes(g) if n.name == "game_coordinator")
-    assert coordinator.parameters[0] == {"record_visuals": g.use_sim}
+    assert coordinator.parameters[0] == str(path.resolve())
+    assert not any(isinstance(p, dict) and "record_visuals" in p for p in coordinator.parameters)
     if name == "smoke":  # the quick one: a small budget and small models
         assert cfg.samples <= 1000 and cfg.ensemble_size <= 2 and max(cfg.model_hidden) <= 64
     assert not graph.resolve("pal_dclaw", {}).video  # video is off by default

@@ -115,3 +115,31 @@ class CoreBudget:
             torch.set_num_threads(n)
         self.threads = n
         return n
+
+
+def lower_priority(niceness: int) -> int:
+    """Raise every thread of this process to at least ``niceness`` (0-19); returns the calling
+    thread's nice value afterwards.
+
+    On Linux the nice value belongs to each thread, and a new thread inherits its creator's, so
+    every thread that exists now is reniced (``/proc/self/task``); OpenMP and ROS threads created
+    later follow. Learning is batch work: at a lower priority the scheduler runs the control path
+    (collector, coordinator, e-stop) first when all share two cores. Raising a nice value needs no
+    privilege; a thread already nicer is left alone. ``ValueError`` outside 0-19.
+    """
+    niceness = int(niceness)
+    if not 0 <= niceness <= 19:
+        raise ValueError(f"niceness must be in 0..19, got {niceness}")
+    if not hasattr(os, "setpriority"):
+        return 0
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # not Linux: the process as a whole
+        tids = [0]
+    for tid in tids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
+                os.setpriority(os.PRIO_PROCESS, tid, niceness)
+        except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
+            continue
+    return os.getpriority(os.PRIO_PROCESS, 0)

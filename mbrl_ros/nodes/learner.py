@@ -25,7 +25,7 @@ from mbrl_ros import wire
 from mbrl_ros.core.buffers import EpisodeBuffer
 from mbrl_ros.core.config import load_config
 from mbrl_ros.core.schedule import game_spec
-from mbrl_ros.core.threads import CoreBudget, cpu_count
+from mbrl_ros.core.threads import CoreBudget, cpu_count, lower_priority
 from mbrl_ros.nodes import GAME_STATE, TRANSITIONS, latched_qos, transitions_qos
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.episode_intake import EpisodeIntake, IntakeResult
@@ -123,6 +123,19 @@ class LearnerNode(Node):
         super().__init__(node_name, **kwargs)
         self.task, self.cfg = declare_game(self)
         self.spec = game_spec(self.cfg.algo)
+        # learning is batch work: the control path (collector, coordinator, e-stop) comes first
+        self.niceness = lower_priority(
+            declare(
+                self,
+                "niceness",
+                10,
+                "CPU nice value of this node's threads (0 = unchanged): at 10 the scheduler runs the "
+                "collector and the coordinator (e-stop) first when they share cores with learning",
+                read_only=True,
+                lo=0,
+                hi=19,
+            )
+        )
         self.mcap_path = declare(
             self,
             "mcap_path",
@@ -148,6 +161,7 @@ class LearnerNode(Node):
         self._job: Optional[Job] = None
         self._waiting_since = 0.0
         self.diag = DiagnosticsPublisher(self)
+        self.diag.set("niceness", self.niceness)
         self.diag.track_rate("episodes_accepted")
         self.metrics = MetricPublisher(self)
         self.create_subscription(UInt8MultiArray, TRANSITIONS, self._on_transitions, transitions_qos())

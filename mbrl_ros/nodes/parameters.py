@@ -84,7 +84,7 @@ def declare_max_episode_bytes(node: Any) -> int:
 
 def declare_record_visuals(node: Any) -> bool:
     """``record_visuals``: the coordinator and the policy deployer also record the robot for
-    replay in Foxglove (the graph turns it off on a robot unless the parameter file says so)."""
+    replay in Foxglove (on by default, in simulation and on a robot; a parameter file may turn it off)."""
     return bool(
         declare(
             node,
