@@ -72,6 +72,7 @@ class GameConfig:
     policy_hidden: list[int] = field(default_factory=lambda: [64, 64])  # tanh MLP for the mean
     policy_init_log_std: float = -1.0  # initial log std of the Gaussian (std = exp(-1))
     policy_min_log_std: float = -2.5  # the learned log std is kept above this
+    policy_symmetry: bool = False  # policy and value read a task's symmetric angles mod their period (D'Claw's valve)
     value_hidden: list[int] = field(default_factory=lambda: [128, 128])  # value MLP
     value_lr: float = 1e-3  # Adam learning rate of the value MLP
     value_epochs: int = 2  # passes over the synthetic data per value refit

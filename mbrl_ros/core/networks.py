@@ -23,24 +23,53 @@ STD_FLOOR = 1e-2  # smallest normalisation scale (constant observation slots)
 
 class ObsFeatures(nn.Module):
     """obs [..., obs_dim] -> features [..., obs_dim + len(angle_slots)]: the observation without its
-    wrapped-angle slots, then the cosines and the sines of those slots."""
+    wrapped-angle slots, then the cosines and the sines of those slots.
+
+    ``harmonics``: ``(cos_slot, sin_slot, k)`` triples of slots that hold (cos theta, sin theta) of
+    an angle with a k-fold symmetry (D'Claw's three-spoke valve: k = 3): the network reads
+    (cos k theta, sin k theta) there instead, so what it learns at theta holds at theta + 2 pi / k.
+    Computed as the k-th power of cos + i sin (exact, and plain multiplications in ONNX). A
+    persistent ``harmonic_k`` buffer makes weights saved with and without harmonics refuse to
+    load into each other (the two read the same slots differently).
+    """
 
     _angles: torch.Tensor  # buffers (typed for the checker: nn.Module's __getattr__ is untyped)
     _others: torch.Tensor
 
-    def __init__(self, obs_dim: int, angle_slots: Sequence[int] = ()) -> None:
+    def __init__(
+        self, obs_dim: int, angle_slots: Sequence[int] = (), harmonics: Sequence[tuple[int, int, int]] = ()
+    ) -> None:
         super().__init__()
         slots = sorted({int(i) for i in angle_slots})
         if any(i < 0 or i >= obs_dim for i in slots):
             raise ValueError(f"angle slots {slots} outside an observation of {obs_dim} values")
+        pairs = [(int(c), int(s_), int(k)) for c, s_, k in harmonics]
+        for c, s_, k in pairs:
+            if not (0 <= c < obs_dim and 0 <= s_ < obs_dim) or c == s_ or k < 1 or {c, s_} & set(slots):
+                raise ValueError(f"harmonic ({c}, {s_}, {k}) does not fit an observation of {obs_dim} values")
         self.obs_dim = int(obs_dim)
         self.angle_slots = tuple(slots)
+        self.harmonics = tuple((c, s_, k) for c, s_, k in pairs if k > 1)
         self.other_slots = tuple(i for i in range(self.obs_dim) if i not in slots)
         self.dim = self.obs_dim + len(slots)
         self.register_buffer("_angles", torch.tensor(slots, dtype=torch.long), persistent=False)
         self.register_buffer("_others", torch.tensor(self.other_slots, dtype=torch.long), persistent=False)
+        if self.harmonics:
+            self.register_buffer("harmonic_k", torch.tensor([k for _, _, k in self.harmonics], dtype=torch.long))
+
+    def _with_harmonics(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.harmonics:
+            return obs
+        cols = list(obs.unbind(-1))
+        for c, s_, k in self.harmonics:
+            re, im = cols[c], cols[s_]
+            for _ in range(k - 1):  # (re + i im) * (cos + i sin)
+                re, im = re * cols[c] - im * cols[s_], re * cols[s_] + im * cols[c]
+            cols[c], cols[s_] = re, im
+        return torch.stack(cols, dim=-1)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = self._with_harmonics(obs)
         if not self.angle_slots:
             return obs
         angles = obs.index_select(-1, self._angles)
@@ -49,6 +78,11 @@ class ObsFeatures(nn.Module):
     def numpy(self, obs: np.ndarray) -> np.ndarray:
         """The same features for a numpy batch (normalisation statistics are taken on them)."""
         obs = np.asarray(obs, dtype=np.float64)
+        if self.harmonics:
+            obs = obs.copy()
+            for c, s_, k in self.harmonics:
+                z = (obs[..., c] + 1j * obs[..., s_]) ** k
+                obs[..., c], obs[..., s_] = z.real, z.imag
         if not self.angle_slots:
             return obs
         angles = obs[..., list(self.angle_slots)]
@@ -102,7 +136,7 @@ class GaussianMLPPolicy(nn.Module):
     """pi(a|s) = N(mu(s), diag(exp(log_std))^2): tanh MLP mean, state-independent learned log std.
 
     ``mu`` reads :class:`ObsFeatures` of the observation (``angle_slots``: wrapped angles as
-    cos/sin), normalised with ``obs_mean``/``obs_std`` (feature statistics). Actions are not
+    cos/sin; ``harmonics``: symmetric angles mod their period), normalised with ``obs_mean``/``obs_std`` (feature statistics). Actions are not
     squashed: the world clips them to [-1, 1] (as ROBEL does), and the deterministic action
     exported to ONNX is ``clip(mu(s), -1, 1)``.
     """
@@ -119,12 +153,13 @@ class GaussianMLPPolicy(nn.Module):
         init_log_std: float = -1.0,
         min_log_std: float = -2.5,
         angle_slots: Sequence[int] = (),
+        harmonics: Sequence[tuple[int, int, int]] = (),
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.hidden = [int(h) for h in hidden]
         self.min_log_std = float(min_log_std)
-        self.features = ObsFeatures(self.obs_dim, angle_slots)
+        self.features = ObsFeatures(self.obs_dim, angle_slots, harmonics)
         self.mean_net = mlp(self.features.dim, self.hidden, self.act_dim, nn.Tanh)
         # A small last layer starts the policy near the zero action (as the reference code does).
         with torch.no_grad():
@@ -215,10 +250,16 @@ class ValueMLP(nn.Module):
     ret_std: torch.Tensor
     net: nn.Sequential
 
-    def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128), angle_slots: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden: Sequence[int] = (128, 128),
+        angle_slots: Sequence[int] = (),
+        harmonics: Sequence[tuple[int, int, int]] = (),
+    ) -> None:
         super().__init__()
         self.obs_dim = int(obs_dim)
-        self.obs_features = ObsFeatures(self.obs_dim, angle_slots)
+        self.obs_features = ObsFeatures(self.obs_dim, angle_slots, harmonics)
         self.net = mlp(self.obs_features.dim + self.N_TIME_FEATURES, hidden, 1, nn.Tanh)
         self.register_buffer("obs_mean", torch.zeros(self.obs_features.dim))
         self.register_buffer("obs_std", torch.ones(self.obs_features.dim))

@@ -75,6 +75,12 @@ class StartStates:
             raise ValueError("obs and aux differ in length")
 
 
+def policy_harmonics(task: Any, cfg: GameConfig) -> tuple[tuple[int, int, int], ...]:
+    """The task's symmetric angles the policy and value networks read mod their period
+    (``task.policy_harmonics`` when ``cfg.policy_symmetry``, else none)."""
+    return tuple(getattr(task, "policy_harmonics", ())) if cfg.policy_symmetry else ()
+
+
 def new_policy(task: Any, cfg: GameConfig) -> GaussianMLPPolicy:
     """The policy network the policy player builds for ``task`` and ``cfg`` (on the CPU)."""
     info = task.info
@@ -85,6 +91,7 @@ def new_policy(task: Any, cfg: GameConfig) -> GaussianMLPPolicy:
         cfg.policy_init_log_std,
         cfg.policy_min_log_std,
         angle_slots=getattr(task, "angle_slots", ()),
+        harmonics=policy_harmonics(task, cfg),
     )
 
 
@@ -96,7 +103,9 @@ class PolicyPlayer:
         self.device = resolve_device(device or cfg.device)
         info = task.info
         self.policy = new_policy(task, cfg).to(self.device)
-        self.value = ValueMLP(info.obs_dim, cfg.value_hidden, getattr(task, "angle_slots", ())).to(self.device)
+        self.value = ValueMLP(
+            info.obs_dim, cfg.value_hidden, getattr(task, "angle_slots", ()), policy_harmonics(task, cfg)
+        ).to(self.device)
         self.value_optimizer = adam(self.value.parameters(), lr=cfg.value_lr)
         self.horizon = cfg.synthetic_horizon(info.horizon)
         self.n_updates = 0  # NPG steps taken so far

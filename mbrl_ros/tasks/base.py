@@ -124,6 +124,9 @@ class TaskSpec(abc.ABC):
     #: observation slots holding wrapped angles: the policy and value networks read them as
     #: (cos, sin) inside the network (the ONNX input stays the task observation)
     angle_slots: tuple[int, ...] = ()
+    #: (cos_slot, sin_slot, k): an angle given as (cos, sin) whose world is symmetric under turns
+    #: of 2 pi / k; with ``policy_symmetry`` the networks read (cos k theta, sin k theta) there
+    policy_harmonics: tuple[tuple[int, int, int], ...] = ()
 
     # -- model-only state -------------------------------------------------------------------
     #: measured quantities that are not in the observation but that the reward depends on

@@ -113,6 +113,7 @@ class DClawTurn(FastActionPipeline, TaskSpec):
     nq = NQ
     RESET_POSE = RESET_POSE
     angle_slots = (OBS_TARGET_ERROR,)
+    policy_harmonics = ((OBS_OBJECT_X, OBS_OBJECT_Y, VALVE_SYMMETRY),)  # the valve's three spokes
     aux_names = AUX_NAMES
     model_angle_dims = MappingProxyType({MODEL_THETA: VALVE_SYMMETRY, MODEL_TARGET: 0})
 
