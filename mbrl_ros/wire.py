@@ -694,6 +694,7 @@ class GameState:
     )
     explore_noise_color: float = 0.0  # the behaviour noise around the policy (core.world.BehaviorNoise)
     explore_min_std: float = 0.0
+    explore_mean_fraction: float = 0.0  # share of episodes played with the mean action
 
     def to_body(self) -> dict[str, Any]:
         body = {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -746,6 +747,7 @@ class GameState:
             noise_policy=_field(b, "noise_policy", str, k, choices=_noise_policies()),
             explore_noise_color=float(_field(b, "explore_noise_color", (int, float), k, lo=0.0, hi=2.0)),
             explore_min_std=float(_field(b, "explore_min_std", (int, float), k, lo=0.0, hi=1.0)),
+            explore_mean_fraction=float(_field(b, "explore_mean_fraction", (int, float), k, lo=0.0, hi=1.0)),
         )
 
 

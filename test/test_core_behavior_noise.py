@@ -75,7 +75,24 @@ def test_pink_noise_turns_the_valve_further_than_white_noise_of_the_same_varianc
     assert valve_reach(BehaviorNoise(color=1.0)) > 1.5 * valve_reach(BehaviorNoise())
 
 
+def test_a_share_of_episodes_plays_the_mean_action_and_none_changes_nothing() -> None:
+    """mean_fraction p: about p of the episodes carry no noise at all (the deterministic policy's
+    path), the others the usual noise; p = 0 draws nothing extra, so a seed's noise is as before."""
+    base = BehaviorNoise(color=1.0, min_std=0.2)
+    plain = _noise_sequences(base, np.log(0.1))
+    assert np.array_equal(plain, _noise_sequences(BehaviorNoise(color=1.0, min_std=0.2, mean_fraction=0.0), np.log(0.1)))
+    mixed = _noise_sequences(BehaviorNoise(color=1.0, min_std=0.2, mean_fraction=0.25), np.log(0.1), episodes=400)
+    quiet = np.all(mixed == 0.0, axis=(1, 2))
+    assert 0.18 < quiet.mean() < 0.32  # 400 episodes: p = 0.25 +- 3.5 standard errors
+    assert mixed[~quiet].std() == pytest.approx(0.2, rel=0.15)  # the others keep the floored noise
+    assert np.all(_noise_sequences(BehaviorNoise(mean_fraction=1.0), np.log(0.3), episodes=20) == 0.0)
+
+
 def test_bad_behaviour_noise_is_refused() -> None:
+    with pytest.raises(ValueError, match="mean_fraction"):
+        BehaviorNoise(mean_fraction=1.5)
+    with pytest.raises(ValueError, match="explore_mean_fraction"):
+        load_config("pal", "dclaw-turn-fixed", overrides=["explore_mean_fraction=-0.1"])
     with pytest.raises(ValueError, match="color"):
         BehaviorNoise(color=3.0)
     with pytest.raises(ValueError, match="min_std"):

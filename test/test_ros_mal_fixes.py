@@ -88,7 +88,7 @@ def _game_state(request: dict, **fields) -> str:
         "data_policy_version": 0, "samples": 80, "sample_budget": 1000, "round_samples": 0, "round_target": 80,
         "round_random_samples": 0, "round_random_target": 0, "behavior": "policy", "collect": False,
         "estop": False, "done": False, "request": request, "eval_success": None, "success_curve": [], "wall_s": 1.0,
-        "noise_policy": "mlp", "explore_noise_color": 0.0, "explore_min_std": 0.0,
+        "noise_policy": "mlp", "explore_noise_color": 0.0, "explore_min_std": 0.0, "explore_mean_fraction": 0.0,
     }
     body.update(fields)
     return wire.GameState.from_json(wire.pack_json("game_state", body)).to_json()  # validated as a consumer would

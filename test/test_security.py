@@ -23,7 +23,7 @@ def _state(**kw) -> str:
             "model_version": 2, "policy_version": 2, "data_policy_version": 1, "sample_budget": 800, "request": {},
             "candidate_policy_version": 2, "round_samples": 0, "round_target": 200, "round_random_samples": 0,
             "round_random_target": 0, "behavior": "policy", "eval_success": None, "success_curve": [],
-            "noise_policy": "mlp", "explore_noise_color": 0.0, "explore_min_std": 0.0}
+            "noise_policy": "mlp", "explore_noise_color": 0.0, "explore_min_std": 0.0, "explore_mean_fraction": 0.0}
     body.update(kw)
     return wire.pack_json("game_state", body)
 

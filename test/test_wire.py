@@ -246,7 +246,7 @@ def _state(**kw) -> dict:
          "samples": 10, "sample_budget": 100, "round_samples": 40, "round_target": 200, "round_random_samples": 0,
          "round_random_target": 0, "behavior": "policy", "collect": True, "estop": False, "done": False,
          "request": {}, "eval_success": 0.5, "success_curve": [None, 0.5], "wall_s": 3.0,
-         "noise_policy": "mlp", "explore_noise_color": 1.0, "explore_min_std": 0.2}
+         "noise_policy": "mlp", "explore_noise_color": 1.0, "explore_min_std": 0.2, "explore_mean_fraction": 0.2}
     s.update(kw)
     return s
 
@@ -268,7 +268,7 @@ def test_game_state_validation() -> None:
 
 
 @pytest.mark.parametrize("field", ["behavior", "round_target", "deployed_policy_version", "success_curve", "wall_s",
-                                   "noise_policy", "explore_noise_color", "explore_min_std"])
+                                   "noise_policy", "explore_noise_color", "explore_min_std", "explore_mean_fraction"])
 def test_game_state_without_a_field_is_refused(field: str) -> None:
     """Every field is required: no consumer guesses a default (e.g. behavior = policy)."""
     body = _state()
@@ -278,7 +278,7 @@ def test_game_state_without_a_field_is_refused(field: str) -> None:
 
 @pytest.mark.parametrize("bad", [
     {"behavior": "wander"}, {"phase": "dance"}, {"noise_policy": "brownian"}, {"samples": -1},
-    {"explore_noise_color": 2.5}, {"explore_noise_color": True}, {"explore_min_std": -0.1}, {"explore_min_std": 1.5}, {"deployed_policy_version": -2},
+    {"explore_noise_color": 2.5}, {"explore_noise_color": True}, {"explore_min_std": -0.1}, {"explore_min_std": 1.5}, {"explore_mean_fraction": -0.1}, {"explore_mean_fraction": 2.0}, {"deployed_policy_version": -2},
     {"eval_success": 1.5}, {"eval_success": True}, {"collect": 1}, {"success_curve": [2.0]},
     {"request": {"kind": "fit_model", "id": "f", "aggressive": True, "model_version": 1}},  # no episode_ids
     {"request": {"kind": "improve_policy", "id": "i", "model_version": 1, "n_steps": -3, "policy_version": 2,

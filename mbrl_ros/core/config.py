@@ -94,6 +94,7 @@ class GameConfig:
     # --- data collection: the behaviour noise around the deployed policy (core.world.BehaviorNoise)
     explore_noise_color: float = 0.0  # spectrum exponent over an episode: 0 white, 1 pink, 2 brown
     explore_min_std: float = 0.0  # floor of the behaviour noise's std (0: the policy's own std)
+    explore_mean_fraction: float = 0.0  # share of collected episodes played with the mean action (no noise)
 
     # --- MAL fixes (poster) ----------------------------------------------------------------
     alpha: float = 0.75  # mixing weight of the model objective for mal-agent-reward / mal-noise
@@ -193,7 +194,15 @@ class GameConfig:
         for name in ["model_lr", "value_lr", "npg_step_size", "cg_damping"]:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ["gamma", "gae_lambda", "alpha", "start_state_mix", "fvp_fraction", "stop_success"]:
+        for name in [
+            "gamma",
+            "gae_lambda",
+            "alpha",
+            "start_state_mix",
+            "fvp_fraction",
+            "stop_success",
+            "explore_mean_fraction",
+        ]:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.model_holdout < 0.5:
@@ -230,7 +239,11 @@ class GameConfig:
         """The collectors' exploration noise (the same in ``mbrl-ros train`` and the graph)."""
         from mbrl_ros.core.world import BehaviorNoise
 
-        return BehaviorNoise(color=float(self.explore_noise_color), min_std=float(self.explore_min_std))
+        return BehaviorNoise(
+            color=float(self.explore_noise_color),
+            min_std=float(self.explore_min_std),
+            mean_fraction=float(self.explore_mean_fraction),
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -93,17 +93,22 @@ class BehaviorNoise:
     (0: white, independent per step; 1: pink, Eberhard et al., ICLR 2023: slow drifts that
     move the system further than white noise of the same variance, which the servos' position
     loops low-pass away); ``min_std`` floors the noise's std per action dimension (0: the
-    policy's own std), so exploration does not die with the policy's std.
+    policy's own std), so exploration does not die with the policy's std; ``mean_fraction``: the
+    share of episodes (drawn per episode) played with the deployed policy's mean action, no noise,
+    so the model also sees the path the deterministic policy takes (the one evaluated and deployed).
     """
 
     color: float = 0.0
     min_std: float = 0.0
+    mean_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.color <= 2.0):
             raise ValueError(f"behaviour noise color must be in [0, 2] (white .. brown), got {self.color}")
         if not (0.0 <= self.min_std <= 1.0):
             raise ValueError(f"behaviour noise min_std must be in [0, 1], got {self.min_std}")
+        if not (0.0 <= self.mean_fraction <= 1.0):
+            raise ValueError(f"behaviour noise mean_fraction must be in [0, 1], got {self.mean_fraction}")
 
 
 def behavior_policy(
@@ -120,6 +125,9 @@ def behavior_policy(
     white or coloured over ``horizon`` steps (:class:`BehaviorNoise`). The collectors and
     ``mbrl-ros train`` both collect with it, so a seed gives the same exploration everywhere."""
     std = None if log_std is None else np.maximum(np.exp(np.asarray(log_std, dtype=np.float64)), noise.min_std)
+    # drawn only when asked for: a fraction of 0 leaves the episode's random stream as it was
+    if std is not None and noise.mean_fraction > 0.0 and rng.random() < noise.mean_fraction:
+        std = None  # this episode plays the mean action
     coloured = std is not None and noise.color > 0.0
     if coloured and horizon < 2:
         raise ValueError(f"coloured behaviour noise needs the episode horizon (>= 2 steps), got {horizon}")

@@ -565,7 +565,9 @@ class CollectorBase(_NodeMixin):
     def _behavior_noise(self) -> BehaviorNoise:
         """The game's behaviour noise (from the coordinator's state; white before the first state)."""
         s = self._state
-        return BehaviorNoise() if s is None else BehaviorNoise(s.explore_noise_color, s.explore_min_std)
+        if s is None:
+            return BehaviorNoise()
+        return BehaviorNoise(s.explore_noise_color, s.explore_min_std, s.explore_mean_fraction)
 
     def _publish(self, rec: wire.EpisodeRecord) -> None:
         data = wire.pack_episode(rec)

@@ -319,6 +319,7 @@ class GameCoordinator(EstopAuthority, Node):
                 noise_policy=self.cfg.noise_policy,
                 explore_noise_color=float(self.cfg.explore_noise_color),
                 explore_min_std=float(self.cfg.explore_min_std),
+                explore_mean_fraction=float(self.cfg.explore_mean_fraction),
             )
 
     def _publish_state(self, persist: bool = True) -> None:
