@@ -46,6 +46,35 @@ def forecast(game, starts) -> float:
     return float(ro.returns.mean())
 
 
+def one_step_progress(game, pp) -> dict:
+    """Along the world's deterministic evaluation episode: the progress toward the goal per step
+    (decrease of ``task.goal_error``) in the world, and as each member predicts it one step at a
+    time from the world's true states and actions (no compounding)."""
+    import numpy as np
+
+    from mbrl_ros.core.model_rollout import model_step
+    from mbrl_ros.core.world import run_episode
+
+    ep = run_episode(game.eval_world, lambda o: pp.act(o, True), game.eval_seeds[0], "one-step", 0)
+    obs = np.asarray(ep.obs, dtype=np.float32)
+    T = len(ep.actions)
+    E = game.model_player.ensemble.ensemble_size
+
+    def batch(x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float32).unsqueeze(0).expand(E, -1, -1)
+
+    aux = batch(np.asarray(ep.aux, dtype=np.float32)[:T]) if ep.aux is not None else None
+    with torch.no_grad():
+        nxt, _aux, _r = model_step(game.model_player.ensemble, game.task, batch(obs[:T]),
+                                   batch(np.clip(np.asarray(ep.actions, dtype=np.float32), -1.0, 1.0)), aux)
+    err = np.asarray(game.task.goal_error(obs), dtype=np.float64)
+    world = err[:T] - err[1 : T + 1]  # progress per step
+    model = err[None, :T] - np.asarray(game.task.goal_error(nxt.numpy()), dtype=np.float64)
+    rest = np.abs(world) < 0.005  # steps where the world does not move toward (or away from) the goal
+    return {"world": float(world.sum()), "members": [float(m) for m in model.sum(1)], "rest_steps": int(rest.sum()),
+            "rest_model": float(model[:, rest].sum(1).mean()) if rest.any() else 0.0}
+
+
 def measure(run_dir: Path, steps: int, chunk: int) -> list[dict]:
     from mbrl_ros.core.config import GameConfig
     from mbrl_ros.core.policy_player import StartStates
@@ -61,13 +90,14 @@ def measure(run_dir: Path, steps: int, chunk: int) -> list[dict]:
     starts = StartStates.from_buffer(game.buffer)
     pp.set_obs_normalization(starts.obs)
     torch.manual_seed(cfg.seed)
+    progress = one_step_progress(game, pp)
     rows = []
     done, j_model = 0, None
     while True:
         ev = evaluate(game.eval_world, lambda o: pp.act(o, True), game.eval_seeds)
         rows.append({"run": run_dir.name, "parent": run_dir.parent.name, "samples": int(game.samples), "steps": done,
                      "J_model": j_model, "forecast": forecast(game, starts), "return": ev["return"],
-                     "success": ev["success"], "final_error": ev.get("final_error")})
+                     "success": ev["success"], "final_error": ev.get("final_error"), "progress": progress})
         r = rows[-1]
         print(f"{r['parent']}/{r['run']} steps {done}: J(pi,M) {j_model if j_model is None else round(j_model, 1)} "
               f"forecast {r['forecast']:.1f} world {r['return']:.1f} success {r['success']:.2f}", flush=True)
@@ -98,13 +128,29 @@ def main() -> int:
         "| run | samples | NPG steps | J(pi, M) | model's forecast | world return | world final error | world success |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    progress_lines = [
+        "",
+        "One-step predictions along the world's evaluation episode of each run's final policy (before the NPG "
+        "steps above): progress = decrease of the goal error (D'Claw: |valve angle - target|, rad) summed over "
+        "the episode, in the world and as each member predicts it one step at a time from the world's states "
+        "and actions; at rest = the steps where the world's goal error moves by < 0.005 and what the members "
+        "predict there (mean over members).",
+        "",
+        "| run | world progress | members' one-step progress | world steps at rest | members' progress at those steps |",
+        "|---|---|---|---|---|",
+    ]
     for run in args.runs:
-        for r in measure(run, args.steps, args.chunk):
+        rows = measure(run, args.steps, args.chunk)
+        p = rows[0]["progress"]
+        progress_lines.append(f"| `{rows[0]['parent']}/{rows[0]['run']}` | {p['world']:+.3f} | "
+                              + ", ".join(f"{m:+.3f}" for m in p["members"])
+                              + f" | {p['rest_steps']} | {p['rest_model']:+.3f} |")
+        for r in rows:
             j = "-" if r["J_model"] is None else f"{r['J_model']:.1f}"
             err = "-" if r["final_error"] is None else f"{r['final_error']:.3f}"
             lines.append(f"| `{r['parent']}/{r['run']}` | {r['samples']} | {r['steps']} | {j} | {r['forecast']:.1f} "
                          f"| {r['return']:.1f} | {err} | {r['success']:.2f} |")
-    lines += ["", f"Command: `{command_line()}`."]
+    lines += progress_lines + ["", f"Command: `{command_line()}`."]
     publish("frozen_model", "\n".join(lines), write=not args.no_report)
     return 0
 
