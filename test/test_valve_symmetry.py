@@ -85,7 +85,7 @@ def test_policy_weights_with_and_without_the_symmetry_refuse_each_other():
 
     task = get_task("dclaw-turn-fixed")
     sym = new_policy(task, load_config("pal", "dclaw-turn-fixed", ["policy_symmetry=true"]))
-    plain = new_policy(task, load_config("pal", "dclaw-turn-fixed", []))
+    plain = new_policy(task, load_config("pal", "dclaw-turn-fixed", ["policy_symmetry=false"]))
     with pytest.raises(RuntimeError, match="harmonic_k"):
         plain.load_state_dict(sym.state_dict())
     with pytest.raises(RuntimeError, match="harmonic_k"):
