@@ -20,7 +20,6 @@ Writes the BENCHMARKS.md section "dkitty_falls" unless ``--no-report``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,22 +27,17 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+from bench._checkpoint import load_game
 from bench._report import command_line, publish
 
 
 def measure(run_dir: Path, world_episodes: int, batches: int) -> dict:
-    from mbrl_ros.core.config import GameConfig
     from mbrl_ros.core.model_rollout import rollout_policy
     from mbrl_ros.core.policy_player import StartStates
-    from mbrl_ros.core.stackelberg import StackelbergGame
-    from mbrl_ros.core.train import make_world
     from mbrl_ros.core.world import run_episode
 
-    ckpt = run_dir / "checkpoint"
-    cfg = GameConfig.from_dict(json.loads((ckpt / "state.json").read_text())["config"])
-    world = make_world(cfg.task_id)
-    game = StackelbergGame(cfg, world, device="cpu")
-    state = game.load(ckpt)
+    game, state = load_game(run_dir)
+    world = game.world
     pp = game.policy_player
     starts = StartStates.from_buffer(game.buffer)
     pp.set_obs_normalization(starts.obs)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -28,20 +27,16 @@ from pathlib import Path
 
 import torch
 
+from bench._checkpoint import load_game
 from bench._report import command_line, publish
 
 
 def measure(run_dir: Path, steps: list[int], test_samples: int) -> dict:
     from mbrl_ros.core.buffers import EpisodeBuffer
-    from mbrl_ros.core.config import GameConfig
-    from mbrl_ros.core.stackelberg import StackelbergGame
-    from mbrl_ros.core.train import make_world
     from mbrl_ros.core.world import behavior_policy
 
-    ckpt = run_dir / "checkpoint"
-    cfg = GameConfig.from_dict(json.loads((ckpt / "state.json").read_text())["config"])
-    game = StackelbergGame(cfg, make_world(cfg.task_id), device="cpu")
-    game.load(ckpt)
+    game, _state = load_game(run_dir)
+    cfg = game.cfg
     # a checkpoint stands between iterations: the last round is in the buffer, not yet fitted
     info, deployed, log_std = game.task.info, game.deployed, game.deployed_log_std
     assert deployed is not None

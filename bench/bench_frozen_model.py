@@ -21,13 +21,13 @@ Writes the BENCHMARKS.md section "frozen_model" unless ``--no-report``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+from bench._checkpoint import load_game  # noqa: E402
 from bench._report import command_line, publish  # noqa: E402
 
 
@@ -76,16 +76,11 @@ def one_step_progress(game, pp) -> dict:
 
 
 def measure(run_dir: Path, steps: int, chunk: int) -> list[dict]:
-    from mbrl_ros.core.config import GameConfig
     from mbrl_ros.core.policy_player import StartStates
-    from mbrl_ros.core.stackelberg import StackelbergGame
-    from mbrl_ros.core.train import make_world
     from mbrl_ros.core.world import evaluate
 
-    ckpt = run_dir / "checkpoint"
-    cfg = GameConfig.from_dict(json.loads((ckpt / "state.json").read_text())["config"])
-    game = StackelbergGame(cfg, make_world(cfg.task_id), device="cpu")
-    game.load(ckpt)
+    game, _state = load_game(run_dir)
+    cfg = game.cfg
     pp = game.policy_player
     starts = StartStates.from_buffer(game.buffer)
     pp.set_obs_normalization(starts.obs)

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+from bench._checkpoint import load_game
 from bench._report import command_line, publish
 
 SETTINGS = [(10, 0.25), (10, 1.0), (25, 0.25), (25, 1.0)]  # (cg_iters, fvp_fraction)
@@ -43,17 +42,12 @@ def j_model(game, policy, starts, seed: int) -> float:
 
 
 def measure(run_dir: Path, repeats: int) -> dict:
-    from mbrl_ros.core.config import GameConfig
     from mbrl_ros.core.model_rollout import rollout_policy
     from mbrl_ros.core.npg import flat, gaussian_fisher_product, npg_update
     from mbrl_ros.core.policy_player import StartStates
-    from mbrl_ros.core.stackelberg import StackelbergGame
-    from mbrl_ros.core.train import make_world
 
-    ckpt = run_dir / "checkpoint"
-    cfg = GameConfig.from_dict(json.loads((ckpt / "state.json").read_text())["config"])
-    game = StackelbergGame(cfg, make_world(cfg.task_id), device="cpu")
-    game.load(ckpt)
+    game, _state = load_game(run_dir)
+    cfg = game.cfg
     pp = game.policy_player
     starts = StartStates.from_buffer(game.buffer)
     pp.set_obs_normalization(starts.obs)
