@@ -567,7 +567,9 @@ class CollectorBase(_NodeMixin):
         s = self._state
         if s is None:
             return BehaviorNoise()
-        return BehaviorNoise(s.explore_noise_color, s.explore_min_std, s.explore_mean_fraction)
+        return BehaviorNoise(
+            color=s.explore_noise_color, min_std=s.explore_min_std, mean_fraction=s.explore_mean_fraction
+        )
 
     def _publish(self, rec: wire.EpisodeRecord) -> None:
         data = wire.pack_episode(rec)
