@@ -93,7 +93,12 @@ BEFORE = (
     "states x 4 members, CG 10, 20 evaluation episodes, torch threads min(4, cores)): PAL `dclaw-turn-fixed` "
     "15.3 s per iteration (fit 8.7, NPG 5.5, collect 0.2, eval 0.9); MAL 57.9 s (fit 25.8, NPG 29.7); "
     "PAL `dkitty-orient-random` about 40 s (estimated); the paper's own code 48.5 s (86% fitting). "
-    "With one other CPU-bound process: 300 s for the first PAL iteration at 2 threads (15-30x)."
+    "With one other CPU-bound process: 300 s for the first PAL iteration at 2 threads (15-30x). "
+    "Before the policy player's phase ran on one thread (2026-12-02, the same code and machine as the "
+    "table, `--threads auto` = 2 threads for NPG): PAL `dclaw-turn-fixed` 3.4 s (fit 1.0, NPG 2.1), MAL "
+    "13.3 s (fit 4.2, NPG 8.4), PAL `dkitty-orient-random` 7.0 s (fit 1.8, NPG 3.3); loaded (1 thread) "
+    "2.8 / 10.7 / 4.9 s, faster than alone. The table of the day before, on another 2-core machine with "
+    "the same configuration: 6.6 / 24.6 / 11.7 s (the machines differ about 2x)."
 )
 
 

@@ -263,3 +263,32 @@ def test_core_budget_fresh_probe_ignores_load_that_has_ended() -> None:
         assert fresh.others_cores < stale_others - 0.5  # the probe after the hog ended does not see it
     finally:
         torch.set_num_threads(1)
+
+
+def test_core_budget_caps_the_policy_players_phase_at_one_thread(monkeypatch) -> None:
+    """NPG's small tensors run slower on more threads (threads.POLICY_PLAYER_MAX_THREADS): with
+    an automatic budget the in-process game improves the policy on one thread, and a cap never
+    overrides a count the user pinned."""
+    from mbrl_ros.core.policy_player import PolicyPlayer
+    from mbrl_ros.core.threads import POLICY_PLAYER_MAX_THREADS, CoreBudget, cpu_count
+
+    with pytest.raises(ValueError, match="cap"):
+        CoreBudget(max_threads=2).choose(cap=0)
+    assert CoreBudget(fixed=3).choose(cap=1) == 3  # pinned by the user: kept
+    assert CoreBudget(max_threads=cpu_count(), probe_s=0.01).choose(cap=1) == 1
+    seen: list[int] = []
+    improve = PolicyPlayer.improve
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return improve(self, *args, **kwargs)
+
+    monkeypatch.setattr(PolicyPlayer, "improve", spy)
+    game = StackelbergGame(load_config("pal", "pointmass", [*TINY, "max_iterations=2"]), PointMassEnv())
+    torch.set_num_threads(max(2, cpu_count()))  # what a previous phase may have left
+    try:
+        game.core_budget = CoreBudget(max_threads=max(2, cpu_count()), probe_s=0.01)
+        game.run()
+    finally:
+        torch.set_num_threads(1)
+    assert seen and all(n == POLICY_PLAYER_MAX_THREADS for n in seen), seen

@@ -43,6 +43,7 @@ from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
 from mbrl_ros.core.rules import GameRules, IterationMetrics, success_held
 from mbrl_ros.core.schedule import Phase, Referee, game_spec
 from mbrl_ros.core.seeding import MODEL_PLAYER, POLICY_PLAYER, TorchStream, start_episode
+from mbrl_ros.core.threads import POLICY_PLAYER_MAX_THREADS
 from mbrl_ros.core.world import ActFn, behavior_policy, evaluate, run_episode
 
 __all__ = ["StackelbergGame", "success_held"]
@@ -288,7 +289,8 @@ class StackelbergGame:
         threads = []
         while self.referee.iteration == iteration and self.referee.phase is not Phase.DONE:
             if self.core_budget is not None:
-                threads.append(self.core_budget.choose())
+                cap = POLICY_PLAYER_MAX_THREADS if self.referee.phase is Phase.IMPROVE_POLICY else None
+                threads.append(self.core_budget.choose(cap=cap))
             self.PHASES[self.referee.phase](self)
         row = IterationMetrics.from_fields(
             self.rules,

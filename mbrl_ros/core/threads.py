@@ -12,6 +12,7 @@ threads fixed at the core count, one other CPU-bound process made an iteration 1
   ``choose(fresh=True)`` measures only a short probe right before the phase: in the ROS graph
   the nodes take turns (the collector, then the fit, then NPG), so the interval since this
   node's last phase is mostly the other nodes' phases, which are over when this one starts.
+- The policy player's phase runs on at most :data:`POLICY_PLAYER_MAX_THREADS` (``choose(cap=...)``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from __future__ import annotations
 import os
 import time
 from typing import Optional
+
+# The policy player's work (rollouts of 4 x 50 start states, conjugate gradient on an MLP(64, 64)
+# policy, value refits of an MLP(128, 128) on batches of 512) runs on tensors too small for intra-op threads to pay for
+# waking them: passive OpenMP threads sleep between parallel regions, and each of the thousands of
+# small operations of an NPG step wakes them. Measured on 2 cores (bench_wallclock, PAL
+# dclaw-turn-fixed, nothing else running): NPG 2.07 s per iteration at 2 threads, 1.10 s at 1;
+# MAL's 25 steps 8.4 s vs 4.1 s; D'Kitty 3.3 s vs 1.4 s. The model fit (batches of 200 through
+# 4 x MLP(512, 512)) does gain from a second thread (1.44 -> 1.00 s), so only this phase is capped.
+POLICY_PLAYER_MAX_THREADS = 1
 
 
 def cpu_count() -> int:
@@ -91,12 +101,16 @@ class CoreBudget:
         self.others_cores = min(float(self.cores), max(0.0, used / wall))
         return self.others_cores
 
-    def choose(self, fresh: bool = False) -> int:
+    def choose(self, fresh: bool = False, cap: Optional[int] = None) -> int:
         """Set and return torch's thread count for the next stretch of work.
 
         ``fresh``: measure the other processes over a new ``probe_s`` window instead of the
-        interval since the previous call.
+        interval since the previous call. ``cap``: at most this many threads for work that does
+        not gain from more (e.g. :data:`POLICY_PLAYER_MAX_THREADS`); a pinned count (``fixed``)
+        is kept as the user asked.
         """
+        if cap is not None and cap <= 0:
+            raise ValueError(f"cap must be positive, got {cap}")
         import torch
 
         if self.fixed is not None:
@@ -111,6 +125,8 @@ class CoreBudget:
             # beside the coordinator's 0.5-0.8 cores of bookkeeping: fit / NPG 7.9 / 4.0 s against
             # 8.3 / 2.9 and 10.1 / 3.9 s on one thread, no gain beyond the run-to-run noise.
             n = max(1, min(self.max_threads, int(free + 0.3)))
+            if cap is not None:
+                n = min(n, cap)
         if n != torch.get_num_threads():
             torch.set_num_threads(n)
         self.threads = n

@@ -29,6 +29,7 @@ from mbrl_ros import wire
 from mbrl_ros.core.model_player import ModelPlayer
 from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
 from mbrl_ros.core.seeding import POLICY_PLAYER, TorchStream
+from mbrl_ros.core.threads import POLICY_PLAYER_MAX_THREADS
 from mbrl_ros.core.train import init_policy_player_from
 from mbrl_ros.nodes import MODEL, POLICY_CANDIDATE, POLICY_WEIGHTS, latched_qos, run_node, weights_qos
 from mbrl_ros.nodes.init_from import declare_init_from, init_buffer_from
@@ -106,8 +107,9 @@ class PolicyImprover(LearnerNode):
             model = self._model
         assert model is not None and model.model_version == req.model_version
         # torch_threads:=0: from the cores free right now (a fresh probe: the other nodes'
-        # phases since this node's last one are over)
-        threads = self.core_budget.choose(fresh=True)
+        # phases since this node's last one are over), at most POLICY_PLAYER_MAX_THREADS: NPG's
+        # small tensors run slower on more threads
+        threads = self.core_budget.choose(fresh=True, cap=POLICY_PLAYER_MAX_THREADS)
         self.diag.set("torch_threads", threads)
         self.get_logger().info(
             f"improvement: {threads} torch thread(s); other processes used "
