@@ -22,12 +22,13 @@ import time
 from typing import Optional
 
 # The policy player's work (rollouts of 4 x 50 start states, conjugate gradient on an MLP(64, 64)
-# policy, value refits of an MLP(128, 128) on batches of 512) runs on tensors too small for intra-op threads to pay for
-# waking them: passive OpenMP threads sleep between parallel regions, and each of the thousands of
-# small operations of an NPG step wakes them. Measured on 2 cores (bench_wallclock, PAL
-# dclaw-turn-fixed, nothing else running): NPG 2.07 s per iteration at 2 threads, 1.10 s at 1;
-# MAL's 25 steps 8.4 s vs 4.1 s; D'Kitty 3.3 s vs 1.4 s. The model fit (batches of 200 through
-# 4 x MLP(512, 512)) does gain from a second thread (1.44 -> 1.00 s), so only this phase is capped.
+# policy, value refits of an MLP(128, 128) on batches of 512) runs on tensors too small for
+# intra-op threads to pay for waking them: passive OpenMP threads sleep between parallel regions,
+# and each of the thousands of small operations of an NPG step wakes them. Measured on 2 cores
+# (bench_wallclock, nothing else running): PAL dclaw-turn-fixed NPG 2.07 s per iteration at 2
+# threads, 1.10 s at 1; MAL's 25 steps 8.4 s vs 4.1 s; D'Kitty 3.3 s vs 1.4 s. The model fit
+# (batches of 200 through 4 x MLP(512, 512)) does gain from a second thread (1.44 -> 1.00 s), so
+# only this phase is capped.
 POLICY_PLAYER_MAX_THREADS = 1
 
 
