@@ -67,6 +67,7 @@ class GameConfig:
     model_symmetry: bool = True  # members read a task's symmetric angles mod their period (D'Claw's 3-spoke valve)
     learned_reward: bool = False  # predict the reward with the ensemble instead of task.reward
     model_bf16: bool = False  # bfloat16 autocast of the fit's matmuls (faster on CPUs with AVX512-BF16)
+    model_goal_share: float = 0.0  # share of the fit's loss on the task's goal dims (0 = a plain mean over dims)
 
     # --- policy player: model-based NPG (Subroutine 1, table 1) ----------------------------
     policy_hidden: list[int] = field(default_factory=lambda: [64, 64])  # tanh MLP for the mean
@@ -205,6 +206,8 @@ class GameConfig:
         ]:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.model_goal_share < 1.0:
+            raise ValueError(f"model_goal_share must be in [0, 1), got {self.model_goal_share}")
         if not 0.0 <= self.model_holdout < 0.5:
             raise ValueError(f"model_holdout must be in [0, 0.5), got {self.model_holdout}")
         if self.fvp_fraction <= 0:

@@ -64,6 +64,8 @@ class DynamicsEnsemble(nn.Module):
         learn_reward: bool = False,
         clamp_margin: float = 1.0,
         angle_dims: Optional[Mapping[int, int]] = None,
+        goal_dims: Sequence[int] = (),
+        goal_share: float = 0.0,
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -95,6 +97,15 @@ class DynamicsEnsemble(nn.Module):
         self.register_buffer("out_shift", torch.zeros(self.out_dim))
         self.register_buffer("out_scale", torch.ones(self.out_dim))
         self.register_buffer("out_mask", torch.ones(self.out_dim))
+        self.goal_dims = tuple(int(i) for i in goal_dims)
+        self.goal_share = float(goal_share)
+        if not 0.0 <= self.goal_share < 1.0:
+            raise ValueError(f"goal_share must be in [0, 1), got {goal_share}")
+        if any(not 0 <= i < self.state_dim for i in self.goal_dims):
+            raise ValueError(f"goal_dims {self.goal_dims} outside the state (0..{self.state_dim - 1})")
+        # per-output weight of the loss (set_normalization fills it from the mask and goal_share)
+        self.register_buffer("loss_weight", torch.ones(self.out_dim), persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._set_loss_weight())
         self.register_buffer("state_lo", torch.full((self.state_dim,), -ABS_CLAMP))
         self.register_buffer("state_hi", torch.full((self.state_dim,), ABS_CLAMP))
         # the input features and the wrap are fixed by the constructor (not saved with the weights)
@@ -142,6 +153,7 @@ class DynamicsEnsemble(nn.Module):
         self.out_shift.copy_(targets.mean(0))
         out_scale = (targets - self.out_shift).abs().mean(0)
         self.out_mask.copy_((out_scale >= MASK_EPS).to(self.out_mask.dtype))
+        self._set_loss_weight()
         self.out_scale.copy_(torch.where(out_scale < MASK_EPS, torch.ones_like(out_scale), out_scale))
         lo, hi = states.min(0).values, states.max(0).values
         width = (hi - lo) * self.clamp_margin
@@ -149,6 +161,24 @@ class DynamicsEnsemble(nn.Module):
         hi = torch.where(self.angle_mask, torch.full_like(hi, math.inf), hi + width)
         self.state_lo.copy_(torch.clamp(lo, min=-ABS_CLAMP))
         self.state_hi.copy_(torch.clamp(hi, max=ABS_CLAMP))
+
+    @torch.no_grad()
+    def _set_loss_weight(self) -> None:
+        """Weights of the outputs in the loss, summing to the number of unmasked outputs (so that
+        ``goal_share`` 0 is the plain mean): the goal dims together carry ``goal_share`` of it.
+
+        Why: the goal is one or two of some 20 outputs (D'Claw: the valve's change of 28), so a
+        plain mean spends ~4% of the fit on the quantity the reward and the success read, and the
+        policy exploits what errors remain there (stalled runs' members overstated the valve's
+        progress along the policy's path; docs/algorithms.md)."""
+        w = self.out_mask.clone()
+        goal = torch.zeros_like(w, dtype=torch.bool)
+        goal[list(self.goal_dims)] = True
+        goal &= w > 0
+        n, n_goal = float(w.sum()), float(goal.sum())
+        if self.goal_share > 0 and 0 < n_goal < n:
+            w = torch.where(goal, n * self.goal_share / n_goal, n * (1.0 - self.goal_share) / (n - n_goal)) * w
+        self.loss_weight.copy_(w)
 
     # -- forward ------------------------------------------------------------------------
     def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,8 +209,9 @@ class DynamicsEnsemble(nn.Module):
         return (targets - self.out_shift) / self.out_scale
 
     def loss(self, x: torch.Tensor, y_norm: torch.Tensor) -> torch.Tensor:
-        """Per-member mean squared error in normalised target units over unmasked dims: [E]."""
-        err = (self.forward_normalized(x) - y_norm) ** 2 * self.out_mask
+        """Per-member mean squared error in normalised target units over unmasked dims (weighted
+        by ``loss_weight``: the goal dims' share): [E]."""
+        err = (self.forward_normalized(x) - y_norm) ** 2 * self.loss_weight
         return err.sum(-1).mean(-1) / self.out_mask.sum().clamp(min=1.0)
 
 

@@ -68,6 +68,8 @@ class ModelPlayer:
             learn_reward=c.learned_reward,
             clamp_margin=c.model_clamp_margin,
             angle_dims=self.angle_dims(),
+            goal_dims=tuple(getattr(self.task, "model_goal_dims", ())),
+            goal_share=c.model_goal_share,
         ).to(self.device)
 
     def angle_dims(self) -> dict[int, int]:

@@ -147,6 +147,9 @@ class TaskSpec(abc.ABC):
     #: symmetry: the dynamics ensemble predicts their wrapped change and reads them as
     #: (cos k theta, sin k theta); k = 0: carried but not read (see DynamicsEnsemble)
     model_angle_dims: Mapping[int, int] = MappingProxyType({})
+    #: model-state slots the task's goal is measured on (D'Claw: the valve angle): the fit can
+    #: give them a fixed share of its loss (``model_goal_share``)
+    model_goal_dims: tuple[int, ...] = ()
 
     @property
     def model_dim(self) -> int:

@@ -116,6 +116,7 @@ class DClawTurn(FastActionPipeline, TaskSpec):
     policy_harmonics = ((OBS_OBJECT_X, OBS_OBJECT_Y, VALVE_SYMMETRY),)  # the valve's three spokes
     aux_names = AUX_NAMES
     model_angle_dims = MappingProxyType({MODEL_THETA: VALVE_SYMMETRY, MODEL_TARGET: 0})
+    model_goal_dims = (MODEL_THETA,)
 
     def __init__(self, random: bool, success_threshold: float = SUCCESS_THRESHOLD) -> None:
         if not (math.isfinite(success_threshold) and success_threshold > 0):
