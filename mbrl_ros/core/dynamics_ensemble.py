@@ -47,6 +47,7 @@ class DynamicsEnsemble(nn.Module):
     out_shift: torch.Tensor
     out_scale: torch.Tensor
     out_mask: torch.Tensor
+    loss_weight: torch.Tensor
     state_lo: torch.Tensor
     state_hi: torch.Tensor
     angle_mask: torch.Tensor
