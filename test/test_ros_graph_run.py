@@ -190,8 +190,9 @@ def test_smoke_configuration_completes(tmp_path: Path) -> None:
     assert summary["samples"] == summary["sample_budget"] == 800 and summary["iterations"] == 2
     assert Path(summary["policy"]).is_file() and "  video" not in text  # video:=false by default
     history = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
-    for h in history[1:]:  # torch_threads:=0 (auto): each fit and improvement ran with a chosen count
-        assert h["fit_threads"] >= 1 and h["npg_threads"] >= 1
+    for h in history[1:]:  # torch_threads:=0 (auto): each fit and improvement ran with a chosen count,
+        # the improvement on one thread (threads.POLICY_PLAYER_MAX_THREADS: NPG is slower on more)
+        assert h["fit_threads"] >= 1 and h["npg_threads"] == 1
     # the coordinator's record replays the robot in Foxglove (config/foxglove_mbrl.json)
     from test_ros_deploy import assert_record_replays_the_robot
 
