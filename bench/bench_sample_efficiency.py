@@ -222,6 +222,8 @@ def main() -> int:
                     help="real-sample budget of each game run: N, or N,ALGO=N,... (e.g. 20000,mal=30000)")
     ap.add_argument("--sac", action="store_true", help="also run SAC (default: on unless --algos excludes it)")
     ap.add_argument("--no-sac", action="store_true")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds run from here (e.g. 5 with --seeds 5: seeds 5-9, a check on seeds not tuned on)")
     ap.add_argument("--sac-budget", type=int, default=100000)
     ap.add_argument("--sac-eval-every", type=int, default=5000)
     ap.add_argument("--sac-seeds", type=int, default=None, help="SAC seeds (default: --seeds)")
@@ -254,7 +256,7 @@ def main() -> int:
 
     seeds = per_algo(args.seeds, algos + ["pal"], "seeds")  # "pal" only for SAC's default seed count
     budgets = per_algo(args.budget, algos, "budget")
-    jobs = [(a, s) for a in algos for s in range(seeds[a])]
+    jobs = [(a, s) for a in algos for s in range(args.first_seed, args.first_seed + seeds[a])]
     sac_seeds = list(range(args.sac_seeds if args.sac_seeds is not None else seeds["pal"])) if with_sac else []
     print(f"{len(jobs)} game runs and {len(sac_seeds)} SAC runs on {args.task}, budgets {budgets} "
           f"(SAC {args.sac_budget}), {args.jobs} at a time", flush=True)
