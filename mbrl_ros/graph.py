@@ -641,7 +641,9 @@ def _learner_nodes(g: ResolvedGraph) -> list[NodeDescription]:
         NodeDescription(
             "policy_improver",
             "policy_improver",
-            files + [{**common, **init}],
+            # the record too: an episode that never arrived live (e.g. published before this node's
+            # subscription matched the collector's writer) is looked up there, as the model learner does
+            files + [{**common, "mcap_path": str(g.mcap_path), **init}],
         ),
     ]
     return nodes

@@ -131,7 +131,10 @@ def test_graph_parameters_follow_the_launch_arguments(tmp_path: Path) -> None:
     assert list(nodes) == ["game_coordinator", "model_learner", "policy_improver", "collector_0", "collector_1", "collector_2"]
     coord = nodes["game_coordinator"].parameters[-1]
     assert (coord["algo"], coord["task"], coord["samples"], coord["seed"]) == ("mal", "dkitty-stand-random", 5000, 5)
+    # both learners look an episode that never arrived live up in the run's record (a demo run hung
+    # 10 minutes when the policy improver, without the path, waited for 5 episodes it had missed)
     assert nodes["model_learner"].parameters[-1]["mcap_path"] == coord["mcap_path"]
+    assert nodes["policy_improver"].parameters[-1]["mcap_path"] == coord["mcap_path"]
     seeds = [nodes[f"collector_{i}"].parameters[-1]["seed"] for i in range(3)]
     assert seeds == [5, 1005, 2005] and nodes["collector_2"].parameters[-1]["realtime"] is True
     assert nodes["game_coordinator"].ends_run and not nodes["collector_0"].required

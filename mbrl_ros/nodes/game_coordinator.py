@@ -41,7 +41,9 @@ parts and its sample count go to ``init_from.json`` and the summary's ``init_fro
 Evaluation: after every iteration the deployed policy is evaluated deterministically in a
 local simulation on the in-process loop's evaluation seeds (``eval_in_sim``), in parallel with
 the next phases; the simulation has the game's fixed ``dynamics`` (the graph's ``dynamics:=``,
-which the sim collectors run too), as in ``mbrl-ros train``.
+which the sim collectors run too), as in ``mbrl-ros train``. With ``stop_success`` on, the next
+iteration starts only once the evaluations have finished, so the game stops where the in-process
+loop stops.
 """
 
 from __future__ import annotations
@@ -233,6 +235,7 @@ class GameCoordinator(EstopAuthority, Node):
         self._gate_reference: Optional[tuple[wire.ModelBlob, wire.PolicyBlob, np.ndarray, float]] = None
         self._it: dict[str, Any] = {}
         self._iteration_seen = 0
+        self._start_pending = False  # a new iteration waits for the stop rule (may_start_iteration)
         self._phase_since = time.monotonic()
         self._phase_seen = self.referee.phase
         self.history: list[dict] = []
@@ -510,6 +513,14 @@ class GameCoordinator(EstopAuthority, Node):
         if r.iteration != self._iteration_seen:
             self._iteration_done(self._iteration_seen)
             self._iteration_seen = r.iteration
+            self._start_pending = True
+        if self._start_pending:
+            if self.cfg.stop_success > 0 and self._pending_evals > 0:
+                # stop_success reads the evaluations of the iterations played so far: wait for them
+                # (tens of ms for a deterministic task) so that the graph stops where the in-process
+                # loop stops, instead of one iteration later with a policy nobody evaluated
+                return
+            self._start_pending = False
             if not self._can_afford_iteration():
                 r.finish()
         if r.phase is Phase.DONE:
@@ -533,7 +544,8 @@ class GameCoordinator(EstopAuthority, Node):
 
     def _can_afford_iteration(self) -> bool:
         """The game's rule (:meth:`GameRules.may_start_iteration`, as in the in-process loop); the
-        evaluations run beside the game, so stop_success sees those finished by now."""
+        evaluations run beside the game, and with stop_success on, a new iteration starts only
+        once they have finished (so stop_success sees every one of them)."""
         with self._lock:
             history = [dict(h) for h in self.history]
         ok, why = self.rules.may_start_iteration(self.intake.samples, self.referee.iteration, history)
