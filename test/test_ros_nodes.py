@@ -337,3 +337,57 @@ def test_torch_threads_zero_means_auto_and_a_negative_value_is_refused() -> None
             n.destroy_node()
         rclpy.shutdown(context=context)
         torch.set_num_threads(before)
+
+
+def test_policy_improver_looks_a_missed_episode_up_in_the_record(graph: Graph, probe: Probe, tmp_path: Path) -> None:
+    """An episode the policy improver never received live (published before its subscription
+    matched: the transitions topic is volatile) is read from the run's MCAP record after
+    ``missing_episode_replay_s``, and the improvement it was waiting for goes ahead. Without the
+    record's path (the graph gave the improver none) a demo run waited 10 minutes for 5 episodes."""
+    import torch
+    from std_msgs.msg import String, UInt8MultiArray
+
+    from mbrl_ros.core.config import load_config
+    from mbrl_ros.core.model_player import ModelPlayer
+    from mbrl_ros.nodes import GAME_STATE, MODEL, POLICY_CANDIDATE, TRANSITIONS
+    from mbrl_ros.nodes.recording import McapRecorder
+    from mbrl_ros.tasks import get_task
+    from ros_harness import TINY_GAME
+
+    latched, trans = _qos()
+    episodes = [_episode(i) for i in range(3)]
+    record = tmp_path / "record" / "transitions.mcap"
+    record.parent.mkdir(parents=True)
+    recorder = McapRecorder(record)  # the coordinator's record holds every episode
+    for ep in episodes:
+        recorder.write(TRANSITIONS, wire.to_msg(wire.pack_episode(ep)))
+    recorder.close()
+    graph.start("policy_improver", "policy_improver",
+                game_params(mcap_path=str(record), missing_episode_replay_s=0.5, torch_threads=1))
+    candidates = probe.subscribe(UInt8MultiArray, POLICY_CANDIDATE, latched)
+    pub_t = probe.publisher(UInt8MultiArray, TRANSITIONS, trans)
+    pub_m = probe.publisher(UInt8MultiArray, MODEL, latched)
+    pub_s = probe.publisher(String, GAME_STATE, latched)
+    probe.spin_until(lambda: bool(candidates) and pub_t.get_subscription_count() > 0, 90, "the policy improver")
+    pub_t.publish(wire.to_msg(wire.pack_episode(episodes[2])))  # only the last one arrives live
+
+    torch.set_num_threads(1)
+    player = ModelPlayer(get_task(TASK_ID), load_config("pal", TASK_ID, TINY_GAME))
+    pub_m.publish(wire.to_msg(wire.pack_model(player.to_bytes(), task_id=TASK_ID, model_version=1, iteration=1,
+                                              data_policy_version=0, request_id="fit-i1-m1")))
+    request = wire.ImprovePolicyRequest(id="improve-i1-p1", model_version=1, n_steps=1, policy_version=1,
+                                        base_policy_version=0, episode_ids=tuple(e.episode_id for e in episodes))
+    state = wire.GameState(
+        algo="pal", task_id=TASK_ID, iteration=1, phase="improve_policy", model_version=1, policy_version=0,
+        deployed_policy_version=0, candidate_policy_version=None, data_policy_version=0, samples=120,
+        sample_budget=100000, round_samples=0, round_target=40, round_random_samples=0, round_random_target=0,
+        behavior="policy", collect=False, estop=False, done=False, request=request, eval_success=None,
+        success_curve=(), wall_s=1.0)
+    pub_s.publish(String(data=state.to_json()))
+
+    def answered() -> bool:
+        return any(wire.peek_header(wire.from_msg(m)).get("request_id") == request.id for _t, m in candidates)
+
+    probe.spin_until(answered, 90, "the improvement after the missed episodes were read from the record")
+    header = next(h for h in (wire.peek_header(wire.from_msg(m)) for _t, m in candidates) if h.get("request_id") == request.id)
+    assert (header["policy_version"], header["model_version"]) == (1, 1)
