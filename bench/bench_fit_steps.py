@@ -27,28 +27,15 @@ from pathlib import Path
 
 import torch
 
-from bench._checkpoint import load_game
+from bench._checkpoint import held_apart_round, load_game
 from bench._report import command_line, publish
 
 
 def measure(run_dir: Path, steps: list[int], test_samples: int) -> dict:
-    from mbrl_ros.core.buffers import EpisodeBuffer
-    from mbrl_ros.core.world import behavior_policy
-
     game, _state = load_game(run_dir)
     cfg = game.cfg
     # a checkpoint stands between iterations: the last round is in the buffer, not yet fitted
-    info, deployed, log_std = game.task.info, game.deployed, game.deployed_log_std
-    assert deployed is not None
-    noise = cfg.behavior_noise()
-    test = EpisodeBuffer("aggregate", None)
-    for ep in game._play(
-        test_samples,
-        lambda rng: behavior_policy(deployed.act, info.act_dim, log_std, rng, noise, info.horizon),
-        deployed_version := game.referee.deployed_policy_version,
-        f"test-v{deployed_version}",
-    ):
-        test.add_episode(ep.at_wire_precision())
+    test = held_apart_round(game, test_samples)
     mp = game.model_player
     start_model = copy.deepcopy(mp.ensemble.state_dict())
     start_opt = copy.deepcopy(mp.optimizer.state_dict())

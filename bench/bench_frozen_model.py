@@ -46,10 +46,11 @@ def forecast(game, starts) -> float:
     return float(ro.returns.mean())
 
 
-def one_step_progress(game, pp) -> dict:
+def one_step_progress(game, pp, ensemble=None) -> dict:
     """Along the world's deterministic evaluation episode: the progress toward the goal per step
-    (decrease of ``task.goal_error``) in the world, and as each member predicts it one step at a
-    time from the world's true states and actions (no compounding)."""
+    (decrease of ``task.goal_error``) in the world, and as each member of ``ensemble`` (default:
+    the game's) predicts it one step at a time from the world's true states and actions (no
+    compounding)."""
     import numpy as np
 
     from mbrl_ros.core.model_rollout import model_step
@@ -58,14 +59,15 @@ def one_step_progress(game, pp) -> dict:
     ep = run_episode(game.eval_world, lambda o: pp.act(o, True), game.eval_seeds[0], "one-step", 0)
     obs = np.asarray(ep.obs, dtype=np.float32)
     T = len(ep.actions)
-    E = game.model_player.ensemble.ensemble_size
+    ensemble = game.model_player.ensemble if ensemble is None else ensemble
+    E = ensemble.ensemble_size
 
     def batch(x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, dtype=torch.float32).unsqueeze(0).expand(E, -1, -1)
 
     aux = batch(np.asarray(ep.aux, dtype=np.float32)[:T]) if ep.aux is not None else None
     with torch.no_grad():
-        nxt, _aux, _r = model_step(game.model_player.ensemble, game.task, batch(obs[:T]),
+        nxt, _aux, _r = model_step(ensemble, game.task, batch(obs[:T]),
                                    batch(np.clip(np.asarray(ep.actions, dtype=np.float32), -1.0, 1.0)), aux)
     err = np.asarray(game.task.goal_error(obs), dtype=np.float64)
     world = err[:T] - err[1 : T + 1]  # progress per step

@@ -27,47 +27,22 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from bench._checkpoint import load_game
+from bench._checkpoint import held_apart_round, load_game
 from bench._report import command_line, publish
 
 
-def _progress(task, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
-    """Decrease of the goal error from z to z_next (D'Claw: |wrapped valve angle - target|)."""
-    from mbrl_ros.tasks.dclaw_turn import MODEL_TARGET, MODEL_THETA
-
-    def err(s: torch.Tensor) -> torch.Tensor:
-        return torch.remainder(s[..., MODEL_THETA] - s[..., MODEL_TARGET] + np.pi, 2 * np.pi).sub(np.pi).abs()
-
-    return err(z) - err(z_next)
-
-
 def measure(run_dir: Path, shares: list[float], steps: int, test_samples: int) -> dict:
-    from mbrl_ros.core.buffers import EpisodeBuffer
+    from bench.bench_frozen_model import one_step_progress
     from mbrl_ros.core.model_player import ModelPlayer
-    from mbrl_ros.core.world import behavior_policy, run_episode
 
     game, _state = load_game(run_dir)
     cfg, task = game.cfg, game.task
     goal = list(getattr(task, "model_goal_dims", ()))
     if not goal:
         raise SystemExit(f"{cfg.task_id} declares no model_goal_dims")
-    info, deployed, log_std = task.info, game.deployed, game.deployed_log_std
-    assert deployed is not None
-    noise = cfg.behavior_noise()
-    test = EpisodeBuffer("aggregate", None)
-    version = game.referee.deployed_policy_version
-    for ep in game._play(
-        test_samples,
-        lambda rng: behavior_policy(deployed.act, info.act_dim, log_std, rng, noise, info.horizon),
-        version,
-        f"test-v{version}",
-    ):
-        test.add_episode(ep.at_wire_precision())
-    path = EpisodeBuffer("aggregate", None)
-    path.add_episode(run_episode(game.eval_world, deployed.act, game.eval_seeds[0], "path", version))
+    test = held_apart_round(game, test_samples)
     rows = []
     for share in shares:
         cfg.model_goal_share, cfg.model_max_steps, cfg.model_min_steps = share, steps, steps
@@ -76,29 +51,21 @@ def measure(run_dir: Path, shares: list[float], steps: int, test_samples: int) -
         r = mp.fit(game.buffer, aggressive=True)
         ens = mp.ensemble
         x, y, _ = mp.transitions(test)
-        E = ens.ensemble_size
         with torch.no_grad():
-            pred_n = ens.forward_normalized(x.expand(E, -1, -1))
-            sq = (pred_n - ens.normalized_targets(y)) ** 2 * ens.out_mask
-            other = [i for i in range(ens.state_dim) if i not in goal and float(ens.out_mask[i]) > 0]
-            pred = pred_n * ens.out_scale + ens.out_shift
-            goal_mae = float((pred[..., goal] - y[..., goal]).abs().mean())
-            # one-step predictions along the deterministic policy's world episode
-            px, py, _ = mp.transitions(path)
-            z = px[:, : ens.state_dim]
-            z_world = z + py[:, : ens.state_dim]
-            z_pred, _ = ens.predict(z.expand(E, -1, -1), px[:, ens.state_dim :].expand(E, -1, -1))
-            world = float(_progress(task, z, z_world).sum())
-            members = [float(v) for v in _progress(task, z.expand(E, -1, -1), z_pred).sum(-1)]
+            pred_n = ens.forward_normalized(x.expand(ens.ensemble_size, -1, -1))
+        sq = (pred_n - ens.normalized_targets(y)) ** 2 * ens.out_mask
+        other = [i for i in range(ens.state_dim) if i not in goal and float(ens.out_mask[i]) > 0]
+        pred = pred_n * ens.out_scale + ens.out_shift
+        progress = one_step_progress(game, game.policy_player, ens)
         rows.append(
             {
                 "share": share,
-                "goal_mae": goal_mae,
+                "goal_mae": float((pred[..., goal] - y[..., goal]).abs().mean()),
                 "goal_loss": float(sq[..., goal].mean()),
                 "other_loss": float(sq[..., other].mean()),
                 "train_loss": r["loss"],
-                "world_progress": world,
-                "members_progress": members,
+                "world_progress": progress["world"],
+                "members_progress": progress["members"],
             }
         )
     return {"run": str(run_dir), "samples": game.samples, "rows": rows}
@@ -145,26 +112,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"| `{name}` | {res['samples']} | {r['share']:.2f} | {r['goal_mae']:.4f} | {r['goal_loss']:.4f} | "
                 f"{r['other_loss']:.4f} | {r['world_progress']:+.3f} | {statistics.mean(r['members_progress']):+.3f} |"
             )
-    if len(shares) > 1:
-        base = shares[0]
-        for s in shares[1:]:
-            ratio = statistics.median(
-                res["rows"][shares.index(s)]["goal_mae"] / res["rows"][shares.index(base)]["goal_mae"]
-                for res in results
-            )
-            over = [
-                (
-                    abs(statistics.mean(res["rows"][shares.index(s)]["members_progress"]) - res["rows"][0]["world_progress"]),
-                    abs(statistics.mean(res["rows"][shares.index(base)]["members_progress"]) - res["rows"][0]["world_progress"]),
-                )
-                for res in results
-            ]
-            lines += [
-                "",
-                f"Share {s:g} vs {base:g}: median valve MAE ratio {ratio:.2f}x; |members' - world progress| "
-                + ", ".join(f"{a_:.3f} vs {b_:.3f}" for a_, b_ in over)
-                + " rad per run.",
-            ]
+    for s in shares[1:]:  # each share against the first
+        by_share = [{r["share"]: r for r in res["rows"]} for res in results]
+        ratio = statistics.median(b[s]["goal_mae"] / b[shares[0]]["goal_mae"] for b in by_share)
+
+        def bias(r: dict) -> float:  # |members' mean - world| summed progress along the path
+            return abs(statistics.mean(r["members_progress"]) - r["world_progress"])
+
+        lines += [
+            "",
+            f"Share {s:g} vs {shares[0]:g}: median valve MAE ratio {ratio:.2f}x; |members' - world progress| "
+            + ", ".join(f"{bias(b[s]):.3f} vs {bias(b[shares[0]]):.3f}" for b in by_share)
+            + " rad per run.",
+        ]
     lines += ["", f"Command: `{command_line()}`."]
     publish("goal_share", "\n".join(lines), write=not a.no_report)
     return 0
