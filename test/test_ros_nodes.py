@@ -385,9 +385,10 @@ def test_policy_improver_looks_a_missed_episode_up_in_the_record(graph: Graph, p
         success_curve=(), wall_s=1.0)
     pub_s.publish(String(data=state.to_json()))
 
-    def answered() -> bool:
-        return any(wire.peek_header(wire.from_msg(m)).get("request_id") == request.id for _t, m in candidates)
+    def answer() -> Optional[dict]:
+        headers = (wire.peek_header(wire.from_msg(m)) for _t, m in candidates)
+        return next((h for h in headers if h.get("request_id") == request.id), None)
 
-    probe.spin_until(answered, 90, "the improvement after the missed episodes were read from the record")
-    header = next(h for h in (wire.peek_header(wire.from_msg(m)) for _t, m in candidates) if h.get("request_id") == request.id)
-    assert (header["policy_version"], header["model_version"]) == (1, 1)
+    probe.spin_until(lambda: answer() is not None, 90, "the improvement after the missed episodes were read from the record")
+    header = answer()
+    assert header is not None and (header["policy_version"], header["model_version"]) == (1, 1)
