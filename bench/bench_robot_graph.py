@@ -54,8 +54,13 @@ def goal_limit_report(emu: Any) -> dict[str, Any]:
     return {"goal_writes": len(writes), "outside_hard_limits": outside}
 
 
-def run(out: Path, seed: int, samples: int, settle_s: float, game: list[str], timeout_s: float) -> dict[str, Any]:
-    """One graph run against an in-process emulator; returns what the record and logs say."""
+def run(
+    out: Path, seed: int, samples: int, settle_s: float, game: list[str], timeout_s: float, stall_s: float
+) -> dict[str, Any]:
+    """One graph run against an in-process emulator; returns what the record and logs say.
+
+    A game whose sample count has not moved for ``stall_s`` is stopped and reported as frozen
+    (the last lines of the hardware collector's log say why)."""
     from mbrl_ros.hardware.emulator import ServoEmulator
 
     log_dir = out / "run"
@@ -79,6 +84,8 @@ def run(out: Path, seed: int, samples: int, settle_s: float, game: list[str], ti
     with open(launch_log, "wb") as f:
         proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     last = None
+    frozen: Optional[str] = None
+    moved_at, samples_seen = time.monotonic(), -1
     try:
         while proc.poll() is None:
             time.sleep(2.0)
@@ -86,6 +93,17 @@ def run(out: Path, seed: int, samples: int, settle_s: float, game: list[str], ti
                 st = json.loads((log_dir / "game_state.json").read_text())
             except (OSError, ValueError):
                 continue
+            if st["samples"] != samples_seen:
+                moved_at, samples_seen = time.monotonic(), st["samples"]
+            elif time.monotonic() - moved_at > stall_s:
+                hw = (log_dir / "logs" / "hardware_collector.log").read_text(errors="replace").splitlines()
+                frozen = f"no new sample for {stall_s:.0f} s at {samples_seen} samples; collector: " + " | ".join(
+                    hw[-3:]
+                )
+                print("  frozen:", frozen, flush=True)
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=60)
+                break
             now = (st["iteration"], st["phase"])
             if now != last and st["phase"] in ("collect", "done"):
                 print(f"  {time.monotonic() - t0:6.0f} s  iteration {st['iteration']} {st['phase']}, "
@@ -97,19 +115,36 @@ def run(out: Path, seed: int, samples: int, settle_s: float, game: list[str], ti
             proc.wait(timeout=60)
         emu.stop()
     wall = time.monotonic() - t0
-    if proc.returncode != 0:
+    if proc.returncode != 0 and frozen is None:
         raise RuntimeError(f"graph run failed ({proc.returncode}): see {launch_log}\n"
                            + launch_log.read_text(errors="replace")[-3000:])
     history = [json.loads(x) for x in (log_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     hw_log = (log_dir / "logs" / "hardware_collector.log").read_text(errors="replace")
+    summary_path = log_dir / "summary.json"
     return {
         "history": history,
-        "summary": json.loads((log_dir / "summary.json").read_text()),
+        "frozen": frozen,
+        "faulted_episodes": hw_log.count("ended by a world fault"),
+        "summary": json.loads(summary_path.read_text()) if summary_path.is_file() else _summary_of(history),
         "limits": goal_limit_report(emu),
         "reset_errors": hw_log.count("ResetError"),
         "dropped_episodes": hw_log.count("episode dropped") + hw_log.count("episode failed"),
         "wall": wall,
         "log_dir": log_dir,
+    }
+
+
+def _summary_of(history: list[dict]) -> dict[str, Any]:
+    """What summary.json would say, from the metrics of a run stopped before its end."""
+    last = history[-1] if history else {}
+    evals = [h for h in history if h.get("eval_success") is not None]
+    return {
+        "samples": int(last.get("samples", 0)),
+        "iterations": max(0, len(history) - 1),
+        "final_eval_success": evals[-1]["eval_success"] if evals else None,
+        "final_eval_return": evals[-1].get("eval_return") if evals else None,
+        "sequence_gaps": "-",
+        "refused_out_of_order": "-",
     }
 
 
@@ -141,7 +176,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"| real samples to 90% held (first touch, relapses) | **{held(m['held'])}** "
         f"({held(m['first_touch'])}, {m['relapses']}) |",
         f"| real samples at the end, iterations | {s['samples']:,}, {s['iterations']} |",
-        f"| final evaluation success / return | {s['final_eval_success']} / {s['final_eval_return']:.1f} |",
+        f"| final evaluation success / return | {s['final_eval_success']} / {s['final_eval_return'] or 0:.1f} |",
+        f"| game frozen (no new sample for {args.stall_s:.0f} s) | {r['frozen'] or 'no'} |",
+        f"| episodes ended by a safety abort (published with their steps before it) | {r['faulted_episodes']} |",
         f"| candidate policies gated / refused / passed with a model warning | {len(gated)} / {len(refused)} / "
         f"{len(warned)} |",
         f"| Goal Position writes / outside the joints' hard limits | {r['limits']['goal_writes']:,} / "
@@ -171,15 +208,20 @@ def main() -> int:
     ap.add_argument("--settle-s", type=float, default=0.2, help="valve settle time of a reset (ROBEL: 1.0)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="game override (repeatable)")
     ap.add_argument("--timeout-s", type=float, default=5400.0, help="stop the graph after this long")
+    ap.add_argument("--stall-s", type=float, default=600.0, help="stop a game whose samples do not move this long")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "robot_graph", help="run folder (kept)")
     ap.add_argument("--compare", help="an in-process run folder of the same seed to quote")
     ap.add_argument("--no-write", "--no-report", dest="no_write", action="store_true", help="print only")
     args = ap.parse_args()
     import rclpy  # noqa: F401 - fail early without ROS
 
+    from mbrl_ros.cli import stop_on_sigint
+
+    stop_on_sigint()  # Ctrl-C (or SIGINT to a background job) stops the graph and the emulator
+
     print(f"robot graph: PAL {TASK_ID} on the emulated D'Claw, seed {args.seed}, budget {args.samples}", flush=True)
     r = run(args.out / f"pal-{TASK_ID}-s{args.seed}", args.seed, args.samples, args.settle_s, args.set,
-            args.timeout_s)
+            args.timeout_s, args.stall_s)
     publish("robot_graph", report(r, args), write=not args.no_write)
     return 0
 

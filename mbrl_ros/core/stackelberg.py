@@ -204,8 +204,10 @@ class StackelbergGame:
         while sum(len(e) for e in episodes) < n:
             reset_seed, rng = start_episode(self.cfg.seed, self.episodes_played)
             episode_id = f"{self.episode_prefix}{prefix}-{len(episodes)}"
-            episodes.append(run_episode(self.world, behave(rng), reset_seed, episode_id, version))
+            ep = run_episode(self.world, behave(rng), reset_seed, episode_id, version)
             self.episodes_played += 1
+            if len(ep):  # a fault on the first step leaves no data (a graph collector skips it too)
+                episodes.append(ep)
         return episodes
 
     def fit_model(self) -> None:

@@ -43,8 +43,13 @@ def run_episode(
     The one episode runner of the project: ``mbrl-ros train``, the evaluation and the ROS
     collectors (sim and robot) all play episodes through it. ``before_step(t)`` runs before
     step t (the collectors pace real time there and raise to abort on an e-stop);
-    ``after_step(obs, info)`` after it (publish joint states, raise on a world fault). The
-    action sent to the world is clipped to [-1, 1] and stored as sent.
+    ``after_step(obs, info)`` after it (publish joint states). The action sent to the world is
+    clipped to [-1, 1] and stored as sent.
+
+    A faulted step (``info["aborted"]``: the robot's safety layer tripped, or the simulation went
+    unstable) ends the episode with ``aborted=True`` and is not recorded: the world returns no real
+    observation for it (the robot repeats its last good one with reward 0), while every step
+    before it is real data. An episode that faults on its first step has no transitions.
     """
     obs, info = env.reset(seed=int(seed))
     observations, actions, rewards = [obs], [], []
@@ -59,6 +64,9 @@ def run_episode(
         obs, reward, terminated, truncated, info = env.step(applied)
         if after_step is not None:
             after_step(obs, info)
+        if info.get("aborted", False):
+            aborted = True
+            break
         observations.append(obs)
         actions.append(applied)
         rewards.append(reward)
@@ -66,13 +74,10 @@ def run_episode(
             aux.append(info["aux"])
         success = bool(info.get("success", False))
         t += 1
-        if info.get("aborted", False):
-            aborted = True
-            break
     return Episode(
         obs=np.asarray(observations),
-        actions=np.asarray(actions),
-        rewards=np.asarray(rewards),
+        actions=np.asarray(actions).reshape(len(actions), -1) if actions else np.zeros((0, np.size(applied))),
+        rewards=np.asarray(rewards, dtype=np.float64),
         terminated=bool(terminated),
         episode_id=episode_id,
         policy_version=policy_version,

@@ -16,8 +16,13 @@ Safety, in the order a command passes them:
    velocity limit): the policy cannot bypass it;
 4. the e-stop (topic ``/mbrl/estop`` or the coordinator's service) stops the loop at the next
    step, and the hardware world drops torque (``HardwareEnv.estop``).
-An episode that does not finish (e-stop, stop of collection, fault, shutdown) is never
-published: consumers only ever see complete episodes.
+An episode stopped by the game (e-stop, stop of collection, a new policy, a late control step,
+shutdown) is never published and is played again with the same draws, as ``mbrl-ros train``
+never sees it. An episode ended by a world fault (the robot's safety layer tripped: a joint out of
+range, too fast, over current, a bus fault; an unstable simulation step) is published with the
+steps before the fault as real data, flagged ``aborted`` (the faulted step itself has no real
+observation and is left out), and the next episode gets new draws: played again it would fault
+again, forever on a deterministic world, and the game would wait for it.
 
 The simulated world can run perturbed physics (``dynamics``: a named world such as
 ``dclaw-weak``, or ``parameter:value`` items, exactly as ``mbrl-ros train --set dynamics=``;
@@ -195,6 +200,7 @@ class CollectorBase(_NodeMixin):
         self._thread: Optional[threading.Thread] = None
         self.env: Any = None
         self.sequence = 0
+        self._faulted_at_start = 0  # episodes that faulted on their first step: skipped, their draws used
         self._since_state = 0  # samples published since the last game state arrived
         self._episodes_started = 0
         self._last_js = 0.0
@@ -479,7 +485,7 @@ class CollectorBase(_NodeMixin):
         behavior, version = ("policy", lp.version) if lp is not None else ("random", -1)
         # this collector's episode number `sequence` fixes its reset and noise (as mbrl-ros train's):
         # an episode started and dropped is played again with the same draws
-        seed, rng = start_episode(self.seed, self.sequence)
+        seed, rng = start_episode(self.seed, self.sequence + self._faulted_at_start)
         if lp is None:  # a fresh random policy per episode
             with self._lock:
                 kind = self._state.noise_policy if self._state is not None else "uniform"
@@ -516,9 +522,13 @@ class CollectorBase(_NodeMixin):
             if not self._may_run(version, behavior):
                 raise EpisodeAborted("collection stopped, e-stop, new policy or behavior")
 
+        fault = ""
+
         def after_step(_obs: np.ndarray, info: dict) -> None:
-            if info.get("aborted"):
-                raise EpisodeAborted(f"world fault: {info.get('sim_warning') or info.get('fault') or 'aborted'}")
+            nonlocal fault
+            if info.get("aborted"):  # the runner ends the episode here; the steps before are real data
+                fault = str(info.get("abort_reason") or info.get("sim_warning") or info.get("fault") or "aborted")
+                return
             self.diag.inc("steps")
             self._publish_joint_state()
 
@@ -528,6 +538,19 @@ class CollectorBase(_NodeMixin):
             self.diag.inc("limit_hits_nonfinite_action")
             raise EpisodeAborted(f"policy v{version} produced a {exc}") from None
         extra: dict[str, Any] = {"purpose": "train", "clipped_steps": clipped, "seed": seed}
+        if ep.aborted:
+            # A world fault (a safety abort on the robot, an unstable simulation step) is a
+            # consequence of the policy and the world, not of the game: played again with the same
+            # draws it would fault again (forever on a deterministic world). Its steps before the
+            # fault are published as an aborted episode; one that faulted on its first step has no
+            # data and is skipped with its draws, as `mbrl-ros train` skips it.
+            self.diag.inc("episodes_faulted")
+            self.diag.warn(f"episode ended by a world fault after {len(ep)} steps: {fault}")
+            self.get_logger().warning(f"episode ended by a world fault after {len(ep)} steps: {fault}")
+            if len(ep) == 0:
+                self._faulted_at_start += 1
+                raise EpisodeAborted(f"world fault on the first step: {fault}")
+            extra["fault"] = fault[:200]
         if jitter:
             p99 = float(np.percentile(np.abs(jitter), 99))
             extra["jitter_p99_ms"] = round(1000 * p99, 3)
@@ -551,6 +574,7 @@ class CollectorBase(_NodeMixin):
             actions=ep.actions,
             rewards=ep.rewards,
             terminated=bool(ep.terminated),
+            aborted=bool(ep.aborted),
             success=bool(ep.success),
             stream=self.stream,
             stamp=time.time(),
