@@ -58,7 +58,7 @@ def test_a_faulted_episode_keeps_its_real_steps_and_leaves_the_faulted_one_out()
     world = _world(fault_at=5)
     rng = np.random.default_rng(0)
     ep = run_episode(world, lambda _o: rng.uniform(-1, 1, 9), 3, "e", 1)
-    assert ep.aborted and not ep.terminated and len(ep) == 5
+    assert ep.aborted and not ep.terminated and len(ep) == 5 and ep.success is False
     assert ep.obs.shape == (6, 21) and ep.actions.shape == (5, 9) and ep.rewards.shape == (5,)
     assert np.all(ep.rewards != 0.0)  # no zero-reward stand-in step for the fault
     assert not np.allclose(ep.obs[-1], ep.obs[-2])  # the last observation is a real one

@@ -65,7 +65,7 @@ def run_episode(
         if after_step is not None:
             after_step(obs, info)
         if info.get("aborted", False):
-            aborted = True
+            aborted, success = True, False  # an episode that did not finish has not succeeded
             break
         observations.append(obs)
         actions.append(applied)

@@ -252,6 +252,7 @@ class PolicyDeployer(EstopAuthority, Node):
                 "success": bool(rec.success),
                 "return": round(float(rec.episode_return), 4),
                 "steps": int(rec.length),
+                "aborted": bool(rec.aborted),  # ended by the robot's safety layer (never a success)
                 "wall_s": round(time.monotonic() - self.t0, 3),
             }
             self.results.append(row)
@@ -264,6 +265,7 @@ class PolicyDeployer(EstopAuthority, Node):
         self.get_logger().info(
             f"episode {n}{'/' + str(self.episodes) if self.episodes else ''}: "
             f"success {'yes' if row['success'] else 'no'}, return {row['return']:.1f}"
+            + (f", aborted after {rec.length} steps: {rec.extra.get('fault', '')}" if rec.aborted else "")
         )
         self._publish_state()
 
