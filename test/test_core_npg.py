@@ -154,3 +154,26 @@ def test_entropy_bonus_raises_the_policy_entropy_on_a_toy_problem() -> None:
     start = float(_policy(3).entropy().detach())
     assert ends[0.05] > start + 0.15  # measured: +0.23 nats after 5 steps of delta = 0.01
     assert ends[0.05] > ends[0.0] + 0.15  # plain NPG: -0.04
+
+
+def test_policy_max_log_std_caps_what_npg_steps_do_to_the_std() -> None:
+    """Advantages that reward wide actions push the std up; ``max_log_std`` holds it at the cap
+    (the NPG step clamps after every move), and a config whose cap is not above the floor is refused."""
+    from mbrl_ros.core.config import load_config
+
+    ends = {}
+    for cap in (2.0, -1.0):
+        torch.manual_seed(4)
+        policy = GaussianMLPPolicy(5, 3, (16, 16), init_log_std=-1.0, min_log_std=-2.5, max_log_std=cap)
+        obs = torch.randn(4000, 5)
+        for _ in range(5):
+            with torch.no_grad():
+                act = policy.sample(obs)
+            adv = (act - policy(obs)).abs().sum(-1)  # wide actions are better: the std should grow
+            adv = (adv - adv.mean()) / adv.std()
+            npg_update(policy, obs, act, adv, step_size=0.05, cg_iters=10, damping=1e-3)
+        ends[cap] = policy.log_std.detach()
+    assert float(ends[2.0].min()) > -0.9  # uncapped: it grew
+    assert torch.all(ends[-1.0] <= -1.0 + 1e-6) and float(ends[-1.0].max()) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="policy_max_log_std"):
+        load_config("pal", "dclaw-turn-fixed", ["policy_max_log_std=-3.0"])

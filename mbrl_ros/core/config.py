@@ -73,6 +73,9 @@ class GameConfig:
     policy_hidden: list[int] = field(default_factory=lambda: [64, 64])  # tanh MLP for the mean
     policy_init_log_std: float = -1.0  # initial log std of the Gaussian (std = exp(-1))
     policy_min_log_std: float = -2.5  # the learned log std is kept above this
+    # ... and below this: a std the model rewards but the world does not is model exploitation
+    # (D'Kitty stand: std 0.4 -> 1.1 while J(pi, M) ran ~2x the world's return of the same policy)
+    policy_max_log_std: float = 2.0
     policy_symmetry: bool = False  # policy and value read a task's symmetric angles mod their period (D'Claw's valve)
     value_hidden: list[int] = field(default_factory=lambda: [128, 128])  # value MLP
     value_lr: float = 1e-3  # Adam learning rate of the value MLP
@@ -237,6 +240,11 @@ class GameConfig:
                 raise ValueError(f"{name} must be a non-empty list of positive widths, got {widths}")
         if self.policy_min_log_std >= self.policy_init_log_std + 10:
             raise ValueError("policy_min_log_std is above any sensible initial log std")
+        if not self.policy_min_log_std < self.policy_max_log_std:
+            raise ValueError(
+                f"policy_max_log_std ({self.policy_max_log_std}) must exceed policy_min_log_std "
+                f"({self.policy_min_log_std})"
+            )
 
     def behavior_noise(self) -> "BehaviorNoise":
         """The collectors' exploration noise (the same in ``mbrl-ros train`` and the graph)."""

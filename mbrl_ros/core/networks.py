@@ -152,6 +152,7 @@ class GaussianMLPPolicy(nn.Module):
         hidden: Sequence[int] = (64, 64),
         init_log_std: float = -1.0,
         min_log_std: float = -2.5,
+        max_log_std: float = 2.0,
         angle_slots: Sequence[int] = (),
         harmonics: Sequence[tuple[int, int, int]] = (),
     ) -> None:
@@ -159,6 +160,7 @@ class GaussianMLPPolicy(nn.Module):
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.hidden = [int(h) for h in hidden]
         self.min_log_std = float(min_log_std)
+        self.max_log_std = float(max_log_std)
         self.features = ObsFeatures(self.obs_dim, angle_slots, harmonics)
         self.mean_net = mlp(self.features.dim, self.hidden, self.act_dim, nn.Tanh)
         # A small last layer starts the policy near the zero action (as the reference code does).
@@ -195,7 +197,7 @@ class GaussianMLPPolicy(nn.Module):
 
     def clamp_log_std(self) -> None:
         with torch.no_grad():
-            self.log_std.clamp_(min=self.min_log_std)
+            self.log_std.clamp_(min=self.min_log_std, max=self.max_log_std)
 
     def entropy(self) -> torch.Tensor:
         """Differential entropy of the action distribution (the same in every state)."""

@@ -90,6 +90,7 @@ def new_policy(task: Any, cfg: GameConfig) -> GaussianMLPPolicy:
         cfg.policy_hidden,
         cfg.policy_init_log_std,
         cfg.policy_min_log_std,
+        cfg.policy_max_log_std,
         angle_slots=getattr(task, "angle_slots", ()),
         harmonics=policy_harmonics(task, cfg),
     )
