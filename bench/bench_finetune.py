@@ -144,15 +144,23 @@ def figure(runs: list[dict], results: dict, nominal: dict, perturbed: dict, dyna
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, axr) = plt.subplots(2, 1, figsize=(7.5, 6.4), sharex=True)
+    fig, (ax, axr) = plt.subplots(2, 1, figsize=(8.5, 7.0), sharex=True)
+    # one colour per kind of run, one line style per seed: the legend names the kinds
+    kinds = list(dict.fromkeys(r["kind"] for r in runs))
+    colors = {k: f"C{i}" for i, k in enumerate(kinds)}
+    seeds = list(dict.fromkeys(r["seed"] for r in runs))
+    styles = {s: ("-", "--", ":", "-.")[i % 4] for i, s in enumerate(seeds)}
+    labelled: set[str] = set()
     for r in runs:
         res = results.get(r["name"])
         if res is None:
             continue
         xs = [x["samples"] for x in res["rows"]]
-        label = f"{r['kind']}, seed {r['seed']}" + ("" if res["finished"] else " (cut off)")
-        line, = ax.plot(xs, [x["eval_success"] for x in res["rows"]], marker=".", label=label)
-        axr.plot(xs, [x["eval_return"] for x in res["rows"]], marker=".", color=line.get_color())
+        label = None if r["kind"] in labelled else r["kind"]
+        labelled.add(r["kind"])
+        kw = dict(color=colors[r["kind"]], ls=styles[r["seed"]], marker=".", ms=3, lw=1.2)
+        ax.plot(xs, [x["eval_success"] for x in res["rows"]], label=label, **kw)
+        axr.plot(xs, [x["eval_return"] for x in res["rows"]], **kw)
     ax.axhline(0.9, color="grey", lw=0.8, ls="--")
     for a, key in ((ax, "success"), (axr, "return")):
         a.scatter([0], [perturbed[key]], marker="x", color="k", zorder=5,
@@ -163,8 +171,9 @@ def figure(runs: list[dict], results: dict, nominal: dict, perturbed: dict, dyna
     axr.set_ylabel("evaluation return")
     axr.set_xlabel("real samples on the perturbed world")
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title(f"D'Claw turn, perturbed world {dynamics}: fine-tuning vs from scratch")
-    ax.legend(fontsize=7, loc="center right")
+    ax.set_title(f"D'Claw turn, perturbed world {dynamics}: fine-tuning vs from scratch\n"
+                 f"(line style = seed: {', '.join(f'{s} {styles[s]}' for s in seeds)})", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURE, dpi=110)
@@ -276,8 +285,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.randomized_source:
         rs = Path(args.randomized_source) / "policy.onnx"
         rn, rp = as_is(rs, args.task, ""), as_is(rs, args.task, args.dynamics)
-        extra.append(f"- policy trained with `randomize_dynamics=true` (`{args.randomized_source}`) as is: "
-                     f"**{100 * rn['success']:.0f}%** nominal, **{100 * rp['success']:.0f}%** on `{args.dynamics}`")
+        trained = ""
+        summary = Path(args.randomized_source) / "summary.json"
+        if summary.is_file():  # how long it was trained, and what its own evaluation (nominal world) said
+            sm = json.loads(summary.read_text())
+            trained = (f", trained for {sm['samples']:,} samples (its best success on the nominal world during "
+                       f"training {sm.get('best_success')})")
+        extra.append(f"- policy trained with `randomize_dynamics=true` (`{args.randomized_source}`{trained}) as is: "
+                     f"**{100 * rn['success']:.0f}%** nominal (return {rn['return']:.1f}, final valve error "
+                     f"{rn['final_error']:.2f} rad), **{100 * rp['success']:.0f}%** on `{args.dynamics}` "
+                     f"(return {rp['return']:.1f})")
     runs = plan(args)
     if not args.partial:
         run_all(runs, args.jobs)
