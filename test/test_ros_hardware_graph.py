@@ -120,7 +120,15 @@ def test_pal_on_the_emulated_dclaw_learns_estops_within_bounds_and_resumes(tmp_p
             if t_off is None and _torque_all_off(emu):
                 t_off = time.monotonic() - t0
         assert fut.done() and fut.result().success
-        assert t_off is not None and t_off < ESTOP_BOUND_S, f"torque off after {t_off} s"
+        if t_off is None or t_off >= ESTOP_BOUND_S:
+            # where the time went: the driver logs its own part (waiting for a bus transaction in
+            # flight + the torque-off packets); the rest is DDS, the two nodes' callbacks and the
+            # emulator thread in this process
+            time.sleep(0.5)
+            driver = [ln for ln in (log_dir / "logs" / "hardware_collector.log").read_text(errors="replace")
+                      .splitlines() if "torque off in" in ln]
+            pytest.fail(f"torque off after {t_off} s (bound {ESTOP_BOUND_S} s); driver: {driver[-1:]}; "
+                        f"load average {os.getloadavg()}")
         # while the e-stop holds nothing moves: torque stays off, collection is paused
         held_until = time.monotonic() + 1.5
         while time.monotonic() < held_until:
@@ -141,7 +149,8 @@ def test_pal_on_the_emulated_dclaw_learns_estops_within_bounds_and_resumes(tmp_p
     text = out.decode(errors="replace")
     hw_log = (log_dir / "logs" / "hardware_collector.log").read_text(errors="replace")
     assert proc.returncode == 0, text + hw_log[-3000:]
-    print(f"e-stop service -> torque off on every motor: {1000 * t_off:.1f} ms")
+    driver = [ln.split("torque off in")[1].split("(")[0].strip() for ln in hw_log.splitlines() if "torque off in" in ln]
+    print(f"e-stop service -> torque off on every motor: {1000 * t_off:.1f} ms (the driver's part: {driver})")
 
     summary = json.loads((log_dir / "summary.json").read_text())
     assert summary["iterations"] >= 2 and summary["samples"] >= 120 > samples_at_estop
