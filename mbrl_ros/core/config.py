@@ -73,8 +73,9 @@ class GameConfig:
     policy_hidden: list[int] = field(default_factory=lambda: [64, 64])  # tanh MLP for the mean
     policy_init_log_std: float = -1.0  # initial log std of the Gaussian (std = exp(-1))
     policy_min_log_std: float = -2.5  # the learned log std is kept above this
-    # ... and below this: a std the model rewards but the world does not is model exploitation
-    # (D'Kitty stand: std 0.4 -> 1.1 while J(pi, M) ran ~2x the world's return of the same policy)
+    # ... and below this (2.0: no cap in practice). A cap stops the model rewarding exploration
+    # noise the world does not (D'Kitty stand: std 0.37 -> 1.13 uncapped); it did not change
+    # what D'Kitty stand learns (docs/algorithms.md), so it is off by default.
     policy_max_log_std: float = 2.0
     policy_symmetry: bool = False  # policy and value read a task's symmetric angles mod their period (D'Claw's valve)
     value_hidden: list[int] = field(default_factory=lambda: [128, 128])  # value MLP
