@@ -7,7 +7,7 @@ emulate --robot dclaw`` runs): the lifecycle hardware collector drives the emula
 runs as on a robot (``gate_model_severity`` auto resolves to abort with ``use_sim:=false``: a
 candidate the model predicts to leave the joint limits is refused, not only logged). The game is
 ``config/pal.yaml`` for dclaw-turn-fixed, stopped once 90% success is held for 3 evaluations (as
-the sample-efficiency benchmark's runs). Writes the ``robot_graph`` section of BENCHMARKS.md.
+the sample-efficiency benchmark's runs). Writes the ``robot_graph`` section of BENCHMARKS.md (``robot_graph_s<N>`` for seed N > 0).
 
 One run takes about as many minutes as it collects samples / 600 plus the resets (20-40 minutes to
 90% on 2 cores): a benchmark, not a test (``test/test_ros_hardware_graph.py`` plays a short game).
@@ -161,7 +161,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
 
     curve = ", ".join(f"{h['samples']:,}: {h['eval_success']:.2f}" for h in evals)
     lines = [
-        "## The PAL graph with a robot's settings on the emulated D'Claw (`bench/bench_robot_graph.py`)",
+        "## The PAL graph with a robot's settings on the emulated D'Claw (`bench/bench_robot_graph.py`)"
+        + (f", seed {args.seed}" if args.seed else ""),
         "",
         "`mbrl-ros launch pal_dclaw use_sim:=false device_path:=<pty>` against the servo emulator (MuJoCo physics "
         "in real time on a pseudo-terminal, as `mbrl-ros emulate --robot dclaw` serves it): the lifecycle hardware "
@@ -222,7 +223,8 @@ def main() -> int:
     print(f"robot graph: PAL {TASK_ID} on the emulated D'Claw, seed {args.seed}, budget {args.samples}", flush=True)
     r = run(args.out / f"pal-{TASK_ID}-s{args.seed}", args.seed, args.samples, args.settle_s, args.set,
             args.timeout_s, args.stall_s)
-    publish("robot_graph", report(r, args), write=not args.no_write)
+    # one section per seed: seed 0's is "robot_graph", another seed's "robot_graph_s<seed>"
+    publish("robot_graph" + (f"_s{args.seed}" if args.seed else ""), report(r, args), write=not args.no_write)
     return 0
 
 
