@@ -9,6 +9,7 @@ rclpy is imported only by :class:`Probe`, so importing this module needs no ROS.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -121,6 +122,40 @@ class Graph:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=5.0)
+
+
+def follow_game(
+    proc: subprocess.Popen,
+    log_dir: Path,
+    t0: float,
+    period_s: float = 1.0,
+    phases: Optional[tuple[str, ...]] = None,
+    stall_s: Optional[float] = None,
+) -> Optional[int]:
+    """Print a launched game's progress from ``<log_dir>/game_state.json`` until ``proc`` exits:
+    one line per new (iteration, phase), only for ``phases`` when given. With ``stall_s``, a game
+    whose sample count has not moved for that long is stopped (SIGINT to ``proc``'s process group,
+    which must be its own session) and the sample count it froze at is returned; else ``None``."""
+    last = None
+    moved_at, samples_seen = time.monotonic(), -1
+    while proc.poll() is None:
+        time.sleep(period_s)
+        try:
+            st = json.loads((log_dir / "game_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if st["samples"] != samples_seen:
+            moved_at, samples_seen = time.monotonic(), st["samples"]
+        elif stall_s is not None and time.monotonic() - moved_at > stall_s:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=60)
+            return samples_seen
+        now = (st["iteration"], st["phase"])
+        if now != last and (phases is None or st["phase"] in phases):
+            print(f"  {time.monotonic() - t0:6.0f} s  iteration {st['iteration']} {st['phase']}, "
+                  f"{st['samples']}/{st['sample_budget']} samples", flush=True)
+        last = now
+    return None
 
 
 def game_params(algo: str = "pal", overrides: Optional[list[str]] = None, **extra: Any) -> dict[str, Any]:

@@ -56,14 +56,10 @@ def outcomes(world: Any, act: Callable[[np.ndarray], np.ndarray], seeds: list[in
 
 
 def standing_pose_action(task: Any) -> np.ndarray:
-    """The action whose joint targets are ROBEL's standing pose (every joint 0)."""
-    center, half = task._ap[0], task._ap[1]  # the action-to-target map of TaskSpec.action_to_targets
-    return np.clip((0.0 - center) / half, -1.0, 1.0)
-
-
-def gaussian(act: Callable[[np.ndarray], np.ndarray], std: np.ndarray, rng: np.random.Generator):
-    """``act`` plus Gaussian noise of ``std`` (the runner clips to [-1, 1], as the collectors)."""
-    return lambda obs: act(obs) + std * rng.standard_normal(std.shape)
+    """The action whose joint targets are ROBEL's standing pose (every joint 0): the inverse of
+    ``q = center + a * half_range`` in ``TaskSpec.action_to_targets``."""
+    lim = task.limits
+    return np.clip((0.0 - lim.center) / lim.half_range, -1.0, 1.0)
 
 
 def constant(action: np.ndarray):
@@ -86,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mbrl_ros.core.onnx_export import load_onnx_policy
-    from mbrl_ros.core.world import evaluation_seeds
+    from mbrl_ros.core.world import behavior_policy, evaluation_seeds
 
     torch.set_num_threads(1)
     seeds = evaluation_seeds(50)
@@ -106,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"Run `{run}` ({state.get('samples', '?')} samples; checkpoint std "
                   f"{float(torch.exp(game.policy_player.policy.log_std.detach()).mean()):.2f}):", "", *header]
         lines.append(row("the run's policy (mean action)", outcomes(world, policy.act, seeds)))
-        std = np.exp(game.policy_player.policy.log_std.detach().numpy())
+        log_std = game.policy_player.policy.log_std.detach().numpy()
         for k in range(args.draws):
-            noisy = gaussian(policy.act, std, np.random.default_rng(k))
+            # the collectors' behaviour policy: the game's behaviour noise around the mean action
+            noisy = behavior_policy(policy.act, world.task.info.act_dim, log_std, np.random.default_rng(k),
+                                    game.cfg.behavior_noise(), world.task.info.horizon)
             lines.append(row(f"the run's stochastic policy (noise draw {k})", outcomes(world, noisy, seeds)))
         if not baseline_done:
             lines.append(row("constant standing-pose command", outcomes(world, constant(standing_pose_action(world.task)), seeds)))

@@ -65,6 +65,7 @@ def plan(args: argparse.Namespace) -> list[dict]:
         sources.append(("randomized", Path(args.randomized_source)))
     for seed in args.seeds:
         runs.append({"name": f"scratch-{args.dynamics}-s{seed}", "kind": "from scratch", "source": None, "seed": seed,
+                     "budget": args.scratch_samples,
                      "argv": [*common, "--seed", str(seed), "--samples", str(args.scratch_samples),
                               "--init-from-parts", "policy"], "init": None})
         for label, src in sources:
@@ -73,7 +74,7 @@ def plan(args: argparse.Namespace) -> list[dict]:
                 prefix = "finetune" if label == "nominal" else "finetune-randomized"
                 runs.append({
                     "name": f"{prefix}-{tag}-{args.dynamics}-s{seed}", "kind": f"fine-tune ({label} source, {parts})",
-                    "source": str(src), "seed": seed, "init": parts,
+                    "source": str(src), "seed": seed, "init": parts, "budget": args.finetune_samples,
                     "argv": [*common, "--seed", str(seed), "--samples", str(args.finetune_samples), "--init-from",
                              str(src), "--init-from-parts", parts, "--set", f"n_init={args.finetune_n_init}"],
                 })
@@ -246,7 +247,7 @@ def summary_table(runs: list[dict], results: dict) -> list[str]:
             if res is None or (res["held"] is None and not res["finished"]):
                 cells.append(f"s{seed}: running" if res is not None else f"s{seed}: not run")
                 continue
-            budget = int(r["argv"][r["argv"].index("--samples") + 1])
+            budget = int(r["budget"])
             if res["held"] is not None:
                 held += 1
                 values.append(float(res["held"]))

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from bench._graph_harness import follow_game
 from bench._report import command_line, publish, update_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -289,18 +290,7 @@ def run_duty_cycle(tmp: Path, algo: str, game: list[str], samples: int, seed: in
         argv.append("set:=" + ",".join(game))
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(domain))
-    last = None
-    while proc.poll() is None:
-        time.sleep(1.0)
-        try:
-            st = json.loads((log_dir / "game_state.json").read_text())
-        except (OSError, ValueError):
-            continue
-        now = (st["iteration"], st["phase"])
-        if now != last:
-            print(f"  {time.monotonic() - t0:6.0f} s  iteration {st['iteration']} {st['phase']}, "
-                  f"{st['samples']}/{st['sample_budget']} samples", flush=True)
-            last = now
+    follow_game(proc, log_dir, t0)
     out = proc.stdout.read().decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"graph run failed ({proc.returncode}):\n{out[-3000:]}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -29,17 +28,12 @@ from typing import Any, Optional
 import numpy as np
 import yaml
 
+from bench._graph_harness import follow_game, free_domain_id
 from bench._report import command_line, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK_ID = "dclaw-turn-fixed"
 STOP = ["stop_success=0.9", "stop_success_iters=3"]
-
-
-def _milestones(history: list[dict]) -> dict[str, Optional[int]]:
-    from mbrl_ros.core.report import success_milestones
-
-    return success_milestones(history)
 
 
 def goal_limit_report(emu: Any) -> dict[str, Any]:
@@ -72,7 +66,7 @@ def run(
         # ROBEL waits 1 s for the valve to settle after a reset; the emulated valve settles in 0.2 s
         "hardware_collector": {"ros__parameters": {"reset_object_settle_s": float(settle_s)}},
     }))
-    domain = random.Random(os.getpid() ^ time.time_ns()).randint(100, 215)
+    domain = free_domain_id()
     env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     emu = ServoEmulator("dclaw", physics="mujoco", realtime=True)
     pty = emu.start()
@@ -83,32 +77,13 @@ def run(
     launch_log = out / "launch.log"
     with open(launch_log, "wb") as f:
         proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    last = None
     frozen: Optional[str] = None
-    moved_at, samples_seen = time.monotonic(), -1
     try:
-        while proc.poll() is None:
-            time.sleep(2.0)
-            try:
-                st = json.loads((log_dir / "game_state.json").read_text())
-            except (OSError, ValueError):
-                continue
-            if st["samples"] != samples_seen:
-                moved_at, samples_seen = time.monotonic(), st["samples"]
-            elif time.monotonic() - moved_at > stall_s:
-                hw = (log_dir / "logs" / "hardware_collector.log").read_text(errors="replace").splitlines()
-                frozen = f"no new sample for {stall_s:.0f} s at {samples_seen} samples; collector: " + " | ".join(
-                    hw[-3:]
-                )
-                print("  frozen:", frozen, flush=True)
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(timeout=60)
-                break
-            now = (st["iteration"], st["phase"])
-            if now != last and st["phase"] in ("collect", "done"):
-                print(f"  {time.monotonic() - t0:6.0f} s  iteration {st['iteration']} {st['phase']}, "
-                      f"{st['samples']}/{st['sample_budget']} samples", flush=True)
-            last = now
+        stalled_at = follow_game(proc, log_dir, t0, period_s=2.0, phases=("collect", "done"), stall_s=stall_s)
+        if stalled_at is not None:
+            hw = (log_dir / "logs" / "hardware_collector.log").read_text(errors="replace").splitlines()
+            frozen = f"no new sample for {stall_s:.0f} s at {stalled_at} samples; collector: " + " | ".join(hw[-3:])
+            print("  frozen:", frozen, flush=True)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
@@ -149,8 +124,10 @@ def _summary_of(history: list[dict]) -> dict[str, Any]:
 
 
 def report(r: dict[str, Any], args: argparse.Namespace) -> str:
+    from mbrl_ros.core.report import success_milestones
+
     hist, s = r["history"], r["summary"]
-    m = _milestones(hist)
+    m = success_milestones(hist)
     gated = [h for h in hist if h.get("gate_passed") is not None]
     refused = [h for h in gated if h["gate_passed"] is False]
     warned = [h for h in gated if h["gate_passed"] and h.get("gate_warning")]
@@ -194,7 +171,7 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         lines += ["", "Refusals: " + "; ".join(f"iteration {h['iteration']}: {h.get('gate_warning')}" for h in refused)]
     if args.compare:
         other = [json.loads(x) for x in (Path(args.compare) / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        mo = _milestones(other)
+        mo = success_milestones(other)
         lines += ["", f"The same seed in simulation with `mbrl-ros train` ({args.compare}): 90% held at "
                       f"{held(mo['held'])} (first touch {held(mo['first_touch'])})."]
     lines += ["", f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end.", "",

@@ -56,6 +56,11 @@ def _graph_nice_values(domain: int) -> dict[str, int]:
     return found
 
 
+def _driver_estop_times(log: str) -> list[str]:
+    """The hardware collector's own e-stop latencies ("torque off in X ms") from its log."""
+    return [ln.split("torque off in")[1].split("(")[0].strip() for ln in log.splitlines() if "torque off in" in ln]
+
+
 def _torque_all_off(emu) -> bool:
     return not any(emu.torque_enabled().values())
 
@@ -125,8 +130,7 @@ def test_pal_on_the_emulated_dclaw_learns_estops_within_bounds_and_resumes(tmp_p
             # flight + the torque-off packets); the rest is DDS, the two nodes' callbacks and the
             # emulator thread in this process
             time.sleep(0.5)
-            driver = [ln for ln in (log_dir / "logs" / "hardware_collector.log").read_text(errors="replace")
-                      .splitlines() if "torque off in" in ln]
+            driver = _driver_estop_times((log_dir / "logs" / "hardware_collector.log").read_text(errors="replace"))
             pytest.fail(f"torque off after {t_off} s (bound {ESTOP_BOUND_S} s); driver: {driver[-1:]}; "
                         f"load average {os.getloadavg()}")
         # while the e-stop holds nothing moves: torque stays off, collection is paused
@@ -149,8 +153,8 @@ def test_pal_on_the_emulated_dclaw_learns_estops_within_bounds_and_resumes(tmp_p
     text = out.decode(errors="replace")
     hw_log = (log_dir / "logs" / "hardware_collector.log").read_text(errors="replace")
     assert proc.returncode == 0, text + hw_log[-3000:]
-    driver = [ln.split("torque off in")[1].split("(")[0].strip() for ln in hw_log.splitlines() if "torque off in" in ln]
-    print(f"e-stop service -> torque off on every motor: {1000 * t_off:.1f} ms (the driver's part: {driver})")
+    print(f"e-stop service -> torque off on every motor: {1000 * t_off:.1f} ms "
+          f"(the driver's part: {_driver_estop_times(hw_log)})")
 
     summary = json.loads((log_dir / "summary.json").read_text())
     assert summary["iterations"] >= 2 and summary["samples"] >= 120 > samples_at_estop

@@ -76,7 +76,7 @@ def run_episode(
         t += 1
     return Episode(
         obs=np.asarray(observations),
-        actions=np.asarray(actions).reshape(len(actions), -1) if actions else np.zeros((0, np.size(applied))),
+        actions=np.asarray(actions) if actions else np.zeros((0, np.size(applied))),
         rewards=np.asarray(rewards, dtype=np.float64),
         terminated=bool(terminated),
         episode_id=episode_id,

@@ -545,8 +545,9 @@ class CollectorBase(_NodeMixin):
             # fault are published as an aborted episode; one that faulted on its first step has no
             # data and is skipped with its draws, as `mbrl-ros train` skips it.
             self.diag.inc("episodes_faulted")
-            self.diag.warn(f"episode ended by a world fault after {len(ep)} steps: {fault}")
-            self.get_logger().warning(f"episode ended by a world fault after {len(ep)} steps: {fault}")
+            message = f"episode ended by a world fault after {len(ep)} steps: {fault}"
+            self.diag.warn(message)
+            self.get_logger().warning(message)
             if len(ep) == 0:
                 self._faulted_at_start += 1
                 raise EpisodeAborted(f"world fault on the first step: {fault}")
