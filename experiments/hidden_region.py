@@ -138,8 +138,9 @@ def plot(summary: dict, path: Path, title: str) -> None:
 
 
 def report(summary: dict, preset: str, figure: str) -> str:
+    """The BENCHMARKS table; ``preset`` names the budget (e.g. "default budget", "30000 samples")."""
     lines = [
-        f"Command: `{common.command_line()}` ({preset} budget: config/task-hidden-region.yaml; "
+        f"Command: `{common.command_line()}` ({preset}; config/task-hidden-region.yaml; "
         f"seeds {', '.join(str(s) for s in next(iter(summary.values()))['seeds']) if summary else '-'}).",
         "",
         "| game | final success per seed | mean (min..max) | final return | model: route reaches the region "
@@ -201,15 +202,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     results = common.run_jobs(Path(__file__), jobs, out, args.jobs, WORKERS, not args.no_progress, NAME,
                               run=not args.report_only)
     summary = summarize(jobs, results)
-    figure = out / "hidden_region.png"
-    plot(summary, figure, f"hidden-region ({preset} budget): world success and the models' beliefs")
+    # another budget than the task's gets its own figure and BENCHMARKS section (the default's stays)
+    name = f"{NAME}_{args.samples}" if args.samples else NAME
+    section = f"{SECTION}_{args.samples}" if args.samples else SECTION
+    figure = out / f"{name}.png"
+    budget = f"{args.samples} samples" if args.samples else f"{preset} budget"
+    plot(summary, figure, f"hidden-region ({budget}): world success and the models' beliefs")
     write_docs = not args.quick and not args.no_report
     shown = common.relpath(figure)
     if write_docs:
-        shown = common.relpath(common.copy_figure(figure, "hidden_region.png"))
-    text = report(summary, preset, shown)
+        shown = common.relpath(common.copy_figure(figure, f"{name}.png"))
+    text = report(summary, budget, shown)
     common.write_json(out / "results.json", {"preset": preset, "command": common.command_line(), "summary": summary})
-    return common.finish(text, SECTION, write_docs, results, out)
+    return common.finish(text, section, write_docs, results, out)
 
 
 if __name__ == "__main__":

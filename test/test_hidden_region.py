@@ -215,3 +215,27 @@ def test_agent_reward_term_is_scaled_by_the_per_dimension_loss():
     # reported: the objective the model player minimised, alpha l - (1 - alpha) l_ref J/R
     assert r["objective"] == pytest.approx(cfg.alpha * r["loss"] + (1 - cfg.alpha) * r["return_term"])
     assert np.isfinite(r["return_term"]) and r["return_term"] != 0.0
+
+
+# -- the probe of a finished run (experiments/hidden_region_probe.py) --------------------------
+def test_probe_values_the_scripted_policies_in_the_world_and_in_the_runs_model(tmp_path):
+    from experiments import hidden_region_probe as probe
+    from mbrl_ros.core.train import train
+
+    cfg = load_config("mal", TASK, ["samples=1200", "n_init=400", "samples_per_iter=400", "model_min_steps=5",
+                                    "model_max_steps=10", "npg_steps_aggressive=2", "npg_trajectories=8",
+                                    "eval_episodes=2", "device=cpu"])
+    train(cfg, tmp_path / "run", progress=False)
+    r = probe.probe(tmp_path / "run", steps=1, restarts=1)
+    assert r["algo"] == "mal" and r["samples"] == 1200
+    # the world's values are the task's facts: the route ends in the region, the decoy never does
+    route_ret, route_succ = r["route"]["world"]
+    decoy_ret, decoy_succ = r["decoy"]["world"]
+    assert route_succ == 1.0 and decoy_succ == 0.0 and route_ret > decoy_ret
+    for key in ("route", "decoy", "deployed"):
+        ret, frac = r[key]["model"]
+        assert np.isfinite(ret) and 0.0 <= frac <= 1.0
+    assert len(r["fresh"]) == len(r["fresh_broad"]) == 1 and np.isfinite(r["fresh"][0]["J_model"])
+    assert "| MAL | 1200 |" in probe.report([r], 1)
+    with pytest.raises(ValueError, match="not a finished run"):
+        probe.probe(tmp_path, steps=1, restarts=1)
