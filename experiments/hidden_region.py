@@ -198,7 +198,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                       "measure": "beliefs/1"}
             jobs.append(common.Job(f"{algo}-s{seed}", "game", params, total=budget))
     out = Path(args.out)
-    print(f"{len(jobs)} runs ({preset} budget) -> {out}", flush=True)
+    print(f"{len(jobs)} runs ({f'{args.samples} samples' if args.samples else preset + ' budget'}) -> {out}", flush=True)
     results = common.run_jobs(Path(__file__), jobs, out, args.jobs, WORKERS, not args.no_progress, NAME,
                               run=not args.report_only)
     summary = summarize(jobs, results)

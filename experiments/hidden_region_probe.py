@@ -1,7 +1,8 @@
 """Why the MAL fixes stay on the decoy in ``hidden-region``: the final model and the follower, probed.
 
-For each finished run (``mbrl-ros train --task hidden-region``, or a run of
-``experiments.hidden_region``) the script loads its last checkpoint and asks:
+For each finished run of ``mbrl-ros train --task hidden-region`` (which keeps its last
+checkpoint; the runs of ``experiments.hidden_region`` keep only their metrics) the script loads
+that checkpoint and asks:
 
 - **the model**: what the scripted route through the entrance and the scripted decoy policy
   are worth *in the model* (mean return over members and the task's 10 evaluation starts, and
@@ -14,7 +15,8 @@ For each finished run (``mbrl-ros train --task hidden-region``, or a run of
   response computed from scratch (not from the policy that already sits on the decoy) would find
   the region in that model, or exploit a hole in it.
 
-    .venv/bin/python -m experiments.hidden_region_probe runs/hr/mal-noise-s0 runs/hr/mal-s0
+    .venv/bin/mbrl-ros train --algo mal --task hidden-region --seed 0 --out runs/hr/mal-s0
+    .venv/bin/python -m experiments.hidden_region_probe runs/hr/mal-s0 [more runs]
 
 Prints a table; ``--write`` puts it in BENCHMARKS.md (section "hidden_region_probe").
 """
