@@ -78,6 +78,9 @@ class GameConfig:
     # what D'Kitty stand learns (docs/algorithms.md), so it is off by default.
     policy_max_log_std: float = 2.0
     policy_symmetry: bool = False  # policy and value read a task's symmetric angles mod their period (D'Claw's valve)
+    policy_mirror: bool = (
+        False  # the policy's mean is equivariant under the task's mirror (D'Claw: turns both ways alike)
+    )
     value_hidden: list[int] = field(default_factory=lambda: [128, 128])  # value MLP
     value_lr: float = 1e-3  # Adam learning rate of the value MLP
     value_epochs: int = 2  # passes over the synthetic data per value refit

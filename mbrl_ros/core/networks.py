@@ -11,7 +11,7 @@ and the value baseline must not jump between two NPG steps either).
 
 from __future__ import annotations
 
-from typing import Sequence, cast
+from typing import Optional, Sequence, cast
 
 import numpy as np
 import torch
@@ -132,6 +132,9 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Mo
     return nn.Sequential(*layers)
 
 
+Mirror = tuple[Sequence[int], Sequence[float], Sequence[int], Sequence[float]]
+
+
 class GaussianMLPPolicy(nn.Module):
     """pi(a|s) = N(mu(s), diag(exp(log_std))^2): tanh MLP mean, state-independent learned log std.
 
@@ -139,11 +142,22 @@ class GaussianMLPPolicy(nn.Module):
     cos/sin; ``harmonics``: symmetric angles mod their period), normalised with ``obs_mean``/``obs_std`` (feature statistics). Actions are not
     squashed: the world clips them to [-1, 1] (as ROBEL does), and the deterministic action
     exported to ONNX is ``clip(mu(s), -1, 1)``.
+
+    ``mirror``: a reflection of the robot that maps the task onto itself (D'Claw: the plane through
+    the thumb swaps the other two fingers and turns the valve the other way), given as
+    ``(obs_index, obs_sign, act_index, act_sign)`` with ``(M s)[i] = obs_sign[i] * s[obs_index[i]]``
+    and likewise ``A`` for actions (both involutions). The mean is then
+    ``mu(s) = (g(s) + A g(M s)) / 2`` for the MLP ``g``, so ``mu(M s) = A mu(s)`` exactly: whatever
+    the policy learns for one turning direction it does for the other. The std is not mirrored.
     """
 
     obs_mean: torch.Tensor  # buffers
     obs_std: torch.Tensor
     mean_net: nn.Sequential
+    mirror_obs_index: torch.Tensor
+    mirror_obs_sign: torch.Tensor
+    mirror_act_index: torch.Tensor
+    mirror_act_sign: torch.Tensor
 
     def __init__(
         self,
@@ -155,6 +169,7 @@ class GaussianMLPPolicy(nn.Module):
         max_log_std: float = 2.0,
         angle_slots: Sequence[int] = (),
         harmonics: Sequence[tuple[int, int, int]] = (),
+        mirror: Optional[Mirror] = None,
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
@@ -171,13 +186,48 @@ class GaussianMLPPolicy(nn.Module):
         self.log_std = nn.Parameter(torch.full((self.act_dim,), float(init_log_std)))
         self.register_buffer("obs_mean", torch.zeros(self.features.dim))
         self.register_buffer("obs_std", torch.ones(self.features.dim))
+        self.mirrored = mirror is not None
+        if mirror is not None:
+            # Persistent: weights trained with and without the mirror compute different
+            # functions, so loading one into the other must fail (as with harmonic_k).
+            for name, t in zip(("obs", "act"), _checked_mirror(mirror, self.obs_dim, self.act_dim)):
+                self.register_buffer(f"mirror_{name}_index", t[0])
+                self.register_buffer(f"mirror_{name}_sign", t[1])
+
+    # -- mirror -------------------------------------------------------------------------
+    def mirror_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """M s (the observation of the reflected robot); only with a mirror."""
+        return obs.index_select(-1, self.mirror_obs_index) * self.mirror_obs_sign
+
+    def mirror_act(self, act: torch.Tensor) -> torch.Tensor:
+        """A a (the action of the reflected robot); only with a mirror."""
+        return act.index_select(-1, self.mirror_act_index) * self.mirror_act_sign
+
+    def net_input(self, obs: torch.Tensor) -> torch.Tensor:
+        """What ``mean_net`` reads: the normalised features of s, or of s and M s stacked on a new
+        first dimension when mirrored (one forward pass for both)."""
+        if self.mirrored:
+            obs = torch.stack([obs, self.mirror_obs(obs)], dim=0)
+        return self.normalize(obs)
+
+    def combine(self, out: torch.Tensor) -> torch.Tensor:
+        """``mean_net``'s output on :meth:`net_input` -> mu(s). Linear in ``out`` (the Fisher
+        product applies it to J v as well)."""
+        if not self.mirrored:
+            return out
+        return 0.5 * (out[0] + self.mirror_act(out[1]))
 
     # -- normalisation ------------------------------------------------------------------
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.clamp((self.features(obs) - self.obs_mean) / self.obs_std, -OBS_CLIP, OBS_CLIP)
 
     def feature_stats(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std of the features of a batch of observations (for set_obs_normalization)."""
+        """Mean and std of the features of a batch of observations (for set_obs_normalization);
+        with a mirror, of the batch and its reflection (the network reads both)."""
+        obs = np.asarray(obs, dtype=np.float64)
+        if self.mirrored:
+            index, sign = self.mirror_obs_index.cpu().numpy(), self.mirror_obs_sign.cpu().numpy()
+            obs = np.concatenate([obs, obs[..., index] * sign], axis=0)
         f = self.features.numpy(obs)
         return f.mean(0), f.std(0)
 
@@ -193,7 +243,7 @@ class GaussianMLPPolicy(nn.Module):
     # -- distribution -------------------------------------------------------------------
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """The mean action mu(s) (unclipped)."""
-        return self.mean_net(self.normalize(obs))
+        return self.combine(self.mean_net(self.net_input(obs)))
 
     def clamp_log_std(self) -> None:
         with torch.no_grad():
@@ -225,6 +275,23 @@ class GaussianMLPPolicy(nn.Module):
             a = torch.clamp(a, -1.0, 1.0)
         out = a.cpu().numpy().astype(np.float64)
         return out[0] if single else out
+
+
+def _checked_mirror(mirror: Mirror, obs_dim: int, act_dim: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The mirror's (index, sign) tensors; each must be a signed permutation that is its own inverse."""
+    if len(mirror) != 4:
+        raise ValueError("mirror must be (obs_index, obs_sign, act_index, act_sign)")
+    out = []
+    for what, index, sign, dim in (("obs", mirror[0], mirror[1], obs_dim), ("act", mirror[2], mirror[3], act_dim)):
+        idx, sgn = np.asarray(index, dtype=np.int64), np.asarray(sign, dtype=np.float64)
+        if idx.shape != (dim,) or sgn.shape != (dim,) or sorted(idx.tolist()) != list(range(dim)):
+            raise ValueError(f"mirror: the {what} index must be a permutation of {dim} slots")
+        if not np.all(np.abs(sgn) == 1.0):
+            raise ValueError(f"mirror: the {what} signs must be +-1")
+        if not (np.array_equal(idx[idx], np.arange(dim)) and np.all(sgn * sgn[idx] == 1.0)):
+            raise ValueError(f"mirror: the {what} map must be its own inverse (a reflection)")
+        out.append((torch.as_tensor(idx), torch.as_tensor(sgn, dtype=torch.float32)))
+    return out
 
 
 def gaussian_kl(

@@ -89,7 +89,7 @@ def gaussian_fisher_product(
     names = [k for k, _ in net.named_parameters()]
     values = tuple(p.detach() for _, p in net.named_parameters())
     params = list(net.parameters())
-    x = policy.normalize(obs).detach()
+    x = policy.net_input(obs).detach()  # with a mirror: s and M s stacked (mu = combine(net(x)))
     inv_var = torch.exp(-2.0 * policy.log_std.detach())
     # The forward pass is kept for every J^T u of the CG loop; for a plain tanh MLP the inputs of
     # each linear layer and the tanh outputs are kept too, so J v is computed by hand (two small
@@ -102,7 +102,7 @@ def gaussian_fisher_product(
         h = m(h)
         if isinstance(m, nn.Tanh):
             tanh_out.append(h.detach())
-    mean = h
+    mean = policy.combine(h)
     scale = 1.0 / obs.shape[0]
     # layout of the flat vector: policy.parameters() order (log_std and the mean net's weights)
     layout = [(name, p.numel(), p.shape) for name, p in policy.named_parameters() if p.requires_grad]
@@ -135,6 +135,7 @@ def gaussian_fisher_product(
         else:
             tangents = tuple(parts[f"mean_net.{n}"] for n in names)
             _, jv = jvp(lambda *p: functional_call(net, dict(zip(names, p)), (x,)), values, tangents)[:2]
+        jv = policy.combine(jv)  # combine is linear: J_mu v = combine(J_net v)
         jtu = torch.autograd.grad(mean, params, grad_outputs=jv * inv_var * scale, retain_graph=True)
         out = dict(zip((f"mean_net.{n}" for n in names), jtu))
         out["log_std"] = 2.0 * parts["log_std"]

@@ -93,6 +93,7 @@ def new_policy(task: Any, cfg: GameConfig) -> GaussianMLPPolicy:
         cfg.policy_max_log_std,
         angle_slots=getattr(task, "angle_slots", ()),
         harmonics=policy_harmonics(task, cfg),
+        mirror=getattr(task, "policy_mirror", None) if cfg.policy_mirror else None,
     )
 
 

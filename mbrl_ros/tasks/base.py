@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
@@ -127,6 +127,10 @@ class TaskSpec(abc.ABC):
     #: (cos_slot, sin_slot, k): an angle given as (cos, sin) whose world is symmetric under turns
     #: of 2 pi / k; with ``policy_symmetry`` the networks read (cos k theta, sin k theta) there
     policy_harmonics: tuple[tuple[int, int, int], ...] = ()
+    #: a reflection of the robot that maps the task onto itself, as
+    #: ``(obs_index, obs_sign, act_index, act_sign)`` (``(M s)[i] = obs_sign[i] * s[obs_index[i]]``);
+    #: with ``policy_mirror`` the policy's mean is made equivariant under it; None: no mirror
+    policy_mirror: Optional[tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...], tuple[float, ...]]] = None
 
     # -- model-only state -------------------------------------------------------------------
     #: measured quantities that are not in the observation but that the reward depends on

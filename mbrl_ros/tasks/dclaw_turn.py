@@ -71,6 +71,16 @@ MODEL_QVEL = slice(20, 29)
 VALVE_SYMMETRY = 3  # spokes of valve3
 AUX_NAMES = tuple(f"claw_qvel[{i}]" for i in range(9))
 
+# The claw's mirror: the vertical plane through the thumb (THJ3x) swaps the first two fingers
+# (FFJ1x <-> MFJ2x) and maps the valve angle theta to -theta (valve3.xml has a spoke in that
+# plane, so the valve is mapped onto itself). Each top joint (x0) turns about its finger's
+# radial axis and changes sign; the middle and bottom joints (x1, x2) turn about tangential axes
+# and keep theirs (chain3xh.xml; test_policy_mirror.py checks it against the simulator).
+CLAW_MIRROR_INDEX = (3, 4, 5, 0, 1, 2, 6, 7, 8)
+CLAW_MIRROR_SIGN = (-1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0)
+OBS_MIRROR_INDEX = CLAW_MIRROR_INDEX + (9, 10) + tuple(11 + i for i in CLAW_MIRROR_INDEX) + (20,)
+OBS_MIRROR_SIGN = CLAW_MIRROR_SIGN + (1.0, -1.0) + CLAW_MIRROR_SIGN + (-1.0,)  # cos, -sin; -error
+
 # Reward constants (ROBEL get_reward_dict).
 VEL_COST_THRESHOLD = 0.5  # only |qdot| >= 0.5 rad/s is penalised
 BONUS_SMALL_DIST, BONUS_BIG_DIST = 0.25, 0.10
@@ -114,6 +124,7 @@ class DClawTurn(FastActionPipeline, TaskSpec):
     RESET_POSE = RESET_POSE
     angle_slots = (OBS_TARGET_ERROR,)
     policy_harmonics = ((OBS_OBJECT_X, OBS_OBJECT_Y, VALVE_SYMMETRY),)  # the valve's three spokes
+    policy_mirror = (OBS_MIRROR_INDEX, OBS_MIRROR_SIGN, CLAW_MIRROR_INDEX, CLAW_MIRROR_SIGN)
     aux_names = AUX_NAMES
     model_angle_dims = MappingProxyType({MODEL_THETA: VALVE_SYMMETRY, MODEL_TARGET: 0})
     model_goal_dims = (MODEL_THETA,)
