@@ -129,6 +129,9 @@ def test_mirrored_and_plain_weights_refuse_each_other_and_bad_mirrors_are_refuse
         plain.load_state_dict(mirrored.state_dict())
     with pytest.raises(RuntimeError, match="mirror_obs_index"):
         mirrored.load_state_dict(plain.state_dict())
+    # turn fixed starts in its own reflection: a mirrored policy could never pick a direction there
+    with pytest.raises(ValueError, match="own mirror image"):
+        new_policy(get_task("dclaw-turn-fixed"), load_config("pal", "dclaw-turn-fixed", ["policy_mirror=true"]))
     # a task without a mirror has nothing to reflect
     kitty = new_policy(
         get_task("dkitty-orient-random"), load_config("pal", "dkitty-orient-random", ["policy_mirror=true"])

@@ -84,6 +84,13 @@ def policy_harmonics(task: Any, cfg: GameConfig) -> tuple[tuple[int, int, int], 
 def new_policy(task: Any, cfg: GameConfig) -> GaussianMLPPolicy:
     """The policy network the policy player builds for ``task`` and ``cfg`` (on the CPU)."""
     info = task.info
+    mirror = getattr(task, "policy_mirror", None) if cfg.policy_mirror else None
+    if mirror is not None and getattr(task, "mirror_symmetric_start", False):
+        raise ValueError(
+            f"policy_mirror: {info.task_id} starts in its own mirror image, where a mirrored policy "
+            "must act symmetrically and cannot pick a turning direction; use it on a task with "
+            "random starts (e.g. dclaw-turn-random)"
+        )
     return GaussianMLPPolicy(
         info.obs_dim,
         info.act_dim,
@@ -93,7 +100,7 @@ def new_policy(task: Any, cfg: GameConfig) -> GaussianMLPPolicy:
         cfg.policy_max_log_std,
         angle_slots=getattr(task, "angle_slots", ()),
         harmonics=policy_harmonics(task, cfg),
-        mirror=getattr(task, "policy_mirror", None) if cfg.policy_mirror else None,
+        mirror=mirror,
     )
 
 

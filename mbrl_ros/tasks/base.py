@@ -131,6 +131,9 @@ class TaskSpec(abc.ABC):
     #: ``(obs_index, obs_sign, act_index, act_sign)`` (``(M s)[i] = obs_sign[i] * s[obs_index[i]]``);
     #: with ``policy_mirror`` the policy's mean is made equivariant under it; None: no mirror
     policy_mirror: Optional[tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...], tuple[float, ...]]] = None
+    #: every episode starts in its own reflection (D'Claw turn fixed: valve at 0, target at pi):
+    #: a mirrored policy must act symmetrically there and can never pick a turning direction
+    mirror_symmetric_start: bool = False
 
     # -- model-only state -------------------------------------------------------------------
     #: measured quantities that are not in the observation but that the reward depends on

@@ -147,6 +147,7 @@ class DClawTurn(FastActionPipeline, TaskSpec):
         self.limits = CLAW_LIMITS
         self._prepare_action_pipeline()
         self.random = random
+        self.mirror_symmetric_start = not random  # 0 -> pi: the claw, the valve and the target are symmetric
         self.success_threshold = float(success_threshold)
         self.initial_range = RANDOM_INITIAL if random else FIXED_INITIAL
         self.target_range = RANDOM_TARGET if random else FIXED_TARGET
