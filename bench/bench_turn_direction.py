@@ -23,6 +23,7 @@ from bench._report import command_line, publish
 
 TASK = "dclaw-turn-random"
 TARGET_ERROR = 20  # index of target_error in the D'Claw turn observation
+NEAR_MISS = 0.35  # rad: a failure that ends this close (success needs < 0.1) turned the right way
 
 
 def by_direction(run_dir: Path, episodes: int) -> dict:
@@ -35,10 +36,19 @@ def by_direction(run_dir: Path, episodes: int) -> dict:
     policy = load_onnx_policy(run_dir / "policy.onnx", expect_task=TASK)
     env = make_world(TASK)
     sides: dict[str, list[bool]] = {"negative": [], "positive": []}
+    near, far = 0, []  # failures ending within NEAR_MISS rad; the initial |error| of the others
     for i, s in enumerate(evaluation_seeds(episodes)):
         ep = run_episode(env, lambda o: policy.act(o[None])[0], s, f"dir-{i}", 0)
-        sides["negative" if ep.obs[0][TARGET_ERROR] < 0 else "positive"].append(bool(ep.success))
-    return {"run": str(run_dir), "seed": seed, **{k: (sum(v), len(v)) for k, v in sides.items()}}
+        start = float(ep.obs[0][TARGET_ERROR])
+        sides["negative" if start < 0 else "positive"].append(bool(ep.success))
+        if not ep.success:
+            # The last observation's error: the state the success at the final step is scored on.
+            if abs(float(ep.obs[-1][TARGET_ERROR])) < NEAR_MISS:
+                near += 1
+            else:
+                far.append(abs(start))
+    return {"run": str(run_dir), "seed": seed, "near": near, "far": far,
+            **{k: (sum(v), len(v)) for k, v in sides.items()}}
 
 
 def main() -> int:
@@ -50,12 +60,16 @@ def main() -> int:
     if args.episodes <= 0:
         raise SystemExit("--episodes must be > 0")
     lines = [f"Final policies on `{TASK}`, deterministic, the task's {args.episodes} evaluation episodes, "
-             "split by the sign of the initial target error (successes / episodes).", "",
-             "| run | seed | target error < 0 | target error > 0 |", "|---|---|---|---|"]
+             "split by the sign of the initial target error (successes / episodes); failures split into "
+             f"near misses (ending < {NEAR_MISS} rad from the target) and the others, with the smallest "
+             "initial |target error| among those.", "",
+             "| run | seed | target error < 0 | target error > 0 | near misses | other failures (min initial abs error) |",
+             "|---|---|---|---|---|---|"]
     for run_dir in args.runs:
         r = by_direction(run_dir, args.episodes)
+        far = f"{len(r['far'])} ({min(r['far']):.2f})" if r["far"] else "0"
         lines.append(f"| `{run_dir.name}` | {r['seed']} | {r['negative'][0]} / {r['negative'][1]} "
-                     f"| {r['positive'][0]} / {r['positive'][1]} |")
+                     f"| {r['positive'][0]} / {r['positive'][1]} | {r['near']} | {far} |")
     lines += ["", f"Command: `{command_line()}`."]
     publish("turn_direction", "\n".join(lines), write=not args.no_report)
     return 0
