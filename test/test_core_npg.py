@@ -177,3 +177,34 @@ def test_policy_max_log_std_caps_what_npg_steps_do_to_the_std() -> None:
     assert torch.all(ends[-1.0] <= -1.0 + 1e-6) and float(ends[-1.0].max()) == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="policy_max_log_std"):
         load_config("pal", "dclaw-turn-fixed", ["policy_max_log_std=-3.0"])
+
+
+def test_turn_random_defaults_hold_the_std_where_the_entropy_bonus_alone_inflates_it() -> None:
+    """Advantages that say nothing about the std (noise) leave the entropy bonus as the only push
+    on it: without a cap the std grows step after step (what stalled D'Claw turn random runs);
+    turn random's defaults cap it at its initial value, and the mean still moves."""
+    from mbrl_ros.core.config import load_config
+    from mbrl_ros.core.policy_player import new_policy
+    from mbrl_ros.tasks import get_task
+
+    task = get_task("dclaw-turn-random")
+    ends = {}
+    for overrides in ([], ["policy_max_log_std=2.0"]):
+        cfg = load_config("pal", "dclaw-turn-random", overrides)
+        torch.manual_seed(0)
+        policy = new_policy(task, cfg)
+        start = policy.log_std.detach().clone()
+        obs = torch.randn(2000, task.info.obs_dim)
+        before = policy(obs).detach()
+        for _ in range(20):
+            with torch.no_grad():
+                act = policy.sample(obs)
+            adv = torch.randn(len(obs))  # uninformative, whitened
+            npg_update(policy, obs, act, adv, step_size=cfg.npg_step_size, cg_iters=cfg.cg_iters,
+                       damping=cfg.cg_damping, entropy_coef=cfg.entropy_coef)
+        ends[bool(overrides)] = (start, policy.log_std.detach(), float((policy(obs).detach() - before).abs().mean()))
+    start, capped, moved = ends[False]
+    assert cfg.entropy_coef > 0 and torch.all(capped <= start + 1e-6)  # the default: held at exp(-1)
+    assert moved > 1e-3  # the mean is still learned
+    start, free, _ = ends[True]
+    assert float((free - start).mean()) > 0.03  # uncapped: the bonus inflates the std (measured +0.059)
