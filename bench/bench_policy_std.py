@@ -27,7 +27,7 @@ POINTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # fractions of the run's iterations
 
 def std_profile(run_dir: Path) -> dict:
     """The run's std at POINTS, its best and final success and its samples to 90% (held)."""
-    from mbrl_ros.core.train import success_milestones
+    from mbrl_ros.core.report import evaluated, success_milestones
 
     metrics = run_dir / "metrics.jsonl"
     if not metrics.exists():
@@ -36,7 +36,7 @@ def std_profile(run_dir: Path) -> dict:
     stds = [(r["samples"], float(r["policy_std"])) for r in rows if r.get("policy_std") is not None]
     if not stds:
         raise SystemExit(f"{run_dir}: no policy_std in its metrics")
-    evals = [r["eval_success"] for r in rows if r.get("eval_success") is not None]
+    evals = [r["eval_success"] for r in evaluated(rows)]
     config = json.loads((run_dir / "config.json").read_text())
     return {
         "seed": config.get("seed"),
