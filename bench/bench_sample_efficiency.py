@@ -299,9 +299,14 @@ def main() -> int:
                  for r in results if "error" not in r), {})
     n_eval = cfg0.get("eval_episodes", eval_episodes)
     deterministic = args.task == "dclaw-turn-fixed"
+    # a variant whose only overrides are the stopping rule runs the defaults: its label names runs, not a setting
+    defaults_only = all(kv.split("=", 1)[0] in ("stop_success", "stop_success_iters") for kv in overrides)
+    variant_txt = ("" if not args.variant else
+                   f"**Runs `{args.variant}`** (the task's defaults; the label only names these runs). "
+                   if defaults_only else
+                   f"**Variant `{args.variant}`** (a configuration compared with the default; overrides below). ")
     lines = [
-        (f"**Variant `{args.variant}`** (a configuration compared with the default; overrides below). "
-         if args.variant else "")
+        variant_txt
         + f"Task `{args.task}`, real-sample budget and seeds per game as in the table"
         f"{' (QUICK pipeline check on the point mass, not a result)' if args.quick else ''}. "
         + (f"Evaluation: the deterministic policy on the task's fixed evaluation episodes ({n_eval}, the same "

@@ -33,6 +33,11 @@ def test_per_task_values_and_overrides() -> None:
     tuned = load_config("pal", "dclaw-turn-fixed")
     assert (tuned.npg_step_size, tuned.npg_steps_conservative, tuned.model_max_steps, tuned.n_init) == (0.1, 6, 100, 1000)
     assert load_config("mal", "dclaw-turn-fixed").start_state_mix == tuned.start_state_mix == 0.5  # the same mix
+    mal = load_config("mal", "dclaw-turn-fixed")  # MAL plays turn fixed with PAL's task settings and N_init
+    task_keys = ("n_init", "model_hidden", "explore_noise_color", "explore_min_std", "policy_symmetry",
+                 "explore_mean_fraction", "model_goal_share")
+    assert [getattr(mal, k) for k in task_keys] == [getattr(tuned, k) for k in task_keys]
+    assert (mal.model_max_steps, mal.npg_steps_aggressive, mal.buffer_size) == (500, 25, 0)  # the game stays MAL's
     assert load_config("pal", "dclaw-turn-fixed", ["npg_step_size=0.05"]).npg_step_size == 0.05  # --set wins
     cfg = load_config("pal", "dclaw-turn-fixed", ["samples_per_iter=400", "model_hidden=[64, 64]", "alpha=0.5"])
     assert cfg.n_per_iter(40) == 400 and cfg.model_hidden == [64, 64] and cfg.alpha == 0.5
