@@ -32,8 +32,8 @@ def test_per_task_values_and_overrides() -> None:
     assert load_config("pal", "dclaw-turn-random").samples == 60000  # per-task section of pal.yaml
     tuned = load_config("pal", "dclaw-turn-fixed")
     assert (tuned.npg_step_size, tuned.npg_steps_conservative, tuned.model_max_steps, tuned.n_init) == (0.1, 6, 100, 1000)
-    assert load_config("mal", "dclaw-turn-fixed").start_state_mix == tuned.start_state_mix == 0.5  # the same mix
     mal = load_config("mal", "dclaw-turn-fixed")  # MAL plays turn fixed with PAL's task settings and N_init
+    assert mal.start_state_mix == tuned.start_state_mix == 0.5  # the same mix
     task_keys = ("n_init", "model_hidden", "explore_noise_color", "explore_min_std", "policy_symmetry",
                  "explore_mean_fraction", "model_goal_share")
     assert [getattr(mal, k) for k in task_keys] == [getattr(tuned, k) for k in task_keys]
