@@ -46,6 +46,45 @@ def test_per_task_values_and_overrides() -> None:
     assert GameConfig.from_dict(cfg.to_dict()) == cfg
 
 
+@pytest.mark.parametrize("fix, own", [("mal-noise", {"alpha": 0.75, "noise_policy": "mlp"}),
+                                       ("mal-agent-reward", {"alpha": 0.75, "agent_reward_scale": "loss"})])
+@pytest.mark.parametrize("task", ["dclaw-turn-fixed", "dclaw-turn-random", "dkitty-orient-random"])
+def test_mal_fixes_are_mal_plus_their_own_keys(fix: str, own: dict, task: str) -> None:
+    """The poster's fixes extend config/mal.yaml: every other key, per task included, is MAL's."""
+    mal, fixed = load_config("mal", task).to_dict(), load_config(fix, task).to_dict()
+    differ = {k for k in mal if mal[k] != fixed[k]} - {"algo"}
+    assert differ <= set(own) | {"alpha"} and all(fixed[k] == v for k, v in own.items())
+
+
+def _write(directory, name: str, text: str) -> None:
+    (directory / f"{name}.yaml").write_text(text)
+
+
+def test_extends_merges_top_level_and_per_task_keys(tmp_path) -> None:
+    _write(tmp_path, "pal", "samples: 111\nn_init: 222\ntasks:\n  dclaw-turn-fixed: {samples: 333, n_init: 444}\n")
+    _write(tmp_path, "mal", "extends: pal\nn_init: 555\ntasks:\n  dclaw-turn-fixed: {samples: 666}\n")
+    fixed = load_config("mal", "dclaw-turn-fixed", directory=tmp_path)
+    assert (fixed.samples, fixed.n_init) == (666, 444)  # the task's key overrides the base's task key only
+    other = load_config("mal", "dkitty-orient-random", directory=tmp_path)
+    assert (other.samples, other.n_init) == (111, 555)
+
+
+@pytest.mark.parametrize(
+    "mal_text, message",
+    [
+        ("extends: mal\n", "cycle: mal -> mal"),
+        ("extends: br\n", "no config file for algorithm 'br'"),
+        ("extends: [pal]\n", "'extends' must name"),
+        ("extends: pal\ntasks: [1]\n", "'tasks' must map"),
+    ],
+)
+def test_bad_extends_is_a_clear_error(tmp_path, mal_text: str, message: str) -> None:
+    _write(tmp_path, "pal", "samples: 111\n")
+    _write(tmp_path, "mal", mal_text)
+    with pytest.raises(ValueError, match=message):
+        load_config("mal", "dclaw-turn-fixed", directory=tmp_path)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -1,7 +1,8 @@
 """Hyper-parameters of one game: a typed dataclass, loaded from ``config/<algo>.yaml``.
 
 Each algorithm has one flat YAML file named after it (``config/pal.yaml``, ``config/mal.yaml``,
-...) holding the paper's defaults (appendix B, tables 1-3). A file may carry a ``tasks:``
+...) holding the paper's defaults (appendix B, tables 1-3); a game that is another plus a few
+keys (the MAL fixes) says ``extends: mal`` and holds only those keys. A file may carry a ``tasks:``
 mapping with per-task values (applied after the top-level ones); a task may also have its own
 ``config/task-<task>.yaml`` (common values, then per algorithm under ``algos:``), applied next;
 ``key=value`` overrides from the command line (``--set``) are applied last. Per-task horizon rules: the number of real
@@ -350,6 +351,38 @@ def canonical_task(task_id: str) -> str:
     return canonical_task_id(task_id)
 
 
+def _algo_file(algo: str, directory: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``config/<algo>.yaml`` as a mapping, with ``extends: <base>`` resolved.
+
+    A game that is another game plus a few keys (MAL + random noise is MAL whose model also
+    sees random policies' data) names that game with ``extends:`` and writes only what differs,
+    so it follows the base's defaults and measured per-task values instead of a stale copy.
+    Top-level keys override the base's; under ``tasks:`` each task's keys override the base's
+    keys for that task.
+    """
+    path = directory / f"{algo}.yaml"
+    if not path.is_file():
+        raise ValueError(f"no config file for algorithm {algo!r}: {path}")
+    if algo in seen:
+        raise ValueError(f"{path}: 'extends' forms a cycle: {' -> '.join((*seen, algo))}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at top level")
+    tasks = data.pop("tasks", None) or {}
+    if not isinstance(tasks, dict) or not all(isinstance(v, dict) or v is None for v in tasks.values()):
+        raise ValueError(f"{path}: 'tasks' must map task ids to mappings of keys")
+    base = data.pop("extends", None)
+    if base is None:
+        return {**data, "tasks": {t: dict(v or {}) for t, v in tasks.items()}}
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: 'extends' must name another algorithm's file, got {base!r}")
+    merged = _algo_file(base, directory, (*seen, algo))
+    merged_tasks = merged.pop("tasks")
+    for task, values in tasks.items():
+        merged_tasks[task] = {**merged_tasks.get(task, {}), **(values or {})}
+    return {**merged, **data, "tasks": merged_tasks}
+
+
 def load_config(
     algo: str,
     task_id: str,
@@ -359,13 +392,8 @@ def load_config(
     """The configuration of ``algo`` on ``task_id``: YAML defaults, per-task values, then overrides."""
     game_spec(algo)  # unknown algorithm -> clear ValueError
     task_id = canonical_task(task_id)
-    path = Path(directory or config_dir()) / f"{algo}.yaml"
-    if not path.is_file():
-        raise ValueError(f"no config file for algorithm {algo!r}: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at top level")
-    per_task = data.pop("tasks", None) or {}
+    data = _algo_file(algo, Path(directory or config_dir()))
+    per_task = data.pop("tasks")
     cfg = GameConfig()
     apply_overrides(cfg, data)
     if task_id in per_task:
