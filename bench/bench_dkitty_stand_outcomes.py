@@ -16,6 +16,11 @@ and ``checkpoint/``), on the task's 50 evaluation episodes (the deterministic ev
     .venv/bin/python -m bench.bench_dkitty_stand_outcomes runs/X/pal-dkitty-stand-random-s0 [...] [--no-report]
 
 Writes the BENCHMARKS.md section "dkitty_stand_outcomes" unless ``--no-report``.
+
+``--by-start`` asks instead which evaluation starts any of the runs solves: per start, the
+torso's upright after ROBEL's settle and how each run's mean-action policy and the standing
+command end; then, from the tilted endings, whether commanding the standing pose (at once or
+ramped over 1 or 3 s) stands the robot up. It writes the section "dkitty_stand_starts".
 """
 
 from __future__ import annotations
@@ -66,6 +71,93 @@ def constant(action: np.ndarray):
     return lambda _obs: action
 
 
+def ending(world: Any, act: Callable[[np.ndarray], np.ndarray], seed: int) -> tuple[str, float, float]:
+    """How one episode ends: "S" (success), "F<step>" (fell), "T" (80 steps without success), with
+    the torso's upright at the start (after ROBEL's settle) and at the end."""
+    from mbrl_ros.core.world import run_episode
+    from mbrl_ros.tasks import dkitty
+
+    ep = run_episode(world, act, seed, "start", -2)
+    u0, u1 = (float(np.ravel(ep.obs[k][dkitty.OBS_UPRIGHT])[0]) for k in (0, -1))
+    return ("S" if ep.success else f"F{len(ep)}" if ep.terminated else "T"), u0, u1
+
+
+def then_stand(task: Any, act: Callable[[np.ndarray], np.ndarray], switch: int, ramp: int):
+    """``act`` for ``switch`` steps, then the standing pose, reached by a linear ramp of the joint
+    targets from where the joints are over ``ramp`` steps (1 = at once)."""
+    from mbrl_ros.tasks import dkitty
+
+    lim, state = task.limits, {"t": 0}
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        state["t"] += 1
+        if state["t"] <= switch:
+            return act(obs)
+        q0 = state.setdefault("q0", np.asarray(obs[dkitty.OBS_KITTY_QPOS], dtype=np.float64).copy())
+        target = q0 * max(0.0, 1.0 - (state["t"] - switch) / ramp)
+        return np.clip((target - lim.center) / lim.half_range, -1.0, 1.0)
+
+    return policy
+
+
+def by_start(runs: list[Path], seeds: list[int]) -> list[str]:
+    """The "dkitty_stand_starts" section: which evaluation starts the runs' policies solve."""
+    from mbrl_ros.core.onnx_export import load_onnx_policy
+
+    world, policies = None, {}
+    for run in runs:
+        game, _state = load_game(run)
+        if game.cfg.task_id != TASK_ID:
+            raise SystemExit(f"{run}: task {game.cfg.task_id}, this benchmark is for {TASK_ID}")
+        world = world or game.world
+        policies[str(run)] = load_onnx_policy(run / "policy.onnx", expect_task=TASK_ID).act
+    assert world is not None
+    stand = constant(standing_pose_action(world.task))
+    table = []  # per start: (u0, {label: (tag, u_end)})
+    for seed in seeds:
+        ends, u0 = {}, 0.0
+        for label, act in [("standing pose", stand), *policies.items()]:
+            tag, u0, u1 = ending(world, act, seed)
+            ends[label] = (tag, u1)
+        table.append((u0, ends))
+    learnt = list(policies)
+    solved = [i for i, (_u, e) in enumerate(table) if any(e[k][0] == "S" for k in learnt)]
+    unsolved = [i for i in range(len(seeds)) if i not in solved]
+    early = [i for i in unsolved if all(t.startswith("F") and int(t[1:]) <= 5 for t, _ in table[i][1].values())]
+    tilted = [i for i in unsolved if i not in early and any(table[i][1][k][0] == "T" for k in learnt)]
+    med = lambda idx: f"{np.median([table[i][0] for i in idx]):.2f}" if idx else "-"  # noqa: E731
+    lines = ["## Which D'Kitty stand starts the learners solve (`bench/bench_dkitty_stand_outcomes.py --by-start`)", "",
+             f"The task's {len(seeds)} evaluation episodes (`{TASK_ID}`), each run's deterministic policy (mean action) "
+             "and a constant command of ROBEL's standing pose. Start upright: the torso's upright (z-axis . world z) in "
+             "the first observation, after ROBEL's settle with the random start pose held.", "",
+             "| run | success | fell | 80 steps without success (final upright: median, range) |", "|---|---|---|---|"]
+    for label in ["standing pose", *learnt]:
+        tags = [e[label] for _u, e in table]
+        ups = [u for t, u in tags if t == "T"]
+        rng = f"{np.median(ups):.2f}, {min(ups):.2f}-{max(ups):.2f}" if ups else "-"
+        lines.append(f"| {label} | {sum(t == 'S' for t, _ in tags)} | {sum(t.startswith('F') for t, _ in tags)} "
+                     f"| {len(ups)} ({rng}) |")
+    lines += ["", f"- Solved by at least one run's policy: **{len(solved)} of {len(seeds)}** starts (median start "
+              f"upright {med(solved)}); by none: {len(unsolved)} (median start upright {med(unsolved)}).",
+              f"- Of those {len(unsolved)}: {len(early)} fall within 5 steps under every policy and the standing "
+              f"command (starts {', '.join(map(str, early)) or '-'}); {len(tilted)} end the 80 steps without a fall "
+              "under at least one run's policy, i.e. kneeling or tilted."]
+    if tilted and learnt:
+        first = learnt[0]
+        lines += ["", f"From those {len(tilted)} starts, `{first}`'s policy for 40 steps, then the standing pose "
+                  "(final upright; success count):", "",
+                  "| then | success | fell | 80 steps without success (final upright: median) |", "|---|---|---|---|"]
+        for ramp, text in [(None, "nothing (the policy goes on)"), (1, "standing pose at once"),
+                           (10, "standing pose ramped over 1 s"), (30, "standing pose ramped over 3 s")]:
+            act = policies[first] if ramp is None else then_stand(world.task, policies[first], 40, ramp)
+            ends = [ending(world, act, seeds[i]) for i in tilted]
+            ups = [u for t, _u0, u in ends if t == "T"]
+            lines.append(f"| {text} | {sum(t == 'S' for t, _a, _b in ends)} | {sum(t.startswith('F') for t, _a, _b in ends)} "
+                         f"| {len(ups)} ({np.median(ups):.2f}) |" if ups else
+                         f"| {text} | {sum(t == 'S' for t, _a, _b in ends)} | {sum(t.startswith('F') for t, _a, _b in ends)} | 0 |")
+    return lines
+
+
 def row(label: str, o: dict[str, Any]) -> str:
     fell = o["fell"]
     steps = f" (steps {min(fell)}-{max(fell)}, median {int(np.median(fell))})" if fell else ""
@@ -78,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--draws", type=int, default=2, help="noise draws of the stochastic policy")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--by-start", action="store_true",
+                    help="which starts the runs solve (section dkitty_stand_starts) instead of the per-run tables")
     args = ap.parse_args(argv)
     import torch
 
@@ -86,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     seeds = evaluation_seeds(50)
+    if args.by_start:
+        lines = by_start(args.runs, seeds) + ["", f"Command: `{command_line()}`"]
+        publish("dkitty_stand_starts", "\n".join(lines), write=not args.no_report)
+        return 0
     header = ["| policy | success | fell (termination) | stood tilted (upright < 0.9) | upright, pose error above "
               "pi/12 | mean return |", "|---|---|---|---|---|---|"]
     lines = ["## How D'Kitty stand episodes end (`bench/bench_dkitty_stand_outcomes.py`)", "",

@@ -69,3 +69,27 @@ def test_an_npg_move_with_optimism_runs_and_keeps_the_kl_step() -> None:
     starts = np.random.default_rng(0).uniform(-0.5, 0.5, (20, 6))
     r = player.improve(_ensemble(task, same_members=False), StartStates(starts, None, starts), 2)
     assert np.isfinite(r["J_model"]) and 0.0 < r["kl"] < 2 * cfg.npg_step_size
+
+
+def test_a_negative_coefficient_is_pessimism_and_out_of_range_values_are_refused() -> None:
+    """optimism_coef < 0 penalises the trajectories where the members part (a policy that
+    best-responds to the model for many steps, as MAL's, is kept from the model's errors)."""
+    import pytest
+
+    cfg = load_config("mal", "pointmass", overrides=["optimism_coef=-0.5"])
+    player = PolicyPlayer(PointMassTask(), cfg, "cpu")
+    M, H = 6, 5
+    dis = torch.zeros(M, H)
+    dis[:3, 2:] = 1.0
+    ro = SyntheticRollouts(
+        obs=torch.zeros(M, H + 1, 6), actions=torch.zeros(M, H, 2), rewards=torch.zeros(M, H),
+        alive=torch.ones(M, H), terminal=torch.zeros(M, H), disagreement=dis,
+    )
+    a_pess, *_ = player.advantages(ro)
+    player.cfg.optimism_coef = 0.0
+    a_off, *_ = player.advantages(ro)
+    shift = (a_pess - a_off).reshape(M, H)
+    assert torch.all(shift[:3, :3] < 0) and torch.all(shift[3:, :3] > 0)
+    for bad in ("-10.5", "11"):
+        with pytest.raises(ValueError, match="optimism_coef"):
+            load_config("mal", "pointmass", overrides=[f"optimism_coef={bad}"])

@@ -98,7 +98,7 @@ class GameConfig:
     fvp_fraction: float = 0.25  # fraction of synthetic samples used in Fisher-vector products
     start_state_mix: float = 0.0  # fraction of start states drawn from intermediate real states
     entropy_coef: float = 0.0  # entropy bonus in the NPG surrogate (units of whitened advantages)
-    optimism_coef: float = 0.0  # weight of the ensemble-disagreement advantage (whitened units; 0 = off)
+    optimism_coef: float = 0.0  # ensemble-disagreement advantage weight (whitened units; 0 off, < 0 pessimism)
 
     # --- data collection: the behaviour noise around the deployed policy (core.world.BehaviorNoise)
     explore_noise_color: float = 0.0  # spectrum exponent over an episode: 0 white, 1 pink, 2 brown
@@ -231,8 +231,8 @@ class GameConfig:
         if self.gate_model_severity not in ("auto", "abort", "warn", "off"):
             raise ValueError(f"gate_model_severity must be auto, abort, warn or off, got {self.gate_model_severity!r}")
         self.behavior_noise()  # raises on a bad colour or floor
-        if not 0.0 <= self.optimism_coef <= 10.0:
-            raise ValueError(f"optimism_coef must be in [0, 10], got {self.optimism_coef}")
+        if not -10.0 <= self.optimism_coef <= 10.0:
+            raise ValueError(f"optimism_coef must be in [-10, 10], got {self.optimism_coef}")
         if self.noise_policy not in ("mlp", "ou", "uniform"):
             raise ValueError(f"noise_policy must be mlp, ou or uniform, got {self.noise_policy!r}")
         if self.agent_reward_scale not in ("loss", "unit"):

@@ -162,7 +162,7 @@ class PolicyPlayer:
         mask = ro.alive > 0
         a = adv[mask]
         a = (a - a.mean()) / (a.std() + 1e-8)
-        if self.cfg.optimism_coef > 0 and ro.disagreement is not None:
+        if self.cfg.optimism_coef != 0 and ro.disagreement is not None:
             a = a + self.cfg.optimism_coef * self._optimism(ro, mask)
         return a, ret, mask, tf
 
@@ -170,7 +170,9 @@ class PolicyPlayer:
         """Whitened advantage of the ensemble's disagreement (optimism in the face of the model's
         uncertainty): its discounted sum to go, less its mean over the rollouts at the same step.
         Actions that lead where the members disagree gain; the real data collected there then
-        teaches the model what it did not know (e.g. a regrasp the policy has never tried)."""
+        teaches the model what it did not know (e.g. a regrasp the policy has never tried). With a
+        negative ``optimism_coef`` the same term is a penalty (pessimism): a policy that
+        best-responds to the model for many steps is kept from where the members part."""
         assert ro.disagreement is not None
         u = ro.disagreement * ro.alive
         togo, _ = gae(u, torch.zeros(u.shape[0], u.shape[1] + 1, device=u.device), ro.terminal, self.cfg.gamma, 1.0)
@@ -211,7 +213,7 @@ class PolicyPlayer:
                 start_obs,
                 H,
                 start_aux=start_aux,
-                with_disagreement=self.cfg.optimism_coef > 0,
+                with_disagreement=self.cfg.optimism_coef != 0,
             )
             j_before.append(float(ro.returns.mean()))
             a, ret, mask, tf = self.advantages(ro)
