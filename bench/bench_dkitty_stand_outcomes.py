@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -38,22 +38,37 @@ from bench._report import command_line, publish
 TASK_ID = "dkitty-stand-random"
 
 
-def outcomes(world: Any, act: Callable[[np.ndarray], np.ndarray], seeds: list[int]) -> dict[str, Any]:
-    """Per-episode endings of ``act`` on ``seeds`` (deterministic unless ``act`` draws noise)."""
+class Ending(NamedTuple):
+    """How one episode ended."""
+
+    success: bool
+    fell_at: Optional[int]  # the step of the fall (the task's termination), None without one
+    upright_start: float  # the torso's upright in the first observation (after ROBEL's settle)
+    upright_end: float  # ... and in the last
+    ret: float
+
+
+def ending(world: Any, act: Callable[[np.ndarray], np.ndarray], seed: int) -> Ending:
+    """One episode of ``act`` from the start of ``seed``."""
     from mbrl_ros.core.world import run_episode
     from mbrl_ros.tasks import dkitty
 
+    ep = run_episode(world, act, seed, f"outcome-{seed}", -2)
+    u0, u1 = (float(np.ravel(ep.obs[k][dkitty.OBS_UPRIGHT])[0]) for k in (0, -1))
+    return Ending(bool(ep.success), len(ep) if ep.terminated and not ep.success else None, u0, u1, ep.ret)
+
+
+def outcomes(world: Any, act: Callable[[np.ndarray], np.ndarray], seeds: list[int]) -> dict[str, Any]:
+    """Per-episode endings of ``act`` on ``seeds`` (deterministic unless ``act`` draws noise)."""
     out: dict[str, Any] = {"success": 0, "fell": [], "tilted": 0, "pose": 0, "returns": []}
-    for i, seed in enumerate(seeds):
-        ep = run_episode(world, act, seed, f"outcome-{i}", -2)
-        out["returns"].append(ep.ret)
-        last = ep.obs[-1]
-        upright = float(np.ravel(last[dkitty.OBS_UPRIGHT])[0])
-        if ep.success:
+    for seed in seeds:
+        e = ending(world, act, seed)
+        out["returns"].append(e.ret)
+        if e.success:
             out["success"] += 1
-        elif ep.terminated:
-            out["fell"].append(len(ep))
-        elif upright < 0.9:
+        elif e.fell_at is not None:
+            out["fell"].append(e.fell_at)
+        elif e.upright_end < 0.9:
             out["tilted"] += 1
         else:
             out["pose"] += 1
@@ -69,17 +84,6 @@ def standing_pose_action(task: Any) -> np.ndarray:
 
 def constant(action: np.ndarray):
     return lambda _obs: action
-
-
-def ending(world: Any, act: Callable[[np.ndarray], np.ndarray], seed: int) -> tuple[str, float, float]:
-    """How one episode ends: "S" (success), "F<step>" (fell), "T" (80 steps without success), with
-    the torso's upright at the start (after ROBEL's settle) and at the end."""
-    from mbrl_ros.core.world import run_episode
-    from mbrl_ros.tasks import dkitty
-
-    ep = run_episode(world, act, seed, "start", -2)
-    u0, u1 = (float(np.ravel(ep.obs[k][dkitty.OBS_UPRIGHT])[0]) for k in (0, -1))
-    return ("S" if ep.success else f"F{len(ep)}" if ep.terminated else "T"), u0, u1
 
 
 def then_stand(task: Any, act: Callable[[np.ndarray], np.ndarray], switch: int, ramp: int):
@@ -100,6 +104,12 @@ def then_stand(task: Any, act: Callable[[np.ndarray], np.ndarray], switch: int, 
     return policy
 
 
+def _counts(ends: list[Ending]) -> tuple[int, int, list[float]]:
+    """Successes, falls and the final uprights of the episodes that ran out without success."""
+    rest = [e.upright_end for e in ends if not e.success and e.fell_at is None]
+    return sum(e.success for e in ends), sum(e.fell_at is not None for e in ends), rest
+
+
 def by_start(runs: list[Path], seeds: list[int]) -> list[str]:
     """The "dkitty_stand_starts" section: which evaluation starts the runs' policies solve."""
     from mbrl_ros.core.onnx_export import load_onnx_policy
@@ -113,30 +123,25 @@ def by_start(runs: list[Path], seeds: list[int]) -> list[str]:
         policies[str(run)] = load_onnx_policy(run / "policy.onnx", expect_task=TASK_ID).act
     assert world is not None
     stand = constant(standing_pose_action(world.task))
-    table = []  # per start: (u0, {label: (tag, u_end)})
-    for seed in seeds:
-        ends, u0 = {}, 0.0
-        for label, act in [("standing pose", stand), *policies.items()]:
-            tag, u0, u1 = ending(world, act, seed)
-            ends[label] = (tag, u1)
-        table.append((u0, ends))
+    labels = ["standing pose", *policies]
+    table = [{label: ending(world, act, seed) for label, act in zip(labels, [stand, *policies.values()])}
+             for seed in seeds]  # per start: how each policy's episode ended
     learnt = list(policies)
-    solved = [i for i, (_u, e) in enumerate(table) if any(e[k][0] == "S" for k in learnt)]
+    solved = [i for i, e in enumerate(table) if any(e[k].success for k in learnt)]
     unsolved = [i for i in range(len(seeds)) if i not in solved]
-    early = [i for i in unsolved if all(t.startswith("F") and int(t[1:]) <= 5 for t, _ in table[i][1].values())]
-    tilted = [i for i in unsolved if i not in early and any(table[i][1][k][0] == "T" for k in learnt)]
-    med = lambda idx: f"{np.median([table[i][0] for i in idx]):.2f}" if idx else "-"  # noqa: E731
+    early = [i for i in unsolved if all(x.fell_at is not None and x.fell_at <= 5 for x in table[i].values())]
+    tilted = [i for i in unsolved if i not in early and any(not table[i][k].success and table[i][k].fell_at is None
+                                                           for k in learnt)]
+    med = lambda idx: f"{np.median([table[i][labels[0]].upright_start for i in idx]):.2f}" if idx else "-"  # noqa: E731
     lines = ["## Which D'Kitty stand starts the learners solve (`bench/bench_dkitty_stand_outcomes.py --by-start`)", "",
              f"The task's {len(seeds)} evaluation episodes (`{TASK_ID}`), each run's deterministic policy (mean action) "
              "and a constant command of ROBEL's standing pose. Start upright: the torso's upright (z-axis . world z) in "
              "the first observation, after ROBEL's settle with the random start pose held.", "",
              "| run | success | fell | 80 steps without success (final upright: median, range) |", "|---|---|---|---|"]
-    for label in ["standing pose", *learnt]:
-        tags = [e[label] for _u, e in table]
-        ups = [u for t, u in tags if t == "T"]
+    for label in labels:
+        success, fell, ups = _counts([e[label] for e in table])
         rng = f"{np.median(ups):.2f}, {min(ups):.2f}-{max(ups):.2f}" if ups else "-"
-        lines.append(f"| {label} | {sum(t == 'S' for t, _ in tags)} | {sum(t.startswith('F') for t, _ in tags)} "
-                     f"| {len(ups)} ({rng}) |")
+        lines.append(f"| {label} | {success} | {fell} | {len(ups)} ({rng}) |")
     lines += ["", f"- Solved by at least one run's policy: **{len(solved)} of {len(seeds)}** starts (median start "
               f"upright {med(solved)}); by none: {len(unsolved)} (median start upright {med(unsolved)}).",
               f"- Of those {len(unsolved)}: {len(early)} fall within 5 steps under every policy and the standing "
@@ -150,11 +155,8 @@ def by_start(runs: list[Path], seeds: list[int]) -> list[str]:
         for ramp, text in [(None, "nothing (the policy goes on)"), (1, "standing pose at once"),
                            (10, "standing pose ramped over 1 s"), (30, "standing pose ramped over 3 s")]:
             act = policies[first] if ramp is None else then_stand(world.task, policies[first], 40, ramp)
-            ends = [ending(world, act, seeds[i]) for i in tilted]
-            ups = [u for t, _u0, u in ends if t == "T"]
-            lines.append(f"| {text} | {sum(t == 'S' for t, _a, _b in ends)} | {sum(t.startswith('F') for t, _a, _b in ends)} "
-                         f"| {len(ups)} ({np.median(ups):.2f}) |" if ups else
-                         f"| {text} | {sum(t == 'S' for t, _a, _b in ends)} | {sum(t.startswith('F') for t, _a, _b in ends)} | 0 |")
+            success, fell, ups = _counts([ending(world, act, seeds[i]) for i in tilted])
+            lines.append(f"| {text} | {success} | {fell} | {len(ups)}{f' ({np.median(ups):.2f})' if ups else ''} |")
     return lines
 
 

@@ -44,16 +44,21 @@ def test_identical_members_do_not_disagree_along_a_rollout() -> None:
     assert differ.disagreement.shape == differ.rewards.shape
 
 
+def _disagreeing_rollouts(M: int, H: int) -> SyntheticRollouts:
+    """Zero-reward rollouts whose first three trajectories go where the members disagree (from step 2)."""
+    dis = torch.zeros(M, H)
+    dis[:3, 2:] = 1.0
+    return SyntheticRollouts(
+        obs=torch.zeros(M, H + 1, 6), actions=torch.zeros(M, H, 2), rewards=torch.zeros(M, H),
+        alive=torch.ones(M, H), terminal=torch.zeros(M, H), disagreement=dis,
+    )
+
+
 def test_the_optimism_advantage_favours_trajectories_where_the_members_disagree() -> None:
     cfg = load_config("pal", "pointmass", overrides=["optimism_coef=0.5"])
     player = PolicyPlayer(PointMassTask(), cfg, "cpu")
     M, H = 6, 5
-    dis = torch.zeros(M, H)
-    dis[:3, 2:] = 1.0  # the first three trajectories go where the members disagree
-    ro = SyntheticRollouts(
-        obs=torch.zeros(M, H + 1, 6), actions=torch.zeros(M, H, 2), rewards=torch.zeros(M, H),
-        alive=torch.ones(M, H), terminal=torch.zeros(M, H), disagreement=dis,
-    )
+    ro = _disagreeing_rollouts(M, H)
     bonus = player._optimism(ro, ro.alive > 0).reshape(M, H)
     assert torch.all(bonus[:3, :3] > 0) and torch.all(bonus[3:, :3] < 0)
     a_on, *_ = player.advantages(ro)
@@ -79,12 +84,7 @@ def test_a_negative_coefficient_is_pessimism_and_out_of_range_values_are_refused
     cfg = load_config("mal", "pointmass", overrides=["optimism_coef=-0.5"])
     player = PolicyPlayer(PointMassTask(), cfg, "cpu")
     M, H = 6, 5
-    dis = torch.zeros(M, H)
-    dis[:3, 2:] = 1.0
-    ro = SyntheticRollouts(
-        obs=torch.zeros(M, H + 1, 6), actions=torch.zeros(M, H, 2), rewards=torch.zeros(M, H),
-        alive=torch.ones(M, H), terminal=torch.zeros(M, H), disagreement=dis,
-    )
+    ro = _disagreeing_rollouts(M, H)
     a_pess, *_ = player.advantages(ro)
     player.cfg.optimism_coef = 0.0
     a_off, *_ = player.advantages(ro)
