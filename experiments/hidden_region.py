@@ -22,6 +22,7 @@ figure ``docs/figures/hidden_region.png`` and the BENCHMARKS.md section "experim
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -137,10 +138,12 @@ def plot(summary: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def report(summary: dict, preset: str, figure: str) -> str:
-    """The BENCHMARKS table; ``preset`` names the budget (e.g. "default budget", "30000 samples")."""
+def report(summary: dict, preset: str, figure: str, overrides: Optional[list[str]] = None) -> str:
+    """The BENCHMARKS table; ``preset`` names the budget (e.g. "default budget", "30000 samples"),
+    ``overrides`` a variant's changes to the configuration."""
+    changed = f"; overrides {' '.join(overrides)}" if overrides else ""
     lines = [
-        f"Command: `{common.command_line()}` ({preset}; config/task-hidden-region.yaml; "
+        f"Command: `{common.command_line()}` ({preset}; config/task-hidden-region.yaml{changed}; "
         f"seeds {', '.join(str(s) for s in next(iter(summary.values()))['seeds']) if summary else '-'}).",
         "",
         "| game | final success per seed | mean (min..max) | final return | model: route reaches the region "
@@ -175,10 +178,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.add_common_arguments(ap, NAME)
     ap.add_argument("--algos", default=",".join(ALGOS), help="comma list of games")
     ap.add_argument("--samples", type=int, default=None, help="real samples per run (default: the task's config)")
+    ap.add_argument("--variant", default=None,
+                    help="label of a configuration changed with --set: its own figure and BENCHMARKS section "
+                         "(required with --set when the report is written, so the default's section stays)")
     args = ap.parse_args(argv)
     if args.worker:
         return common.worker_main(args.worker, WORKERS)
     common.check_common_arguments(args)
+    if args.variant is not None and not re.fullmatch(r"[a-z0-9_]+", args.variant):
+        ap.error(f"--variant must be lower-case letters, digits and _, got {args.variant!r}")
+    if args.overrides and args.variant is None and not (args.quick or args.no_report):
+        ap.error("--set changes the games: name the configuration with --variant (its own BENCHMARKS section)")
     from mbrl_ros.core.config import load_config
     from mbrl_ros.core.schedule import game_spec
 
@@ -203,8 +213,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                               run=not args.report_only)
     summary = summarize(jobs, results)
     # another budget than the task's gets its own figure and BENCHMARKS section (the default's stays)
-    name = f"{NAME}_{args.samples}" if args.samples else NAME
-    section = f"{SECTION}_{args.samples}" if args.samples else SECTION
+    suffix = "".join(f"_{x}" for x in (args.samples, args.variant) if x)
+    name, section = f"{NAME}{suffix}", f"{SECTION}{suffix}"
     figure = out / f"{name}.png"
     budget = f"{args.samples} samples" if args.samples else f"{preset} budget"
     plot(summary, figure, f"hidden-region ({budget}): world success and the models' beliefs")
@@ -212,7 +222,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     shown = common.relpath(figure)
     if write_docs:
         shown = common.relpath(common.copy_figure(figure, f"{name}.png"))
-    text = report(summary, budget, shown)
+    text = report(summary, budget, shown, overrides if args.variant else [])
     common.write_json(out / "results.json", {"preset": preset, "command": common.command_line(), "summary": summary})
     return common.finish(text, section, write_docs, results, out)
 

@@ -239,3 +239,28 @@ def test_probe_values_the_scripted_policies_in_the_world_and_in_the_runs_model(t
     assert "| MAL | 1200 |" in probe.report([r], 1)
     with pytest.raises(ValueError, match="not a finished run"):
         probe.probe(tmp_path, steps=1, restarts=1)
+
+
+def test_a_mal_game_with_follower_restarts_reports_the_kept_candidate(tmp_path):
+    """follower_restarts reaches the game: every MAL policy move records which candidate it kept."""
+    import json
+
+    from mbrl_ros.core.train import train
+
+    cfg = load_config("mal", TASK, ["samples=1200", "n_init=400", "samples_per_iter=400", "model_min_steps=5",
+                                    "model_max_steps=10", "npg_steps_aggressive=2", "npg_trajectories=8",
+                                    "eval_episodes=2", "device=cpu", "follower_restarts=2"])
+    train(cfg, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    kept = [r["follower_restart"] for r in rows if r["iteration"] > 0]
+    assert kept and all(k in (-1, 0, 1) for k in kept)
+
+
+def test_the_experiment_names_a_changed_configuration():
+    """--set changes every game: without --variant it would overwrite the default's BENCHMARKS section."""
+    from experiments import hidden_region as exp
+
+    with pytest.raises(SystemExit):
+        exp.main(["--set", "follower_restarts=2", "--report-only", "--out", "runs/none"])
+    with pytest.raises(SystemExit):
+        exp.main(["--set", "follower_restarts=2", "--variant", "Bad-Name", "--report-only", "--out", "runs/none"])

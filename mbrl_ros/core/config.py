@@ -99,6 +99,7 @@ class GameConfig:
     start_state_mix: float = 0.0  # fraction of start states drawn from intermediate real states
     entropy_coef: float = 0.0  # entropy bonus in the NPG surrogate (units of whitened advantages)
     optimism_coef: float = 0.0  # ensemble-disagreement advantage weight (whitened units; 0 off, < 0 pessimism)
+    follower_restarts: int = 0  # fresh policies a policy follower also trains; the worst member's best wins
 
     # --- data collection: the behaviour noise around the deployed policy (core.world.BehaviorNoise)
     explore_noise_color: float = 0.0  # spectrum exponent over an episode: 0 white, 1 pink, 2 brown
@@ -231,6 +232,8 @@ class GameConfig:
         if self.gate_model_severity not in ("auto", "abort", "warn", "off"):
             raise ValueError(f"gate_model_severity must be auto, abort, warn or off, got {self.gate_model_severity!r}")
         self.behavior_noise()  # raises on a bad colour or floor
+        if not 0 <= self.follower_restarts <= 32:
+            raise ValueError(f"follower_restarts must be in [0, 32], got {self.follower_restarts}")
         if not -10.0 <= self.optimism_coef <= 10.0:
             raise ValueError(f"optimism_coef must be in [-10, 10], got {self.optimism_coef}")
         if self.noise_policy not in ("mlp", "ou", "uniform"):

@@ -194,6 +194,13 @@ class GaussianMLPPolicy(nn.Module):
                 self.register_buffer(f"mirror_{name}_index", t[0])
                 self.register_buffer(f"mirror_{name}_sign", t[1])
 
+    @torch.no_grad()
+    def set_intent(self, offset: torch.Tensor) -> None:
+        """Make ``offset`` the mean action the fresh policy starts near (the last layer's bias):
+        a follower's restart (:meth:`PolicyPlayer.best_response`) starts from a random intent."""
+        last = cast(nn.Linear, self.mean_net[-1])
+        last.bias.copy_(torch.as_tensor(offset, dtype=last.bias.dtype, device=last.bias.device).reshape(self.act_dim))
+
     # -- mirror -------------------------------------------------------------------------
     def mirror_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """M s (the observation of the reflected robot); only with a mirror."""

@@ -258,6 +258,61 @@ class PolicyPlayer:
             "npg_s": time.perf_counter() - t0,
         }
 
+    def worst_member_return(
+        self, ensemble: DynamicsEnsemble, start_obs: torch.Tensor, start_aux: Optional[torch.Tensor]
+    ) -> float:
+        """J(pi, M) of the stochastic policy in the member that values it lowest (same starts in each)."""
+        ro = rollout_policy(ensemble, self.task, self.policy, start_obs, self.horizon, start_aux=start_aux)
+        return float(ro.returns.reshape(ensemble.ensemble_size, -1).mean(1).min())
+
+    def best_response(
+        self,
+        ensemble: DynamicsEnsemble,
+        starts: Union[StartStates, np.ndarray],
+        n_steps: int,
+        restarts: int,
+        buffer_obs: Optional[np.ndarray] = None,
+    ) -> dict:
+        """A follower's move: ``n_steps`` NPG steps from the present policy and from ``restarts``
+        fresh policies; the player keeps the one whose worst member values it highest.
+
+        Why: NPG's best response is local. On hidden-region a policy on the decoy stays there even
+        once the model shows the route (docs/experiments.md), while the poster's argument assumes
+        the follower best-responds globally. A fresh policy starts from a random constant intent
+        (uniform in [-1, 1] per action, :meth:`GaussianMLPPolicy.set_intent`), so restarts land in
+        different optima; scoring by the lowest member keeps a candidate from winning on a hole
+        that only some members share. ``restarts`` 0 is :meth:`improve`. Draws come from the torch
+        generator (the policy player's stream).
+        """
+        if restarts < 0:
+            raise ValueError(f"restarts must be >= 0, got {restarts}")
+        t0 = time.perf_counter()
+        r = self.improve(ensemble, starts, n_steps, buffer_obs)
+        if restarts == 0:
+            return r
+        if not isinstance(starts, StartStates):
+            starts = StartStates(np.asarray(starts, dtype=np.float64), None, buffer_obs)
+        start_obs, start_aux = self._start_states(starts)  # one set of starts scores every candidate
+        scores = [self.worst_member_return(ensemble, start_obs, start_aux)]
+        chosen, best = -1, None  # -1: the present policy
+        for i in range(restarts):
+            fresh = PolicyPlayer(self.task, self.cfg, str(self.device))
+            fresh.policy.set_intent(torch.rand(self.task.info.act_dim) * 2.0 - 1.0)
+            fr = fresh.improve(ensemble, starts, n_steps)
+            scores.append(fresh.worst_member_return(ensemble, start_obs, start_aux))
+            if scores[-1] > max(scores[:-1]):
+                chosen, best, r = i, fresh, fr
+        if best is not None:
+            self.policy.load_state_dict(best.policy.state_dict())
+            self.value, self.value_optimizer = best.value, best.value_optimizer
+        self.n_updates += restarts * n_steps
+        return {
+            **r,
+            "follower_restart": chosen,
+            "follower_scores": [float(x) for x in scores],
+            "npg_s": time.perf_counter() - t0,
+        }
+
     # -- acting and exporting ------------------------------------------------------------
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         return self.policy.act(obs, deterministic)

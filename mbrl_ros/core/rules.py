@@ -109,6 +109,11 @@ class GameRules:
         """K of a policy move: many for a follower (best response), a few for a leader."""
         return int(self.cfg.npg_steps_aggressive if self.spec.policy_aggressive else self.cfg.npg_steps_conservative)
 
+    def follower_restarts(self) -> int:
+        """Fresh policies a policy move also trains (:meth:`PolicyPlayer.best_response`): only
+        when the policy best-responds (MAL, BR); a leader's conservative step has none."""
+        return int(self.cfg.follower_restarts if self.spec.policy_aggressive else 0)
+
     def model_fit_aggressive(self, iteration: int) -> bool:
         """A model move fits to convergence when the model follows, and always for M_0."""
         return bool(self.spec.model_aggressive or iteration == 0)
@@ -145,6 +150,7 @@ class IterationMetrics:
     kl: Optional[float] = None
     kl_max: Optional[float] = None
     policy_std: Optional[float] = None
+    follower_restart: Optional[int] = None  # which restart the follower kept (-1: the present policy)
     collect_return: Optional[float] = None
     collect_success: Optional[float] = None
     collected: Optional[int] = None

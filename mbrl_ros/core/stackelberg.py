@@ -229,7 +229,9 @@ class StackelbergGame:
         k = self.rules.npg_steps()
         model_version = self.referee.model_version
         with self.policy_stream.active():
-            r = self.policy_player.improve(self.model_player.ensemble, StartStates.from_buffer(self.buffer), k)
+            r = self.policy_player.best_response(
+                self.model_player.ensemble, StartStates.from_buffer(self.buffer), k, self.rules.follower_restarts()
+            )
         self.referee.policy_improved(model_version)
         self._it.update(
             J_model=r["J_model"],
@@ -237,6 +239,7 @@ class StackelbergGame:
             kl=r["kl"],
             kl_max=r["kl_max"],
             policy_std=r["policy_std"],
+            follower_restart=r.get("follower_restart"),
             npg_s=self._it.get("npg_s", 0.0) + r["npg_s"],
         )
 

@@ -483,6 +483,7 @@ class GameCoordinator(EstopAuthority, Node):
                 kl_max=stats.get("kl_max"),
                 model_success=stats.get("model_success"),
                 policy_std=stats.get("policy_std"),
+                follower_restart=_int_or_none(stats.get("follower_restart")),
                 npg_s=stats.get("npg_s"),
                 npg_threads=_int_or_none(stats.get("torch_threads")),
             )

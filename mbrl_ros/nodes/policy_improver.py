@@ -28,6 +28,7 @@ from std_msgs.msg import UInt8MultiArray
 from mbrl_ros import wire
 from mbrl_ros.core.model_player import ModelPlayer
 from mbrl_ros.core.policy_player import PolicyPlayer, StartStates
+from mbrl_ros.core.rules import GameRules
 from mbrl_ros.core.seeding import POLICY_PLAYER, TorchStream
 from mbrl_ros.core.threads import POLICY_PLAYER_MAX_THREADS
 from mbrl_ros.core.train import init_policy_player_from
@@ -123,12 +124,15 @@ class PolicyImprover(LearnerNode):
             self.get_logger().info(f"candidate v{self.policy_version} was not deployed: continuing from v{base}")
         buffer = self.intake.buffer_snapshot()
         with self.stream.active():
-            stats = self.player.improve(self.model_player.ensemble, StartStates.from_buffer(buffer), req.n_steps)
+            restarts = GameRules.of(self.cfg, self.task.info.horizon).follower_restarts()
+            stats = self.player.best_response(
+                self.model_player.ensemble, StartStates.from_buffer(buffer), req.n_steps, restarts
+            )
         if not self.player.parameters_finite():
             raise ValueError("NPG produced non-finite policy parameters")
         stats["torch_threads"] = threads
         self._publish_policy(job.iteration, model.model_version, req.policy_version, req.id, stats)
-        for key in ("J_model", "kl", "kl_max", "model_success", "policy_std"):
+        for key in ("J_model", "kl", "kl_max", "model_success", "policy_std", "follower_restart"):
             if key in stats:
                 self.metrics.publish(key, stats[key])
         self.get_logger().info(
