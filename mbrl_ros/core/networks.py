@@ -196,8 +196,9 @@ class GaussianMLPPolicy(nn.Module):
 
     @torch.no_grad()
     def set_intent(self, offset: torch.Tensor) -> None:
-        """Make ``offset`` the mean action the fresh policy starts near (the last layer's bias):
-        a follower's restart (:meth:`PolicyPlayer.best_response`) starts from a random intent."""
+        """Make ``offset`` the mean action the fresh policy starts near (the last layer's bias;
+        with a mirror the mean starts near ``(offset + A offset) / 2``): a follower's restart
+        (:meth:`PolicyPlayer.best_response`) starts from a random intent."""
         last = cast(nn.Linear, self.mean_net[-1])
         last.bias.copy_(torch.as_tensor(offset, dtype=last.bias.dtype, device=last.bias.device).reshape(self.act_dim))
 
