@@ -111,6 +111,8 @@ def summarize(jobs: list, results: dict) -> dict:
             "final_return": common.final_stats([r["summary"]["final_return"] for r in runs]),
             "final_belief_route": common.final_stats([h[-1].get("belief_route") for h in hist]),
             "final_belief_entrance": common.final_stats([h[-1].get("belief_entrance") for h in hist]),
+            "first_touch_90": [r["summary"].get("first_touch_90") for r in runs],
+            "relapses": [r["summary"].get("relapses", 0) for r in runs],
             "samples": [r["summary"]["samples"] for r in runs],
             "wall_s": [r["summary"]["wall_s"] for r in runs],
             "success_band": common.aggregate(hist, "eval_success"),
@@ -146,14 +148,16 @@ def report(summary: dict, preset: str, figure: str, overrides: Optional[list[str
         f"Command: `{common.command_line()}` ({preset}; config/task-hidden-region.yaml{changed}; "
         f"seeds {', '.join(str(s) for s in next(iter(summary.values()))['seeds']) if summary else '-'}).",
         "",
-        "| game | final success per seed | mean (min..max) | final return | model: route reaches the region "
-        "| model: entrance passable | samples | wall s per run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| game | final success per seed | mean (min..max) | first >= 0.9 at (relapses after it) per seed "
+        "| final return | model: route reaches the region | model: entrance passable | samples | wall s per run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for algo, s in summary.items():
         per_seed = ", ".join("-" if v is None else f"{v:.1f}" for v in s["final_success"])
+        touches = ", ".join("-" if t is None else f"{int(t)} ({int(n or 0)})"
+                            for t, n in zip(s.get("first_touch_90", []), s.get("relapses", [])))
         lines.append(
-            f"| {common.ALGO_LABELS[algo]} | {per_seed} | {common.fmt_stats(s['final_success_stats'])} "
+            f"| {common.ALGO_LABELS[algo]} | {per_seed} | {common.fmt_stats(s['final_success_stats'])} | {touches or '-'} "
             f"| {common.fmt_stats(s['final_return'], 1)} | {common.fmt_stats(s['final_belief_route'])} "
             f"| {common.fmt_stats(s['final_belief_entrance'])} | {int(np.mean(s['samples']))} "
             f"| {np.mean(s['wall_s']):.0f} |")

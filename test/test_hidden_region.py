@@ -264,3 +264,23 @@ def test_the_experiment_names_a_changed_configuration():
         exp.main(["--set", "follower_restarts=2", "--report-only", "--out", "runs/none"])
     with pytest.raises(SystemExit):
         exp.main(["--set", "follower_restarts=2", "--variant", "Bad-Name", "--report-only", "--out", "runs/none"])
+
+
+def test_the_report_shows_each_seeds_first_touch_and_relapses():
+    """A run that touches 0.9 and falls back ends at 0 like one that never moved: the table tells them apart."""
+    from experiments import common
+    from experiments import hidden_region as exp
+
+    def run(seed, final, touch, relapses):
+        hist = [{"samples": 800 * (k + 1), "eval_success": v, "belief_route": 1.0, "belief_entrance": 1.0}
+                for k, v in enumerate([0.0, 1.0, final])]
+        return {"history": hist, "summary": {"seed": seed, "final_success": final, "final_return": 1.0,
+                                             "samples": 2400, "wall_s": 1.0, "first_touch_90": touch,
+                                             "relapses": relapses}}
+
+    jobs = [common.Job(f"mal-noise-s{s}", "game", {"algo": "mal-noise", "seed": s}, total=2400) for s in (0, 1)]
+    results = {"mal-noise-s0": run(0, 0.0, 1600, 1), "mal-noise-s1": run(1, 0.0, None, 0)}
+    summary = exp.summarize(jobs, results)
+    assert summary["mal-noise"]["first_touch_90"] == [1600, None]
+    row = next(line for line in exp.report(summary, "test", "fig.png").splitlines() if line.startswith("| MAL + noise"))
+    assert "| 1600 (1), - |" in row
