@@ -3,22 +3,28 @@
 Topic and service names and their QoS live here so every node (and ``mbrl-ros monitor``, the
 tests and the benchmark) agrees on them. All interfaces are standard ROS 2 ones:
 
-=========================  ==============================  =======================================
-name                       type                            QoS
-=========================  ==============================  =======================================
-/mbrl/transitions          std_msgs/UInt8MultiArray        RELIABLE, VOLATILE, KEEP_ALL
-/mbrl/model                std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
-/mbrl/policy/candidate     std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
-/mbrl/policy/deployed      std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
-/mbrl/policy/weights       std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(4)
-/mbrl/game_state           std_msgs/String (JSON)          RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
-/mbrl/estop                std_msgs/Bool                   RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
-/mbrl/metrics/<name>       std_msgs/Float64                RELIABLE, VOLATILE, KEEP_LAST(100)
-/mbrl/<robot_id>/joint_states  sensor_msgs/JointState     BEST_EFFORT, VOLATILE, KEEP_LAST(10)
-/diagnostics               diagnostic_msgs/DiagnosticArray RELIABLE, VOLATILE, KEEP_LAST(10)
-/mbrl/estop (service)      std_srvs/Trigger                e-stop every collector now
-/mbrl/estop_clear (srv)    std_srvs/Trigger                release the e-stop
-=========================  ==============================  =======================================
+==============================  ==============================  =======================================
+name                            type                            QoS
+==============================  ==============================  =======================================
+/mbrl/transitions               std_msgs/UInt8MultiArray        RELIABLE, VOLATILE, KEEP_ALL
+/mbrl/model                     std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
+/mbrl/policy/candidate          std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
+/mbrl/policy/deployed           std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
+/mbrl/policy/weights            std_msgs/UInt8MultiArray        RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(4)
+/mbrl/policy/deployed/resend    std_msgs/UInt32 (version)       RELIABLE, VOLATILE, KEEP_LAST(10)
+/mbrl/model/resend              std_msgs/UInt32 (version)       RELIABLE, VOLATILE, KEEP_LAST(10)
+/mbrl/game_state                std_msgs/String (JSON)          RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
+/mbrl/estop                     std_msgs/Bool                   RELIABLE, TRANSIENT_LOCAL, KEEP_LAST(1)
+/mbrl/metrics/<name>            std_msgs/Float64                RELIABLE, VOLATILE, KEEP_LAST(100)
+/mbrl/<robot_id>/joint_states   sensor_msgs/JointState          BEST_EFFORT, VOLATILE, KEEP_LAST(10)
+/diagnostics                    diagnostic_msgs/DiagnosticArray RELIABLE, VOLATILE, KEEP_LAST(10)
+/mbrl/estop (service)           std_srvs/Trigger                e-stop every collector now
+/mbrl/estop_clear (srv)         std_srvs/Trigger                release the e-stop
+==============================  ==============================  =======================================
+
+The two resend topics ask for a deployed policy or a model that did not arrive
+(:mod:`mbrl_ros.nodes.resend`): a latched depth-1 reader loses a sample that another writer's
+message replaces before it was taken.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ MODEL = "/mbrl/model"
 POLICY_CANDIDATE = "/mbrl/policy/candidate"
 POLICY_DEPLOYED = "/mbrl/policy/deployed"
 POLICY_WEIGHTS = "/mbrl/policy/weights"
+POLICY_DEPLOYED_RESEND = "/mbrl/policy/deployed/resend"
+MODEL_RESEND = "/mbrl/model/resend"
 GAME_STATE = "/mbrl/game_state"
 ESTOP = "/mbrl/estop"
 ESTOP_SERVICE = "/mbrl/estop"
@@ -63,6 +71,18 @@ def weights_qos():
         history=HistoryPolicy.KEEP_LAST,
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+
+
+def resend_qos():
+    """Requests to send a version again: reliable, for the ones asking now (nothing latched)."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(
+        depth=10,
+        history=HistoryPolicy.KEEP_LAST,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
     )
 
 

@@ -59,6 +59,7 @@ from mbrl_ros.nodes import (
     ESTOP,
     GAME_STATE,
     POLICY_DEPLOYED,
+    POLICY_DEPLOYED_RESEND,
     TRANSITIONS,
     joint_states_topic,
     latched_qos,
@@ -68,6 +69,7 @@ from mbrl_ros.nodes import (
 )
 from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.parameters import declare, declare_max_episode_bytes
+from mbrl_ros.nodes.resend import ResendRequester
 
 
 @dataclass
@@ -116,6 +118,15 @@ class CollectorBase(_NodeMixin):
         )
         self.joint_state_rate = declare(
             self, "joint_state_rate_hz", 20.0, "max rate of JointState messages", lo=0.0, hi=1000.0
+        )
+        self.resend_after_s = declare(
+            self,
+            "resend_after_s",
+            3.0,
+            "ask the coordinator again for the deployed policy the game state names after this long without it",
+            read_only=True,
+            lo=0.1,
+            hi=600.0,
         )
         self.rt_priority = declare(
             self,
@@ -224,6 +235,8 @@ class CollectorBase(_NodeMixin):
         self._pub_js = self.create_publisher(JointState, joint_states_topic(self.robot_id), sensor_qos())
         self.create_subscription(String, GAME_STATE, self._on_state, latched_qos())
         self.create_subscription(UInt8MultiArray, POLICY_DEPLOYED, self._on_policy, latched_qos())
+        # a policy another publisher's message displaced in this depth-1 reader: asked for again
+        self._policy_resend = ResendRequester(self, POLICY_DEPLOYED_RESEND, "policy", self.resend_after_s, self.diag)
         self.estop_group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(Bool, ESTOP, self._on_estop, latched_qos(), callback_group=self.estop_group)
         # viewers: /robot_description (latched URDF), markers, URDF joint states (nodes/visualization.py)
@@ -317,6 +330,9 @@ class CollectorBase(_NodeMixin):
             )
             if blob.header.get("approved") is not True:
                 raise wire.WireError("contract", f"policy v{blob.policy_version} was not approved by the coordinator")
+            if self._holds(blob.policy_version, wire.sha256_hex(blob.onnx)):
+                self.diag.inc("policy_repeats")  # sent again for another collector that asked
+                return
             policy = wire.load_policy_checked(blob.onnx, self.task_id)
             if int(policy.contract.get("version", blob.policy_version)) != blob.policy_version:
                 raise wire.WireError("contract", "header and ONNX contract disagree on the version")
@@ -346,6 +362,13 @@ class CollectorBase(_NodeMixin):
             self._pending = loaded
         self.diag.set("policy_received", blob.policy_version)
         self.get_logger().info(f"policy v{blob.policy_version} received (sha256 {loaded.sha256[:12]})")
+
+    def _holds(self, version: int, sha256: str) -> bool:
+        """This exact policy is already the current or the pending one."""
+        with self._lock:
+            return any(
+                p is not None and p.version == version and p.sha256 == sha256 for p in (self._policy, self._pending)
+            )
 
     def _on_estop(self, msg: Bool) -> None:
         """``true`` from anyone stops the robot; ``false`` from anyone releases nothing (the topic is
@@ -427,7 +450,14 @@ class CollectorBase(_NodeMixin):
             want = s.deployed_policy_version
             if self._pending is not None and self._pending.version == want:
                 self._policy, self._pending = self._pending, None
-            return self._policy if (self._policy is not None and self._policy.version == want) else None
+            have = self._policy is not None and self._policy.version == want
+            asks = s.collect and not s.done and not s.estop and s.behavior == "policy" and want >= 0
+        if have:
+            self._policy_resend.arrived()
+            return self._policy
+        if asks:  # the game runs a policy this collector never received
+            self._policy_resend.missing(want)
+        return None
 
     def _loop(self) -> None:
         if self.realtime:

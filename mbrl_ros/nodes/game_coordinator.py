@@ -69,6 +69,7 @@ from mbrl_ros.nodes import (
     MODEL,
     POLICY_CANDIDATE,
     POLICY_DEPLOYED,
+    POLICY_DEPLOYED_RESEND,
     TRANSITIONS,
     latched_qos,
     run_node,
@@ -80,6 +81,7 @@ from mbrl_ros.nodes.estop import EstopAuthority
 from mbrl_ros.nodes.init_from import declare_init_from, init_record, source_state
 from mbrl_ros.nodes.learner import declare_game
 from mbrl_ros.nodes.parameters import declare, declare_record_visuals
+from mbrl_ros.nodes.resend import ResendServer
 
 
 class GameCoordinator(EstopAuthority, Node):
@@ -259,6 +261,7 @@ class GameCoordinator(EstopAuthority, Node):
         self.metrics = MetricPublisher(self, recorder=self._record)
         self._pub_state = self.create_publisher(String, GAME_STATE, latched_qos())
         self._pub_deployed = self.create_publisher(UInt8MultiArray, POLICY_DEPLOYED, latched_qos())
+        self._resend = ResendServer(self, POLICY_DEPLOYED_RESEND, "policy", self._pub_deployed.publish, self.diag)
         self.init_estop()  # /mbrl/estop and its release (mbrl_ros.nodes.estop)
         self.create_subscription(UInt8MultiArray, TRANSITIONS, self._on_transitions, transitions_qos())
         self.create_subscription(UInt8MultiArray, MODEL, self._on_model, latched_qos())
@@ -654,7 +657,9 @@ class GameCoordinator(EstopAuthority, Node):
             **header,
         )
         data = self.signer.sign_record(data)  # collectors run only what this run's key signed
-        self._pub_deployed.publish(wire.to_msg(data))
+        msg = wire.to_msg(data)
+        self._pub_deployed.publish(msg)
+        self._resend.offer(blob.policy_version, msg)  # a collector that lost it asks again
         self._deployed = blob
         self.metrics.publish("deployed_policy_version", blob.policy_version)
         self.get_logger().info(f"policy v{blob.policy_version} deployed")

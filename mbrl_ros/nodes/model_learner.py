@@ -46,7 +46,7 @@ from mbrl_ros.core.buffers import EpisodeBuffer
 from mbrl_ros.core.model_player import ModelPlayer
 from mbrl_ros.core.schedule import ModelObjective
 from mbrl_ros.core.seeding import MODEL_PLAYER, TorchStream
-from mbrl_ros.nodes import MODEL, POLICY_WEIGHTS, TRANSITIONS, latched_qos, run_node, weights_qos
+from mbrl_ros.nodes import MODEL, MODEL_RESEND, POLICY_WEIGHTS, TRANSITIONS, latched_qos, run_node, weights_qos
 from mbrl_ros.nodes.init_from import declare_init_from, init_buffer_from, init_model_player_from
 from mbrl_ros.nodes.learner import (  # noqa: F401 - declare_game / thread helpers: historical import path
     AUTO_MAX_THREADS,
@@ -58,6 +58,7 @@ from mbrl_ros.nodes.learner import (  # noqa: F401 - declare_game / thread helpe
 )
 from mbrl_ros.nodes.parameters import declare
 from mbrl_ros.nodes.policy_weights import load_policy_bytes, new_policy
+from mbrl_ros.nodes.resend import ResendServer
 
 
 class ModelLearner(LearnerNode):
@@ -92,6 +93,8 @@ class ModelLearner(LearnerNode):
         self._fit_policy = None  # the policy the agent-reward objective differentiates through
 
         self._pub_model = self.create_publisher(UInt8MultiArray, MODEL, latched_qos())
+        # the policy player that lost a model (a depth-1 latched reader) asks again (mbrl_ros.nodes.resend)
+        self._resend = ResendServer(self, MODEL_RESEND, "model", self._pub_model.publish, self.diag)
         if self.spec.model_objective is ModelObjective.AGENT_REWARD:
             self._fit_policy = new_policy(self.task, self.cfg, self.player.device)
             self.create_subscription(UInt8MultiArray, POLICY_WEIGHTS, self._on_weights, weights_qos())
@@ -277,7 +280,9 @@ class ModelLearner(LearnerNode):
             sha256_weights=wire.sha256_hex(model_bytes),
             **header,
         )
-        self._pub_model.publish(wire.to_msg(data))
+        msg = wire.to_msg(data)
+        self._pub_model.publish(msg)
+        self._resend.offer(job.request.model_version, msg)
 
     def _republish(self, job: Job) -> None:
         d = Path(self.checkpoint_dir)

@@ -36,6 +36,7 @@ from mbrl_ros.core.gate import GateSettings, PolicyGate, probe_rows
 from mbrl_ros.nodes import (
     GAME_STATE,
     POLICY_DEPLOYED,
+    POLICY_DEPLOYED_RESEND,
     TRANSITIONS,
     latched_qos,
     run_node,
@@ -45,6 +46,7 @@ from mbrl_ros.nodes.diagnostics import DiagnosticsPublisher, MetricPublisher
 from mbrl_ros.nodes.episode_intake import EpisodeIntake
 from mbrl_ros.nodes.estop import EstopAuthority
 from mbrl_ros.nodes.parameters import declare, declare_record_visuals
+from mbrl_ros.nodes.resend import ResendServer
 
 PROBE_EPISODES = 4  # simulated episodes of the policy whose observations the gate probes
 
@@ -170,7 +172,11 @@ class PolicyDeployer(EstopAuthority, Node):
             published_at=time.time(),
             source=str(self.policy_path),
         )
-        self._pub_deployed.publish(wire.to_msg(self.signer.sign_record(data)))
+        deployed = wire.to_msg(self.signer.sign_record(data))
+        self._pub_deployed.publish(deployed)
+        # a collector that lost it (a depth-1 latched reader) asks again (mbrl_ros.nodes.resend)
+        self._resend = ResendServer(self, POLICY_DEPLOYED_RESEND, "policy", self._pub_deployed.publish, self.diag)
+        self._resend.offer(self.version, deployed)
         self._publish_state()
         self.create_timer(1.0, self._publish_state)
         self.create_timer(0.05, self._tick)

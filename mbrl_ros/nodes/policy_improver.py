@@ -32,10 +32,12 @@ from mbrl_ros.core.rules import GameRules
 from mbrl_ros.core.seeding import POLICY_PLAYER, TorchStream
 from mbrl_ros.core.threads import POLICY_PLAYER_MAX_THREADS
 from mbrl_ros.core.train import init_policy_player_from
-from mbrl_ros.nodes import MODEL, POLICY_CANDIDATE, POLICY_WEIGHTS, latched_qos, run_node, weights_qos
+from mbrl_ros.nodes import MODEL, MODEL_RESEND, POLICY_CANDIDATE, POLICY_WEIGHTS, latched_qos, run_node, weights_qos
 from mbrl_ros.nodes.init_from import declare_init_from, init_buffer_from
 from mbrl_ros.nodes.learner import Job, LearnerNode
+from mbrl_ros.nodes.parameters import declare
 from mbrl_ros.nodes.policy_weights import policy_to_bytes
+from mbrl_ros.nodes.resend import ResendRequester
 
 
 class PolicyImprover(LearnerNode):
@@ -73,6 +75,16 @@ class PolicyImprover(LearnerNode):
         self._pub_policy = self.create_publisher(UInt8MultiArray, POLICY_CANDIDATE, latched_qos())
         self._pub_weights = self.create_publisher(UInt8MultiArray, POLICY_WEIGHTS, weights_qos())
         self.create_subscription(UInt8MultiArray, MODEL, self._on_model, latched_qos())
+        resend_s = declare(
+            self,
+            "resend_after_s",
+            3.0,
+            "ask the model learner again for the model version a request names after this long without it",
+            read_only=True,
+            lo=0.1,
+            hi=600.0,
+        )
+        self._model_resend = ResendRequester(self, MODEL_RESEND, "model", resend_s, self.diag)
         self.start_serving()
         self._publish_policy(iteration=0, model_version=0, version=0, request_id="initial", stats={})
         self.get_logger().info(
@@ -99,7 +111,9 @@ class PolicyImprover(LearnerNode):
             model = self._model
         if model is None or model.model_version != want:
             self.diag.status_message(f"waiting for model v{want} (have {model.model_version if model else None})")
+            self._model_resend.missing(want)
             return False
+        self._model_resend.arrived()
         return True
 
     def work(self, job: Job) -> None:
