@@ -49,10 +49,16 @@ def free_domain_id() -> int:
     return random.Random(os.getpid() ^ time.time_ns()).randint(100, 215)
 
 
+# Every Graph made in this process, oldest first: test/conftest.py reports the node logs of a
+# failed test's graphs (CI keeps no temporary directory, so a hang is read from the report).
+GRAPHS: list["Graph"] = []
+
+
 class Graph:
     """Node processes of one test (killed on :meth:`close`)."""
 
     def __init__(self, tmp: Path, domain_id: Optional[int] = None) -> None:
+        GRAPHS.append(self)
         self.tmp = tmp
         self.domain_id = free_domain_id() if domain_id is None else domain_id
         self.env = dict(
@@ -101,6 +107,15 @@ class Graph:
 
     def log(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace") if name in self.logs else ""
+
+    def log_tails(self, lines: int = 25) -> str:
+        """The last ``lines`` lines of every node's log (every start of it), for a failure report."""
+        out = []
+        for log in sorted(self.tmp.glob("*.log")):
+            text = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {log.name} (last {len(text)} lines) ---")
+            out.extend(text)
+        return "\n".join(out)
 
     def kill(self, name: str, sig: int = signal.SIGKILL, wait: float = 10.0) -> int:
         p = self.procs[name]

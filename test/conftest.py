@@ -13,3 +13,24 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 from mbrl_ros.cli import stop_on_sigint  # noqa: E402
 
 stop_on_sigint()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that ran node processes reports the tails of their logs (the graph tests
+    time out waiting for a game state; the nodes' own logs say which of them stalled and why)."""
+    from bench._graph_harness import GRAPHS
+
+    if call.when == "setup":
+        GRAPHS.clear()
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call":
+        for g in GRAPHS:
+            try:
+                report.sections.append((f"node logs ({g.tmp.name})", g.log_tails()))
+            except OSError as e:
+                report.sections.append(("node logs", f"unreadable: {e}"))

@@ -142,7 +142,9 @@ def test_model_learner_restart_ends_with_exactly_the_published_episodes(tmp_path
         coord = g.start("game_coordinator", "game_coordinator",
                         game_params("mal", mcap_path=str(mcap), gate_model_horizon=3, gate_probe_size=32, **common))
         g.start("model_learner", "model_learner", learner_params)
-        g.start("policy_improver", "policy_improver", game_params("mal", **common))
+        # the record, as the launched graph gives it (mbrl_ros.graph): an episode published before a
+        # player's subscription matched the collector's writer is looked up there (else it waits forever)
+        g.start("policy_improver", "policy_improver", game_params("mal", mcap_path=str(mcap), **common))
         g.start("collector", "collector_0", {"task": TASK_ID, "robot_id": "sim0", "seed": 3})
         state = run / "game_state.json"
         # kill between model fits, so the next fit needs data published while the model player is

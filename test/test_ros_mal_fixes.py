@@ -43,8 +43,11 @@ def test_mal_noise_graph_collects_random_policy_data_in_the_configured_proportio
     try:
         coord = g.start("game_coordinator", "game_coordinator",
                         game_params("mal-noise", mcap_path=str(mcap), gate_model_horizon=3, gate_probe_size=32, **common))
-        g.start("model_learner", "model_learner", game_params("mal-noise", checkpoint_dir=str(ckpt), **common))
-        g.start("policy_improver", "policy_improver", game_params("mal-noise", **common))
+        # the players get the record as the launched graph gives it (mbrl_ros.graph): an episode published
+        # before a player's subscription matched the collector's writer is looked up there
+        g.start("model_learner", "model_learner",
+                game_params("mal-noise", checkpoint_dir=str(ckpt), mcap_path=str(mcap), **common))
+        g.start("policy_improver", "policy_improver", game_params("mal-noise", mcap_path=str(mcap), **common))
         g.start("collector", "collector_0", {"task": TASK_ID, "robot_id": "sim0", "seed": 5})
         coord.wait(timeout=150)
         assert coord.returncode == 0, g.log("game_coordinator")[-3000:]
