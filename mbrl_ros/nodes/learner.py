@@ -156,6 +156,7 @@ class LearnerNode(Node):
         capacity = self.cfg.buffer_size if self.spec.buffer == "fifo" else None
         self.intake = EpisodeIntake(self.task, EpisodeBuffer(self.spec.buffer, capacity), max_bytes=max_episode_bytes)
         self.served: set[str] = set()  # request ids already answered
+        self._warned_missing: set[str] = set()  # requests whose missing episodes were reported
         self._lock = threading.Lock()
         self._busy = False
         self._job: Optional[Job] = None
@@ -229,8 +230,16 @@ class LearnerNode(Node):
             return
         missing = self.intake.missing(list(job.request.episode_ids))
         if missing:
-            if time.monotonic() - self._waiting_since > float(self.missing_wait_s) and self.mcap_path:
-                self.intake.replay_mcap(Path(self.mcap_path), TRANSITIONS, self._count, only=set(missing))
+            if time.monotonic() - self._waiting_since > float(self.missing_wait_s):
+                if self.mcap_path:
+                    self.intake.replay_mcap(Path(self.mcap_path), TRANSITIONS, self._count, only=set(missing))
+                elif job.request.id not in self._warned_missing:
+                    # nothing else sends an episode again: say why the game stands still
+                    self._warned_missing.add(job.request.id)
+                    self.get_logger().warning(
+                        f"request {job.request.id}: {len(missing)} episode(s) never arrived (published before this "
+                        "node's subscription matched?) and no mcap_path to look them up: waiting"
+                    )
                 self._waiting_since = time.monotonic()
             self.diag.status_message(f"waiting for {len(missing)} episode(s) of request {job.request.id}")
             return
