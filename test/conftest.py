@@ -18,6 +18,26 @@ stop_on_sigint()
 import pytest  # noqa: E402
 
 
+@pytest.fixture
+def graph(tmp_path):
+    """Node processes on a private ROS domain (bench._graph_harness.Graph), killed at the end."""
+    from bench._graph_harness import Graph
+
+    g = Graph(tmp_path)
+    yield g
+    g.close()
+
+
+@pytest.fixture
+def probe(graph):
+    """An rclpy node in the test process on the graph's domain (needs rclpy: ROS tests only)."""
+    from bench._graph_harness import Probe
+
+    p = Probe(graph.domain_id)
+    yield p
+    p.close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed test that ran node processes reports the tails of their logs (the graph tests

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -38,13 +37,6 @@ def _stop(p: subprocess.Popen) -> None:
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def graph(tmp_path: Path):
-    g = Graph(tmp_path)
-    yield g
-    g.close()
 
 
 def test_configure_names_a_missing_motor(graph: Graph) -> None:

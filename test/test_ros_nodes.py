@@ -24,20 +24,6 @@ pytestmark = pytest.mark.ros
 TASK_ID = "dclaw-turn-fixed"
 
 
-@pytest.fixture
-def graph(tmp_path: Path):
-    g = Graph(tmp_path)
-    yield g
-    g.close()
-
-
-@pytest.fixture
-def probe(graph: Graph):
-    p = Probe(graph.domain_id)
-    yield p
-    p.close()
-
-
 def _episode(i: int, version: int = 0, T: int = 40, robot: str = "test", **kw) -> wire.EpisodeRecord:
     rng = np.random.default_rng(i)
     obs = rng.uniform(-0.3, 0.3, (T + 1, 21))

@@ -15,7 +15,6 @@ test here plays the other side itself and withholds the message, as if it had be
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -28,20 +27,6 @@ from mbrl_ros import security, wire  # noqa: E402
 
 pytestmark = pytest.mark.ros
 TASK_ID = "dclaw-turn-fixed"
-
-
-@pytest.fixture
-def graph(tmp_path: Path):
-    g = Graph(tmp_path)
-    yield g
-    g.close()
-
-
-@pytest.fixture
-def probe(graph: Graph):
-    p = Probe(graph.domain_id)
-    yield p
-    p.close()
 
 
 def _state(**kw) -> wire.GameState:
