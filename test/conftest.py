@@ -1,6 +1,9 @@
-"""Shared pytest set-up: small thread counts (CI has 2 cores) and a headless matplotlib."""
+"""Shared pytest set-up: small thread counts (CI has 2 cores), a headless matplotlib, the ROS graph
+fixtures (``graph``, ``probe``) and the node logs of a failed graph test in its report."""
 
 import os
+
+import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -13,9 +16,6 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 from mbrl_ros.cli import stop_on_sigint  # noqa: E402
 
 stop_on_sigint()
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture
