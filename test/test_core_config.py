@@ -51,7 +51,7 @@ def test_per_task_values_and_overrides() -> None:
 
 
 @pytest.mark.parametrize("fix, own", [("mal-noise", {"alpha": 0.75, "noise_policy": "mlp"}),
-                                       ("mal-agent-reward", {"alpha": 0.75, "agent_reward_scale": "loss"})])
+                                       ("mal-agent-reward", {"alpha": 0.75, "agent_reward_scale": "fitted"})])
 @pytest.mark.parametrize("task", ["dclaw-turn-fixed", "dclaw-turn-random", "dkitty-orient-random"])
 def test_mal_fixes_are_mal_plus_their_own_keys(fix: str, own: dict, task: str) -> None:
     """The poster's fixes extend config/mal.yaml: every other key, per task included, is MAL's."""

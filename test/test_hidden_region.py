@@ -217,6 +217,36 @@ def test_agent_reward_term_is_scaled_by_the_per_dimension_loss():
     assert np.isfinite(r["return_term"]) and r["return_term"] != 0.0
 
 
+def test_agent_reward_first_fit_keeps_the_loss_a_plain_fit_reaches():
+    """agent_reward_scale fitted: l_ref is the loss after a plain half of the fit, so a fresh
+    model's first fit (the initial policy's data, as in a game) stays near plain MAL's loss; read
+    before the fit (``loss``: a fresh model's error, about 1.5 here) the return term outweighed
+    the data and the first model was mostly optimism."""
+    from mbrl_ros.core.buffers import EpisodeBuffer
+    from mbrl_ros.core.model_player import ModelPlayer
+    from mbrl_ros.core.policy_player import PolicyPlayer
+    from mbrl_ros.core.world import collect_episodes
+
+    env = make_env(TASK)
+    common = ["device=cpu", "ensemble_size=2", "agent_reward_batch=16", "model_min_steps=200", "model_max_steps=200"]
+    torch.manual_seed(0)
+    initial = PolicyPlayer(env.task, load_config("mal", TASK, common), "cpu").policy
+    buf = EpisodeBuffer("aggregate", None)
+    for e in collect_episodes(env, lambda o: initial.act(o, False), 400, np.random.default_rng(0), 0, "t"):
+        buf.add_episode(e)
+    results = {}
+    for algo, scale in (("mal", "fitted"), ("mal-agent-reward", "fitted"), ("mal-agent-reward", "loss")):
+        cfg = load_config(algo, TASK, common + [f"agent_reward_scale={scale}"])
+        torch.manual_seed(0)
+        mp, pp = ModelPlayer(env.task, cfg, "cpu"), PolicyPlayer(env.task, cfg, "cpu")
+        results[scale if algo != "mal" else "plain"] = r = mp.fit(buf, aggressive=False, policy=pp.policy)
+        assert r["steps"] == 200, r
+    fitted, before, plain = results["fitted"], results["loss"], results["plain"]
+    assert fitted["l_ref"] < 0.1 * before["l_ref"]  # read after the plain half, not on a fresh model
+    assert fitted["loss"] < 1.5 * plain["loss"], results
+    assert before["loss"] > 5.0 * fitted["loss"], results
+
+
 # -- the probe of a finished run (experiments/hidden_region_probe.py) --------------------------
 def test_probe_values_the_scripted_policies_in_the_world_and_in_the_runs_model(tmp_path):
     from experiments import hidden_region_probe as probe

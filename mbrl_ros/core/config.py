@@ -27,6 +27,8 @@ import yaml
 
 from mbrl_ros.core.schedule import GAMES, game_spec
 
+AGENT_REWARD_SCALES = ("fitted", "loss", "unit")  # units of MAL + agent reward's return term (model_player.py)
+
 if typing.TYPE_CHECKING:
     from mbrl_ros.core.world import BehaviorNoise
 
@@ -110,7 +112,9 @@ class GameConfig:
     alpha: float = 0.75  # mixing weight of the model objective for mal-agent-reward / mal-noise
     agent_reward_horizon: int = 8  # horizon of the differentiable model return (mal-agent-reward)
     agent_reward_batch: int = 64  # start states per step of the differentiable return
-    agent_reward_scale: str = "loss"  # loss: the return term in units of the per-dimension model loss; unit: order 1
+    # the return term's unit: fitted = the per-dimension loss after a plain half of the fit; loss = the
+    # per-dimension loss before the fit; unit = order 1 (model_player.py)
+    agent_reward_scale: str = "fitted"
     noise_policy: str = "mlp"  # random policies of mal-noise: mlp (fresh random network) | ou | uniform
 
     # --- the policy gate (mbrl_ros.core.gate; the same in mbrl-ros train and the graph) ------
@@ -238,8 +242,10 @@ class GameConfig:
             raise ValueError(f"optimism_coef must be in [-10, 10], got {self.optimism_coef}")
         if self.noise_policy not in ("mlp", "ou", "uniform"):
             raise ValueError(f"noise_policy must be mlp, ou or uniform, got {self.noise_policy!r}")
-        if self.agent_reward_scale not in ("loss", "unit"):
-            raise ValueError(f"agent_reward_scale must be loss or unit, got {self.agent_reward_scale!r}")
+        if self.agent_reward_scale not in AGENT_REWARD_SCALES:
+            raise ValueError(
+                f"agent_reward_scale must be one of {', '.join(AGENT_REWARD_SCALES)}, got {self.agent_reward_scale!r}"
+            )
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         for name in ["model_hidden", "policy_hidden", "value_hidden"]:

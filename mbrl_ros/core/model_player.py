@@ -11,12 +11,19 @@ through every member (see :func:`mbrl_ros.core.model_rollout.differentiable_retu
 minibatch of real start states, fixed noise per step), ``R`` the mean absolute per-step
 reward in the buffer times that horizon (so ``J_hat/R`` is of order 1 whatever the task's
 reward units), and ``l_ref`` the model's loss per output dimension (the mean normalised
-squared error over the unmasked outputs, the quantity ``l`` is) on the fit's data before the
-fit, floored at ``AGENT_REWARD_MIN_LOSS`` (``agent_reward_scale: loss``). So the return term
-is measured in units of the prediction loss per output dimension: a change of the normalised
-return by 1 is worth the whole current per-dimension loss. Without ``l_ref``
-(``agent_reward_scale: unit``, the earlier form) the term is of order 1 against a loss of
-0.02-0.06 and swamps it (issue 17).
+squared error over the unmasked outputs, the quantity ``l`` is) on the fit's data, floored at
+``AGENT_REWARD_MIN_LOSS``. So the return term is measured in units of the prediction loss per
+output dimension: a change of the normalised return by 1 is worth the whole per-dimension loss.
+Where ``l_ref`` is read (``agent_reward_scale``):
+
+- ``fitted``: the first half of the fit's steps minimise ``l`` alone, ``l_ref`` is the loss
+  after them, the second half minimise the mixed objective. ``l_ref`` is then the loss the model
+  reaches on these data.
+- ``loss``: before the fit. A fresh model's loss is about 1 (normalised targets), 20-40x what a
+  fit reaches, so the first fit of a game bought optimism at any price (hidden-region: loss
+  0.8-1.3 after it against plain MAL's 0.03-0.05; D'Claw: J(pi, M) +1,700 against a world
+  return of -750).
+- ``unit``: no ``l_ref`` (order 1 against a loss of 0.02-0.06: swamps it; issue 17).
 """
 
 from __future__ import annotations
@@ -130,23 +137,17 @@ class ModelPlayer:
         n = inputs.shape[0]
         epochs = c.model_epochs_aggressive if aggressive else c.model_epochs_conservative
         steps = int(min(max(math.ceil(epochs * n / c.model_batch_size), c.model_min_steps), c.model_max_steps))
-        extra, alpha = None, 1.0
-        if self.objective is ModelObjective.AGENT_REWARD and policy is not None:
-            l_ref = max(self.loss(inputs, targets), AGENT_REWARD_MIN_LOSS) if c.agent_reward_scale == "loss" else 1.0
-            extra, alpha = self._agent_reward_term(buffer, policy, l_ref), c.alpha
-        was_grad = [p.requires_grad for p in policy.parameters()] if policy is not None else []
-        try:
-            if policy is not None:  # the policy is a constant in the model player's objective
-                for p in policy.parameters():
-                    p.requires_grad_(False)
-            result = fit_ensemble(
+        holdout = self.holdout_mask(buffer) if aggressive and c.model_holdout > 0 else None
+
+        def run(n_steps: int, extra: Optional[Any] = None, alpha: float = 1.0) -> dict:
+            return fit_ensemble(
                 self.ensemble,
                 self.optimizer,
                 inputs,
                 targets,
-                steps,
+                n_steps,
                 c.model_batch_size,
-                holdout_mask=self.holdout_mask(buffer) if aggressive and c.model_holdout > 0 else None,
+                holdout_mask=holdout,
                 eval_every=c.model_eval_every,
                 patience=c.model_patience,
                 min_steps=c.model_min_steps,
@@ -154,12 +155,33 @@ class ModelPlayer:
                 alpha=alpha,
                 bf16=c.model_bf16,
             )
+
+        extra, alpha, plain = None, 1.0, None
+        agent_reward = self.objective is ModelObjective.AGENT_REWARD and policy is not None
+        if agent_reward and c.agent_reward_scale == "fitted":
+            # the first half of the step plain: l_ref is then the loss the model reaches on these
+            # data, not the error of a model that has not seen them yet (about 1 for a fresh one)
+            plain = run(steps // 2)
+            steps_left = steps - plain["steps"]
+        if agent_reward and policy is not None:
+            l_ref = 1.0 if c.agent_reward_scale == "unit" else max(self.loss(inputs, targets), AGENT_REWARD_MIN_LOSS)
+            extra, alpha = self._agent_reward_term(buffer, policy, l_ref), c.alpha
+        was_grad = [p.requires_grad for p in policy.parameters()] if policy is not None else []
+        try:
+            if policy is not None:  # the policy is a constant in the model player's objective
+                for p in policy.parameters():
+                    p.requires_grad_(False)
+            result = run(steps if plain is None else steps_left, extra, alpha)
         finally:
             for p, g in zip(policy.parameters() if policy is not None else [], was_grad):
                 p.requires_grad_(g)
         self.ensemble.eval()
         self.n_fits += 1
+        if plain is not None:
+            result.update(steps=plain["steps"] + result["steps"], fit_s=plain["fit_s"] + result["fit_s"])
         result.update(loss=self.loss(inputs, targets), max_steps=steps, n_data=n, aggressive=bool(aggressive))
+        if extra is not None:
+            result["l_ref"] = l_ref
         if extra is not None:  # the objective the model player minimised: alpha l - (1 - alpha) J/scale
             with torch.no_grad():
                 j_term = float(np.mean([float(extra()) for _ in range(AGENT_REWARD_EVAL_BATCHES)]))
