@@ -21,7 +21,7 @@ Where ``l_ref`` is read (``agent_reward_scale``):
   reaches on these data.
 - ``loss``: before the fit. A fresh model's loss is about 1 (normalised targets), 20-40x what a
   fit reaches, so the first fit of a game bought optimism at any price (hidden-region: loss
-  0.8-1.3 after it against plain MAL's 0.03-0.05; D'Claw: J(pi, M) +1,700 against a world
+  0.78-1.25 after it against plain MAL's 0.019-0.051; D'Claw: J(pi, M) +1,700 against a world
   return of -750).
 - ``unit``: no ``l_ref`` (order 1 against a loss of 0.02-0.06: swamps it; issue 17).
 """
