@@ -156,22 +156,22 @@ class ModelPlayer:
                 bf16=c.model_bf16,
             )
 
-        extra, alpha, plain = None, 1.0, None
-        agent_reward = self.objective is ModelObjective.AGENT_REWARD and policy is not None
-        if agent_reward and c.agent_reward_scale == "fitted":
-            # the first half of the step plain: l_ref is then the loss the model reaches on these
-            # data, not the error of a model that has not seen them yet (about 1 for a fresh one)
-            plain = run(steps // 2)
-            steps_left = steps - plain["steps"]
-        if agent_reward and policy is not None:
-            l_ref = 1.0 if c.agent_reward_scale == "unit" else max(self.loss(inputs, targets), AGENT_REWARD_MIN_LOSS)
+        extra, alpha, l_ref, plain, steps_left = None, 1.0, 1.0, None, steps
+        if self.objective is ModelObjective.AGENT_REWARD and policy is not None:
+            if c.agent_reward_scale == "fitted":
+                # the first half of the step plain: l_ref is then the loss the model reaches on
+                # these data, not the error of a model that has not seen them (~1.5 when fresh)
+                plain = run(steps // 2)
+                steps_left -= plain["steps"]
+            if c.agent_reward_scale != "unit":
+                l_ref = max(self.loss(inputs, targets), AGENT_REWARD_MIN_LOSS)
             extra, alpha = self._agent_reward_term(buffer, policy, l_ref), c.alpha
         was_grad = [p.requires_grad for p in policy.parameters()] if policy is not None else []
         try:
             if policy is not None:  # the policy is a constant in the model player's objective
                 for p in policy.parameters():
                     p.requires_grad_(False)
-            result = run(steps if plain is None else steps_left, extra, alpha)
+            result = run(steps_left, extra, alpha)
         finally:
             for p, g in zip(policy.parameters() if policy is not None else [], was_grad):
                 p.requires_grad_(g)
@@ -180,9 +180,8 @@ class ModelPlayer:
         if plain is not None:
             result.update(steps=plain["steps"] + result["steps"], fit_s=plain["fit_s"] + result["fit_s"])
         result.update(loss=self.loss(inputs, targets), max_steps=steps, n_data=n, aggressive=bool(aggressive))
-        if extra is not None:
-            result["l_ref"] = l_ref
         if extra is not None:  # the objective the model player minimised: alpha l - (1 - alpha) J/scale
+            result["l_ref"] = l_ref
             with torch.no_grad():
                 j_term = float(np.mean([float(extra()) for _ in range(AGENT_REWARD_EVAL_BATCHES)]))
             result["objective"] = alpha * result["loss"] + (1.0 - alpha) * j_term
