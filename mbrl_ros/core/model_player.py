@@ -19,8 +19,8 @@ Where ``l_ref`` is read (``agent_reward_scale``):
 - ``fitted``: the first half of the fit's steps minimise ``l`` alone, ``l_ref`` is the loss
   after them, the second half minimise the mixed objective. ``l_ref`` is then the loss the model
   reaches on these data.
-- ``loss``: before the fit. A fresh model's loss is about 1 (normalised targets), 20-40x what a
-  fit reaches, so the first fit of a game bought optimism at any price (hidden-region: loss
+- ``loss``: before the fit. A fresh model's loss is about 1.5 on hidden-region's first data
+  (normalised targets), 30-80x what a fit reaches, so the first fit of a game bought optimism at any price (hidden-region: loss
   0.78-1.25 after it against plain MAL's 0.019-0.051; D'Claw: J(pi, M) +1,700 against a world
   return of -750).
 - ``unit``: no ``l_ref`` (order 1 against a loss of 0.02-0.06: swamps it; issue 17).
@@ -178,7 +178,7 @@ class ModelPlayer:
         self.ensemble.eval()
         self.n_fits += 1
         if plain is not None:
-            result.update(steps=plain["steps"] + result["steps"], fit_s=plain["fit_s"] + result["fit_s"])
+            result["steps"] += plain["steps"]
         result.update(loss=self.loss(inputs, targets), max_steps=steps, n_data=n, aggressive=bool(aggressive))
         if extra is not None:  # the objective the model player minimised: alpha l - (1 - alpha) J/scale
             result["l_ref"] = l_ref
