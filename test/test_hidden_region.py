@@ -247,6 +247,56 @@ def test_agent_reward_first_fit_keeps_the_loss_a_plain_fit_reaches():
     assert before["loss"] > 5.0 * fitted["loss"], results
 
 
+def test_agent_reward_soft_follower_pays_for_returns_the_present_policy_never_earns():
+    """agent_reward_follower soft: the model is paid for a soft best response over intent-shifted
+    copies of the policy from the episodes' starts. A policy that stands still earns nothing in
+    the model; copies that move up the potential do, so with 8 copies the term pays (is more
+    negative) than with copy 0 alone, and the per-rollout returns average to the scalar one."""
+    from mbrl_ros.core.buffers import EpisodeBuffer
+    from mbrl_ros.core.exploration import collect_random_episodes
+    from mbrl_ros.core.model_player import ModelPlayer
+    from mbrl_ros.core.model_rollout import differentiable_return
+    from mbrl_ros.core.policy_player import PolicyPlayer
+
+    env = make_env(TASK)
+    common = ["device=cpu", "ensemble_size=2", "agent_reward_batch=64", "model_min_steps=300",
+              "model_max_steps=300", "agent_reward_follower=soft", "agent_reward_horizon=40"]
+    buf = EpisodeBuffer("aggregate", None)
+    for e in collect_random_episodes(env, "ou", 1200, np.random.default_rng(2), "d"):
+        buf.add_episode(e)
+    torch.manual_seed(0)
+    cfg = load_config("mal", TASK, common)
+    mp, pp = ModelPlayer(env.task, cfg, "cpu"), PolicyPlayer(env.task, cfg, "cpu")
+    mp.fit(buf, aggressive=True)  # a plain model of the random data
+    with torch.no_grad():  # the present policy: stand still (mean 0, a tiny std)
+        pp.policy.set_intent(torch.zeros(2))
+        for layer in pp.policy.mean_net:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_()
+        pp.policy.log_std.fill_(-5.0)
+    terms = {}
+    for k in (1, 8):
+        mp.cfg = load_config("mal-agent-reward", TASK, common + [f"agent_reward_intents={k}"])
+        torch.manual_seed(1)
+        with torch.no_grad():
+            terms[k] = float(np.mean([float(mp._agent_reward_term(buf, pp.policy, 1.0)()) for _ in range(4)]))
+    assert terms[8] < terms[1] - 0.05, terms
+    starts = torch.as_tensor(buf.initial_states()[0][:16], dtype=torch.float32)
+    offsets = torch.rand(16, 2) * 2 - 1
+    with torch.no_grad():
+        torch.manual_seed(3)
+        per = differentiable_return(mp.ensemble, env.task, pp.policy, starts, 10, 0.99, action_offset=offsets, reduce=False)
+        torch.manual_seed(3)
+        scalar = differentiable_return(mp.ensemble, env.task, pp.policy, starts, 10, 0.99, action_offset=offsets)
+    assert per.shape == (2, 16) and float(per.mean()) == pytest.approx(float(scalar), rel=1e-5)
+    with pytest.raises(ValueError, match="agent_reward_follower"):
+        load_config("mal-agent-reward", TASK, ["agent_reward_follower=greedy"])
+    with pytest.raises(ValueError, match="agent_reward_intents"):
+        load_config("mal-agent-reward", TASK, ["agent_reward_intents=0"])
+    with pytest.raises(ValueError, match="agent_reward_temperature"):
+        load_config("mal-agent-reward", TASK, ["agent_reward_temperature=0"])
+
+
 # -- the probe of a finished run (experiments/hidden_region_probe.py) --------------------------
 def test_probe_values_the_scripted_policies_in_the_world_and_in_the_runs_model(tmp_path):
     from experiments import hidden_region_probe as probe

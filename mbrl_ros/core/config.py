@@ -28,6 +28,9 @@ import yaml
 from mbrl_ros.core.schedule import GAMES, game_spec
 
 AGENT_REWARD_SCALES = ("fitted", "loss", "unit")  # units of MAL + agent reward's return term (model_player.py)
+# whose return MAL + agent reward pays the model for (model_player.py): the present policy along short
+# rollouts from data states, or a soft best response over intent-shifted copies of it from episode starts
+AGENT_REWARD_FOLLOWERS = ("policy", "soft")
 
 if typing.TYPE_CHECKING:
     from mbrl_ros.core.world import BehaviorNoise
@@ -115,6 +118,9 @@ class GameConfig:
     # the return term's unit: fitted = the per-dimension loss after a plain half of the fit; loss = the
     # per-dimension loss before the fit; unit = order 1 (model_player.py)
     agent_reward_scale: str = "fitted"
+    agent_reward_follower: str = "policy"  # policy | soft (see AGENT_REWARD_FOLLOWERS)
+    agent_reward_intents: int = 8  # soft: intent-shifted copies of the policy the soft best response weighs
+    agent_reward_temperature: float = 0.1  # soft: temperature over J/R of the copies (0.1: near max)
     noise_policy: str = "mlp"  # random policies of mal-noise: mlp (fresh random network) | ou | uniform
 
     # --- the policy gate (mbrl_ros.core.gate; the same in mbrl-ros train and the graph) ------
@@ -246,6 +252,15 @@ class GameConfig:
             raise ValueError(
                 f"agent_reward_scale must be one of {', '.join(AGENT_REWARD_SCALES)}, got {self.agent_reward_scale!r}"
             )
+        if self.agent_reward_follower not in AGENT_REWARD_FOLLOWERS:
+            raise ValueError(
+                f"agent_reward_follower must be one of {', '.join(AGENT_REWARD_FOLLOWERS)}, "
+                f"got {self.agent_reward_follower!r}"
+            )
+        if not 1 <= self.agent_reward_intents <= 64:
+            raise ValueError(f"agent_reward_intents must be in [1, 64], got {self.agent_reward_intents}")
+        if not self.agent_reward_temperature > 0:
+            raise ValueError(f"agent_reward_temperature must be > 0, got {self.agent_reward_temperature}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         for name in ["model_hidden", "policy_hidden", "value_hidden"]:

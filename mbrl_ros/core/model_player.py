@@ -24,6 +24,10 @@ Where ``l_ref`` is read (``agent_reward_scale``):
   0.78-1.25 after it against plain MAL's 0.019-0.051; D'Claw: J(pi, M) +1,700 against a world
   return of -750).
 - ``unit``: no ``l_ref`` (order 1 against a loss of 0.02-0.06: swamps it; issue 17).
+
+Whose return (``agent_reward_follower``): ``policy``, the present policy's from buffer states;
+``soft``, a soft best response over intent-shifted copies of it from the episodes' starts
+(:meth:`ModelPlayer._agent_reward_term`).
 """
 
 from __future__ import annotations
@@ -190,25 +194,59 @@ class ModelPlayer:
         return result
 
     def _agent_reward_term(self, buffer: EpisodeBuffer, policy: GaussianMLPPolicy, l_ref: float = 1.0):
-        """Closure: -l_ref * J_hat(pi, M) / R on a fresh batch of real start states (MAL + agent reward)."""
+        """Closure: the return term of MAL + agent reward on a fresh batch of real start states.
+
+        ``agent_reward_follower`` ``policy``: ``-l_ref * J_hat(pi, M) / R`` from random buffer
+        states. ``soft``: ``-l_ref * tau * log mean_i exp(J_hat(pi + b_i, M) / (R tau))`` from the
+        episodes' initial states, over copy 0 (``b_0 = 0``, the present policy) and
+        ``agent_reward_intents - 1`` copies whose mean action is shifted by a constant intent
+        ``b_i`` (uniform in [-1, 1] per action, fresh every batch). Why: the poster's leader is
+        paid for the return of the follower's (soft) best response to the model, which puts
+        weight on every action, so the finite game's model is paid to be optimistic about
+        transitions the present policy never makes. Paid for the present policy's return only,
+        the model can be optimistic only along that policy's path, where the data contradict
+        it (hidden-region: plain MAL's outcome, docs/experiments.md). The log-mean-exp weighs
+        each copy by exp(J/(R tau)): the copies the model values highest, as a best response would.
+        """
         c = self.cfg
         d = buffer.arrays()
-        obs = torch.as_tensor(d["obs"], dtype=torch.float32, device=self.device)
-        aux = torch.as_tensor(d["aux"], dtype=torch.float32, device=self.device) if "aux" in d else None
-        scale = (float(np.mean(np.abs(d["rewards"]))) * c.agent_reward_horizon + 1e-6) / l_ref
+        soft = c.agent_reward_follower == "soft"
+        if soft:
+            start_obs, start_aux = buffer.initial_states()
+        else:
+            start_obs, start_aux = d["obs"], d.get("aux")
+        obs = torch.as_tensor(start_obs, dtype=torch.float32, device=self.device)
+        aux = None if start_aux is None else torch.as_tensor(start_aux, dtype=torch.float32, device=self.device)
+        r_unit = float(np.mean(np.abs(d["rewards"]))) * c.agent_reward_horizon + 1e-6  # R
+        k = c.agent_reward_intents if soft else 1
+        m = max(1, c.agent_reward_batch // k)  # start states per copy: the batch is shared out
+        act_dim = self.task.info.act_dim
 
         def term() -> torch.Tensor:
-            idx = torch.randint(0, obs.shape[0], (c.agent_reward_batch,), device=self.device)
-            j = differentiable_return(
+            idx = torch.randint(0, obs.shape[0], (m,), device=self.device)
+            s0, a0 = obs[idx], None if aux is None else aux[idx]
+            if not soft:
+                j = differentiable_return(
+                    self.ensemble, self.task, policy, s0, c.agent_reward_horizon, c.gamma, start_aux=a0
+                )
+                return -j * l_ref / r_unit
+            offsets = torch.rand(k, act_dim, device=self.device) * 2.0 - 1.0
+            offsets[0] = 0.0
+            per_rollout = differentiable_return(
                 self.ensemble,
                 self.task,
                 policy,
-                obs[idx],
+                s0.repeat(k, 1),
                 c.agent_reward_horizon,
                 c.gamma,
-                start_aux=None if aux is None else aux[idx],
+                start_aux=None if a0 is None else a0.repeat(k, 1),
+                action_offset=offsets.repeat_interleave(m, dim=0),
+                reduce=False,
             )
-            return -j / scale
+            j_copies = per_rollout.reshape(per_rollout.shape[0], k, m).mean(dim=(0, 2)) / r_unit
+            tau = c.agent_reward_temperature
+            soft_j = tau * (torch.logsumexp(j_copies / tau, dim=0) - math.log(k))
+            return -soft_j * l_ref
 
         return term
 

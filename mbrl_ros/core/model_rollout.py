@@ -161,12 +161,16 @@ def differentiable_return(
     horizon: int,
     gamma: float,
     start_aux: Optional[torch.Tensor] = None,
+    action_offset: Optional[torch.Tensor] = None,
+    reduce: bool = True,
 ) -> torch.Tensor:
     """Reparameterised estimate of J(pi, M) whose gradient flows into the model's weights.
 
-    a_t = mu(s_t) + sigma * eps_t (eps fixed noise, policy weights treated as constants by the
-    caller), s_{t+1} from each member, sum of discounted task rewards over a short horizon,
-    averaged over members and start states. Returns a scalar tensor.
+    a_t = mu(s_t) + offset + sigma * eps_t (eps fixed noise, policy weights treated as constants
+    by the caller; ``action_offset`` (n, act_dim), one constant shift per rollout, none by
+    default), s_{t+1} from each member, sum of discounted task rewards over a short horizon.
+    Returns the mean over members and start states (a scalar), or with ``reduce=False`` each
+    rollout's return, shape (members, n).
     """
     E, n = ensemble.ensemble_size, start_obs.shape[0]
     obs = start_obs.unsqueeze(0).expand(E, n, -1)
@@ -176,6 +180,8 @@ def differentiable_return(
     guard = _FiniteGrad.apply
     for t in range(horizon):
         mean = policy(obs)
+        if action_offset is not None:
+            mean = mean + action_offset
         action = torch.clamp(mean + torch.exp(policy.log_std) * torch.randn_like(mean), -1.0, 1.0)
         z_next, reward = ensemble.predict(task.to_model(obs, aux), action)
         next_obs = task.fix_known(obs, action, task.from_model(z_next))
@@ -186,4 +192,4 @@ def differentiable_return(
         total = total + (gamma**t) * alive * reward
         alive = alive * (~torch.as_tensor(task.done(next_obs), device=obs.device)).to(alive.dtype)
         obs = next_obs
-    return total.mean()
+    return total.mean() if reduce else total
