@@ -100,6 +100,9 @@ def test_bad_extends_is_a_clear_error(tmp_path, mal_text: str, message: str) -> 
         (["samples"], "key=value"),
         (["device=tpu"], "device"),
         (["algo=mal"], "--algo"),
+        (["agent_reward_follower=greedy"], "agent_reward_follower must be one of policy, soft"),
+        (["agent_reward_intents=0"], r"agent_reward_intents must be in \[1, 64\]"),
+        (["agent_reward_temperature=0"], "agent_reward_temperature must be > 0"),
     ],
 )
 def test_bad_values_are_clear_errors(overrides, message) -> None:
