@@ -103,6 +103,10 @@ def test_bad_extends_is_a_clear_error(tmp_path, mal_text: str, message: str) -> 
         (["agent_reward_follower=greedy"], "agent_reward_follower must be one of policy, soft"),
         (["agent_reward_intents=0"], r"agent_reward_intents must be in \[1, 64\]"),
         (["agent_reward_temperature=0"], "agent_reward_temperature must be > 0"),
+        (["agent_reward_gate=uncertain"], "agent_reward_gate must be one of none, disagreement"),
+        (["model_recent_share=1.5"], r"model_recent_share must be in \[0, 1\]"),
+        (["model_recent_share=-0.1"], r"model_recent_share must be in \[0, 1\]"),
+        (["model_recent_window=0"], "model_recent_window must be > 0"),
     ],
 )
 def test_bad_values_are_clear_errors(overrides, message) -> None:

@@ -271,3 +271,37 @@ def test_goal_share_puts_that_share_of_the_fit_on_the_goal_dims() -> None:
         assert torch.equal(clone.loss_weight, ens.loss_weight)
     # the goal dim's error falls (0.82-0.88x on four data seeds), the other dims pay for it
     assert errors[0.5][0] < 0.92 * errors[0.0][0] and errors[0.5][1] > errors[0.0][1], errors
+
+
+def test_recent_share_fits_the_newest_transitions_more_closely() -> None:
+    """model_recent_share: a share of each minibatch from the newest rows. The dynamics changed
+    halfway through the data (old rows: A, B; the newest 500: the same with B negated, as when
+    the policy moved to states where the world acts differently); with half of each minibatch
+    from the newest 500 the fit's error there falls, with all of them it ignores the old rows;
+    0 keeps the uniform draw bit for bit."""
+    x, y, states = linear_data(2000, 0)
+    a = x[-500:, 5:7].numpy()
+    y[-500:, :4] -= torch.tensor(0.2 * a @ B.T, dtype=torch.float32)  # newest rows: B -> -B
+    errors = {}
+    for share in (0.0, 0.5, 1.0):
+        torch.manual_seed(0)
+        ens = DynamicsEnsemble(5, 2, ensemble_size=2, hidden=(32, 32))
+        ens.set_normalization(x, y, states)
+        fit_ensemble(ens, torch.optim.Adam(ens.parameters(), lr=1e-3), x, y, n_steps=400, batch_size=100,
+                     recent_window=500, recent_share=share)
+        with torch.no_grad():
+            err = (ens.forward_normalized(x.expand(2, -1, -1)) - ens.normalized_targets(y)) ** 2
+            errors[share] = (float(err[:, -500:, :4].mean()), float(err[:, :-500, :4].mean()))
+    assert errors[0.5][0] < 0.5 * errors[0.0][0], errors  # the newest rows fitted more closely
+    assert errors[1.0][1] > errors[0.5][1] > errors[0.0][1], errors  # ... the old ones less
+    torch.manual_seed(0)
+    plain = DynamicsEnsemble(5, 2, ensemble_size=2, hidden=(32, 32))
+    plain.set_normalization(x, y, states)
+    torch.manual_seed(0)
+    off = DynamicsEnsemble(5, 2, ensemble_size=2, hidden=(32, 32))
+    off.set_normalization(x, y, states)
+    for ens, kw in ((plain, {}), (off, {"recent_window": 500, "recent_share": 0.0})):
+        torch.manual_seed(1)
+        fit_ensemble(ens, torch.optim.Adam(ens.parameters(), lr=1e-3), x, y, n_steps=20, batch_size=100, **kw)
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), off.parameters()))
+    # (bad values of the two keys: test_core_config.py::test_bad_values_are_clear_errors)

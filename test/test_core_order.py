@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mbrl_ros.core.config import load_config
+from mbrl_ros.core.schedule import Phase
 from mbrl_ros.core.stackelberg import StackelbergGame
 from mbrl_ros.tasks.pointmass import PointMassEnv
 
@@ -123,3 +124,35 @@ def test_gate_keeps_a_non_finite_policy_out_of_the_world() -> None:
     after = game.policy_player.policy.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "the previous policy is restored"
     assert all(ep.policy_version == 0 for ep in game.buffer.episodes)  # data still from the old policy
+
+
+@pytest.mark.parametrize("algo", ["pal", "mal"])
+def test_model_loss_new_data_is_the_models_error_before_it_sees_the_round(algo: str) -> None:
+    """model_loss_new_data: none before the first fit; afterwards the loss of the model as it was
+    when the round was collected, on the deployed policy's new episodes (data it was not fitted on)."""
+    import copy
+
+    from mbrl_ros.core.buffers import EpisodeBuffer
+
+    game = StackelbergGame(load_config(algo, "pointmass", TINY), PointMassEnv(), PointMassEnv())
+    at_collect = []
+
+    def collect_spy(g: StackelbergGame) -> None:
+        at_collect.append(copy.deepcopy(g.model_player))
+        StackelbergGame.collect(g)
+
+    game.PHASES = {**StackelbergGame.PHASES, Phase.COLLECT: collect_spy}
+    rows = [game.play_iteration() for _ in range(3)]
+    assert rows[0]["model_loss_new_data"] is None  # no model yet when the initial data came in
+    model, row = at_collect[-1], rows[-1]
+    assert model.n_fits > 0
+    fresh = EpisodeBuffer("aggregate")
+    for ep in game.buffer.episodes:
+        if ep.episode_id.startswith("it2-v"):  # the round of iteration 2 (a FIFO may have dropped older ones)
+            fresh.add_episode(ep)
+    assert len(fresh) == row["collected"]
+    inputs, targets, _ = model.transitions(fresh)
+    assert row["model_loss_new_data"] == pytest.approx(model.loss(inputs, targets), rel=1e-6)
+    # not the loss of the model fitted on them (MAL fits after collecting, PAL before)
+    later = game.model_player.loss(inputs, targets)
+    assert algo == "pal" or row["model_loss_new_data"] != pytest.approx(later, rel=1e-3)

@@ -292,6 +292,67 @@ def test_agent_reward_soft_follower_pays_for_returns_the_present_policy_never_ea
     assert per.shape == (2, 16) and float(per.mean()) == pytest.approx(float(scalar), rel=1e-5)
 
 
+def test_agent_reward_gate_pays_only_where_the_members_disagree_more_than_on_the_data():
+    """agent_reward_gate disagreement: each predicted change passes the return term's gradient in
+    proportion clamp(d / d_data - 1, 0, 1) of the members' disagreement d there. A reference far
+    above every disagreement closes the gate (no gradient reaches the model); one far below
+    opens it fully (the ungated gradient); the term's value never changes. The disagreement is
+    the members' std at the same inputs, and on the model's own data it is its reference."""
+    from mbrl_ros.core.buffers import EpisodeBuffer
+    from mbrl_ros.core.exploration import collect_random_episodes
+    from mbrl_ros.core.model_player import ModelPlayer
+    from mbrl_ros.core.model_rollout import differentiable_return
+    from mbrl_ros.core.policy_player import PolicyPlayer
+
+    env = make_env(TASK)
+    common = ["device=cpu", "ensemble_size=3", "model_min_steps=100", "model_max_steps=100"]
+    buf = EpisodeBuffer("aggregate", None)
+    for e in collect_random_episodes(env, "ou", 800, np.random.default_rng(2), "d"):
+        buf.add_episode(e)
+    torch.manual_seed(0)
+    cfg = load_config("mal-agent-reward", TASK, [*common, "agent_reward_gate=disagreement"])
+    mp, pp = ModelPlayer(env.task, cfg, "cpu"), PolicyPlayer(env.task, cfg, "cpu")
+    mp.fit(buf, aggressive=True)
+    for p in pp.policy.parameters():
+        p.requires_grad_(False)
+    d = buf.arrays()
+    ref = mp._data_disagreement(d)
+    z = torch.as_tensor(env.task.to_model(d["obs"][:5], None), dtype=torch.float32)
+    a = torch.as_tensor(np.clip(d["actions"][:5], -1, 1), dtype=torch.float32)
+    with torch.no_grad():
+        each = mp.ensemble.forward_normalized(torch.cat([z, a], -1).expand(3, -1, -1))
+    manual = (each[..., : mp.ensemble.state_dim] * mp.ensemble.out_mask[: mp.ensemble.state_dim]).std(dim=0)
+    assert torch.allclose(mp.ensemble.disagreement(z, a), manual, atol=1e-6)
+    assert ref.shape == (mp.ensemble.state_dim,) and bool((ref > 0).all())
+    starts = torch.as_tensor(d["obs"][:32], dtype=torch.float32)
+
+    def grads(gate_ref):
+        mp.ensemble.zero_grad()
+        torch.manual_seed(5)
+        j = differentiable_return(mp.ensemble, env.task, pp.policy, starts, 8, 0.99, gate_ref=gate_ref)
+        j.backward()
+        return float(j.detach()), torch.cat([p.grad.flatten() for p in mp.ensemble.parameters() if p.grad is not None])
+
+    j_open, g_open = grads(None)
+    j_shut, g_shut = grads(torch.full_like(ref, 1e6))
+    j_wide, g_wide = grads(torch.full_like(ref, 1e-9))
+    j_data, g_data = grads(ref)
+    assert j_shut == pytest.approx(j_open) and j_wide == pytest.approx(j_open) and j_data == pytest.approx(j_open)
+    assert float(g_open.abs().sum()) > 0 and float(g_shut.abs().sum()) == 0.0
+    assert torch.allclose(g_wide, g_open, rtol=1e-4, atol=1e-7)
+    # with the data's own reference the gate is partly open: less gradient than ungated
+    assert 0.0 < float(g_data.norm()) < float(g_open.norm())
+    mp.cfg = cfg  # the term built by the player uses the gate: its value is the ungated term's
+    torch.manual_seed(7)
+    with torch.no_grad():
+        gated = float(mp._agent_reward_term(buf, pp.policy, 1.0)())
+    mp.cfg = load_config("mal-agent-reward", TASK, common)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        plain = float(mp._agent_reward_term(buf, pp.policy, 1.0)())
+    assert gated == pytest.approx(plain, rel=1e-5)
+
+
 # -- the probe of a finished run (experiments/hidden_region_probe.py) --------------------------
 def test_probe_values_the_scripted_policies_in_the_world_and_in_the_runs_model(tmp_path):
     from experiments import hidden_region_probe as probe

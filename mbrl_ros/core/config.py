@@ -31,6 +31,9 @@ AGENT_REWARD_SCALES = ("fitted", "loss", "unit")  # units of MAL + agent reward'
 # whose return MAL + agent reward pays the model for (model_player.py): the present policy along short
 # rollouts from data states, or a soft best response over intent-shifted copies of it from episode starts
 AGENT_REWARD_FOLLOWERS = ("policy", "soft")
+# where the return term may move the model: everywhere, or only where the members disagree more
+# than on the data (model_rollout.differentiable_return's gate_ref)
+AGENT_REWARD_GATES = ("none", "disagreement")
 
 if typing.TYPE_CHECKING:
     from mbrl_ros.core.world import BehaviorNoise
@@ -74,6 +77,10 @@ class GameConfig:
     learned_reward: bool = False  # predict the reward with the ensemble instead of task.reward
     model_bf16: bool = False  # bfloat16 autocast of the fit's matmuls (faster on CPUs with AVX512-BF16)
     model_goal_share: float = 0.0  # share of the fit's loss on the task's goal dims (0 = a plain mean over dims)
+    # each minibatch draws this share from the newest model_recent_window transitions (0 = uniform
+    # over the buffer): an aggregating (MAL) model still sees all data but tracks the policy's states
+    model_recent_share: float = 0.0
+    model_recent_window: int = 2500
 
     # --- policy player: model-based NPG (Subroutine 1, table 1) ----------------------------
     policy_hidden: list[int] = field(default_factory=lambda: [64, 64])  # tanh MLP for the mean
@@ -120,6 +127,7 @@ class GameConfig:
     agent_reward_scale: str = "fitted"
     agent_reward_follower: str = "policy"  # policy | soft (see AGENT_REWARD_FOLLOWERS)
     agent_reward_intents: int = 8  # soft: intent-shifted copies of the policy the soft best response weighs
+    agent_reward_gate: str = "none"  # none | disagreement (see AGENT_REWARD_GATES)
     agent_reward_temperature: float = 0.1  # soft: temperature over J/R of the copies (0.1: near max)
     noise_policy: str = "mlp"  # random policies of mal-noise: mlp (fresh random network) | ou | uniform
 
@@ -185,6 +193,7 @@ class GameConfig:
             "agent_reward_batch",
             "samples_per_iter_horizons",
             "samples_per_iter_cap",
+            "model_recent_window",
             "stop_success_iters",
         ]
         for name in positive:
@@ -222,6 +231,7 @@ class GameConfig:
             "fvp_fraction",
             "stop_success",
             "explore_mean_fraction",
+            "model_recent_share",
         ]:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -256,6 +266,10 @@ class GameConfig:
             raise ValueError(
                 f"agent_reward_follower must be one of {', '.join(AGENT_REWARD_FOLLOWERS)}, "
                 f"got {self.agent_reward_follower!r}"
+            )
+        if self.agent_reward_gate not in AGENT_REWARD_GATES:
+            raise ValueError(
+                f"agent_reward_gate must be one of {', '.join(AGENT_REWARD_GATES)}, got {self.agent_reward_gate!r}"
             )
         if not 1 <= self.agent_reward_intents <= 64:
             raise ValueError(f"agent_reward_intents must be in [1, 64], got {self.agent_reward_intents}")

@@ -206,6 +206,16 @@ class DynamicsEnsemble(nn.Module):
         reward = out[..., self.state_dim] if self.learn_reward else None
         return z_next, reward
 
+    @torch.no_grad()
+    def disagreement(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Std over the members of the predicted change at the same inputs, per state dim, in
+        normalised target units: every member predicts at every row of ``z``, ``a`` [..., dim]
+        (any leading shape), the result has that leading shape and ``state_dim`` columns."""
+        lead = z.shape[:-1]
+        x = torch.cat([z, torch.clamp(a, -ABS_CLAMP, ABS_CLAMP)], dim=-1).reshape(1, -1, z.shape[-1] + a.shape[-1])
+        out = self.forward_normalized(x.expand(self.ensemble_size, -1, -1))[..., : self.state_dim]
+        return (out * self.out_mask[: self.state_dim]).std(dim=0).reshape(*lead, self.state_dim)
+
     def normalized_targets(self, targets: torch.Tensor) -> torch.Tensor:
         return (targets - self.out_shift) / self.out_scale
 
@@ -230,6 +240,8 @@ def fit_ensemble(
     extra_loss: Optional[Callable[[], torch.Tensor]] = None,
     alpha: float = 1.0,
     bf16: bool = False,
+    recent_window: int = 0,
+    recent_share: float = 0.0,
 ) -> dict:
     """Minibatch Adam on the normalised delta loss, every member in one batched step.
 
@@ -239,7 +251,9 @@ def fit_ensemble(
     (after ``min_steps``), restoring the best weights. ``extra_loss`` (MAL + agent reward)
     (a mean over the members) is mixed in per member as ``alpha * loss_e + (1 - alpha) * extra_e``. ``bf16``: CPU autocast of the
     gradient steps to bfloat16 matmuls (about 1.7x faster on CPUs with AVX512-BF16; weights,
-    optimiser state and losses stay float32).
+    optimiser state and losses stay float32). ``recent_share`` of each minibatch comes from the
+    last ``recent_window`` training transitions (the rows are in collection order, newest last),
+    the rest from all of them.
     """
     n = inputs.shape[0]
     if n < 2:
@@ -254,6 +268,8 @@ def fit_ensemble(
     x_train, y_train = inputs[train_idx], y_all[train_idx]
     n_train = x_train.shape[0]
     bs = min(batch_size, n_train)
+    # minibatch rows drawn from the newest transitions only (none when the window holds all data)
+    n_recent = round(bs * recent_share) if 0 < recent_window < n_train else 0
 
     def holdout_loss() -> float:
         with torch.no_grad():
@@ -266,6 +282,8 @@ def fit_ensemble(
     train_loss = torch.zeros(E)
     for steps in range(1, n_steps + 1):
         idx = torch.randint(0, n_train, (E, bs), device=inputs.device)
+        if n_recent:
+            idx[:, :n_recent] = torch.randint(n_train - recent_window, n_train, (E, n_recent), device=inputs.device)
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
             per_member = ensemble.loss(x_train[idx], y_train[idx]).float()
             loss = per_member.sum()  # sum: each member gets its own mean-loss gradient

@@ -158,6 +158,8 @@ class ModelPlayer:
                 extra_loss=extra,
                 alpha=alpha,
                 bf16=c.model_bf16,
+                recent_window=c.model_recent_window,
+                recent_share=c.model_recent_share,
             )
 
         extra, alpha, l_ref, plain, steps_left = None, 1.0, 1.0, None, steps
@@ -221,13 +223,21 @@ class ModelPlayer:
         k = c.agent_reward_intents if soft else 1
         m = max(1, c.agent_reward_batch // k)  # start states per copy: the batch is shared out
         act_dim = self.task.info.act_dim
+        gate_ref = self._data_disagreement(d) if c.agent_reward_gate == "disagreement" else None
 
         def term() -> torch.Tensor:
             idx = torch.randint(0, obs.shape[0], (m,), device=self.device)
             s0, a0 = obs[idx], None if aux is None else aux[idx]
             if not soft:
                 j = differentiable_return(
-                    self.ensemble, self.task, policy, s0, c.agent_reward_horizon, c.gamma, start_aux=a0
+                    self.ensemble,
+                    self.task,
+                    policy,
+                    s0,
+                    c.agent_reward_horizon,
+                    c.gamma,
+                    start_aux=a0,
+                    gate_ref=gate_ref,
                 )
                 return -j * l_ref / r_unit
             offsets = torch.rand(k, act_dim, device=self.device) * 2.0 - 1.0
@@ -242,6 +252,7 @@ class ModelPlayer:
                 start_aux=None if a0 is None else a0.repeat(k, 1),
                 action_offset=offsets.repeat_interleave(m, dim=0),
                 reduce=False,
+                gate_ref=gate_ref,
             )
             j_copies = per_rollout.reshape(per_rollout.shape[0], k, m).mean(dim=(0, 2)) / r_unit
             tau = c.agent_reward_temperature
@@ -249,6 +260,17 @@ class ModelPlayer:
             return -soft_j * l_ref
 
         return term
+
+    def _data_disagreement(self, d: dict[str, np.ndarray]) -> torch.Tensor:
+        """The members' mean disagreement per state dim on (a subsample of) the buffer's
+        transitions, as the model is now: the return term's gate reference (``agent_reward_gate``)."""
+        z = np.asarray(self.task.to_model(d["obs"], d.get("aux")), dtype=np.float32)
+        a = np.clip(d["actions"], -1.0, 1.0).astype(np.float32)
+        if z.shape[0] > LOSS_SUBSAMPLE:
+            idx = np.linspace(0, z.shape[0] - 1, LOSS_SUBSAMPLE).astype(int)
+            z, a = z[idx], a[idx]
+        dis = self.ensemble.disagreement(torch.as_tensor(z, device=self.device), torch.as_tensor(a, device=self.device))
+        return dis.mean(dim=0).clamp(min=1e-6)
 
     # -- exchange (safetensors, never pickle) -----------------------------------------------
     def _meta(self) -> dict:

@@ -163,6 +163,7 @@ def differentiable_return(
     start_aux: Optional[torch.Tensor] = None,
     action_offset: Optional[torch.Tensor] = None,
     reduce: bool = True,
+    gate_ref: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Reparameterised estimate of J(pi, M) whose gradient flows into the model's weights.
 
@@ -170,7 +171,10 @@ def differentiable_return(
     by the caller; ``action_offset`` (n, act_dim), one constant shift per rollout, none by
     default), s_{t+1} from each member, sum of discounted task rewards over a short horizon.
     Returns the mean over members and start states (a scalar), or with ``reduce=False`` each
-    rollout's return, shape (members, n).
+    rollout's return, shape (members, n). ``gate_ref`` (state_dim,): the members' typical
+    disagreement on the data (:meth:`DynamicsEnsemble.disagreement`); each predicted change then
+    passes its gradient only in proportion ``clamp(d / gate_ref - 1, 0, 1)`` of its own
+    disagreement d: none where the members agree as they do on the data, all at twice that.
     """
     E, n = ensemble.ensemble_size, start_obs.shape[0]
     obs = start_obs.unsqueeze(0).expand(E, n, -1)
@@ -183,7 +187,11 @@ def differentiable_return(
         if action_offset is not None:
             mean = mean + action_offset
         action = torch.clamp(mean + torch.exp(policy.log_std) * torch.randn_like(mean), -1.0, 1.0)
-        z_next, reward = ensemble.predict(task.to_model(obs, aux), action)
+        z = task.to_model(obs, aux)
+        z_next, reward = ensemble.predict(z, action)
+        if gate_ref is not None:
+            w = torch.clamp(ensemble.disagreement(z.detach(), action.detach()) / gate_ref - 1.0, 0.0, 1.0)
+            z_next = z_next.detach() + w * (z_next - z_next.detach())
         next_obs = task.fix_known(obs, action, task.from_model(z_next))
         aux = task.aux_from_model(z_next)
         if reward is None:

@@ -145,6 +145,7 @@ class IterationMetrics:
     model_objective: Optional[float] = None
     model_steps: Optional[int] = None
     model_holdout_loss: Optional[float] = None
+    model_loss_new_data: Optional[float] = None  # the model's loss on the round's data before its next fit
     J_model: Optional[float] = None
     model_success: Optional[float] = None
     kl: Optional[float] = None

@@ -189,6 +189,7 @@ class StackelbergGame:
         self.samples += sum(len(e) for e in episodes)
         own = [e for e in episodes if e.policy_version == version]
         self._it.update(
+            model_loss_new_data=self._loss_on(own),
             collect_return=float(np.mean([e.ret for e in own])),
             collect_success=float(np.mean([bool(e.success) for e in own])),
             collected=sum(len(e) for e in episodes),
@@ -196,6 +197,17 @@ class StackelbergGame:
             collect_s=self._it.get("collect_s", 0.0) + time.perf_counter() - t0,
         )
         self.referee.data_collected(version)
+
+    def _loss_on(self, episodes: list[Episode]) -> Optional[float]:
+        """l(M, D_new): the present model's loss on episodes it has not been fitted on (how well
+        it predicted the deployed policy's data; None before the first fit)."""
+        if self.model_player.n_fits == 0 or sum(len(e) for e in episodes) < 2:
+            return None
+        fresh = EpisodeBuffer("aggregate")
+        for ep in episodes:
+            fresh.add_episode(ep)
+        inputs, targets, _ = self.model_player.transitions(fresh)
+        return self.model_player.loss(inputs, targets)
 
     def _play(self, n: int, behave: Callable[[np.random.Generator], ActFn], version: int, prefix: str) -> list[Episode]:
         """Whole episodes until ``n`` samples; episode k resets and explores with
