@@ -71,14 +71,32 @@ def table(runs: list[tuple[str, dict, list[dict]]], at: tuple[int, ...], level: 
         "| run | algo | seed | " + " | ".join(f"{n:,}" for n in at) + f" | new-data loss <= {level} first at | 90% held at |",
         "|---|---|---|" + "---|" * len(at) + "---|---|",
     ]
+    per_algo: dict[str, list[tuple[Optional[int], Optional[int]]]] = {}
     for name, cfg, rows in runs:
         cells = " | ".join(cell(at_samples(rows, n)) for n in at)
         below, held = first_below(rows, level), success_milestones(rows)["held"]
+        per_algo.setdefault(str(cfg.get("algo")), []).append((below, held))
         lines.append(
             f"| `{name}` | {cfg.get('algo')} | {cfg.get('seed')} | {cells} | "
             f"{'-' if below is None else f'{below:,}'} | {'-' if held is None else f'{held:,}'} |"
         )
+    lines.append("")
+    for algo, pairs in per_algo.items():
+        lines.append(
+            f"- {algo} ({len(pairs)} runs): median new-data loss <= {level} first at "
+            f"{_median([b for b, _ in pairs])}, median 90% held at {_median([h for _, h in pairs])} "
+            "(a run that never got there counts as beyond every other)."
+        )
     return "\n".join(lines)
+
+
+def _median(values: list[Optional[int]]) -> str:
+    """Median of sample counts where None (never) sorts last; '-' when the median is a never."""
+    ordered = sorted(values, key=lambda v: (v is None, v or 0))
+    mid = ordered[(len(ordered) - 1) // 2 : len(ordered) // 2 + 1]
+    if any(v is None for v in mid):
+        return "-"
+    return f"{round(sum(mid) / len(mid)):,}"  # type: ignore[arg-type]
 
 
 def main() -> int:
