@@ -105,3 +105,52 @@ def test_fifo_keeps_every_initial_state_and_the_model_only_state(tmp_path) -> No
     np.testing.assert_array_equal(back.initial_states()[1], aux0)
     with pytest.raises(ValueError, match="aux"):
         buf.add_episode(episode(9))  # every episode of a buffer carries aux, or none does
+
+
+def test_an_episode_added_before_another_takes_its_place_and_its_start_state() -> None:
+    """``add_episode(ep, before=id)``: in front of that episode, with its start state in front of
+    that one's (evicted episodes' start states stay where they were); an unknown id appends."""
+    buf = EpisodeBuffer("fifo", capacity=30)
+    for i in (0, 1, 3, 4):
+        buf.add_episode(episode(i))  # 40 transitions: ep0 is evicted, its start state stays
+    assert buf.episode_ids() == ["ep1", "ep3", "ep4"]
+    buf.add_episode(episode(2), before="ep3")  # FIFO: ep1 goes to make room
+    assert buf.episode_ids() == ["ep2", "ep3", "ep4"]
+    starts, _ = buf.initial_states()
+    expected = np.stack([episode(i).obs[0] for i in (0, 1, 2, 3, 4)])
+    np.testing.assert_array_equal(starts, expected)
+    buf.add_episode(episode(5), before="ep0")  # no longer in the buffer: appended
+    assert buf.episode_ids()[-1] == "ep5"
+
+
+def test_the_intake_keeps_each_streams_episodes_in_the_order_they_were_played() -> None:
+    """A graph learner that missed episodes live gets them later from the record: they go where
+    the collector played them, so its buffer (and its fits) match the in-process game's. Without
+    this, a startup race that delayed the first two episodes made `test_ros_equivalence` differ."""
+    from mbrl_ros import wire
+    from mbrl_ros.nodes.episode_intake import EpisodeIntake
+    from mbrl_ros.tasks import get_task
+
+    task = get_task("dclaw-turn-fixed")
+    rng = np.random.default_rng(0)
+
+    def packed(stream: str, seq: int) -> bytes:
+        obs = np.zeros((5, task.info.obs_dim))
+        obs[:, 0] = seq  # tells the start states apart
+        return wire.pack_episode(wire.EpisodeRecord(
+            robot_id="sim0", episode_id=f"sim0-{stream}-{seq:06d}", sequence=seq, policy_version=0,
+            task_id=task.info.task_id, obs=obs, actions=rng.uniform(-1, 1, (4, task.info.act_dim)),
+            rewards=np.zeros(4), terminated=False, stream=stream, extra={"purpose": "train"},
+            aux=np.zeros((5, task.aux_dim)),
+        ))
+
+    intake = EpisodeIntake(task, EpisodeBuffer("aggregate"))
+    for stream, seq in [("a", 2), ("a", 3), ("b", 0), ("a", 4), ("a", 0), ("b", 1), ("a", 1)]:
+        assert intake.ingest(packed(stream, seq)).accepted
+    assert intake.buffer.episode_ids() == [
+        "sim0-a-000000", "sim0-a-000001", "sim0-a-000002", "sim0-a-000003", "sim0-b-000000", "sim0-a-000004",
+        "sim0-b-000001",
+    ]
+    starts, _ = intake.buffer.initial_states()
+    assert list(starts[:, 0]) == [0, 1, 2, 3, 0, 4, 1]
+    assert intake.ids[:2] == ["sim0-a-000002", "sim0-a-000003"]  # the ledger keeps the arrival order

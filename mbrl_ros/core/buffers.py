@@ -142,21 +142,31 @@ class EpisodeBuffer:
     def episode_ids(self) -> list[str]:
         return [e.episode_id for e in self._episodes]
 
-    def add_episode(self, episode: Episode) -> bool:
-        """Add an episode (duplicates by id are ignored: returns False); FIFO evicts the oldest."""
+    def add_episode(self, episode: Episode, before: Optional[str] = None) -> bool:
+        """Add an episode (duplicates by id are ignored: returns False); FIFO evicts the oldest.
+
+        ``before``: the id of an episode in the buffer that the new one goes in front of (and its
+        start state in front of that one's), for an episode that was published earlier but
+        arrived later (a graph learner's gap filled from the record); an id no longer in the
+        buffer appends as usual."""
         if episode.episode_id in self._ids:
             return False
         if len(episode) < 1:
             raise ValueError(f"episode {episode.episode_id} has no transitions")
         if self._episodes and (episode.aux is None) != (self._episodes[0].aux is None):
             raise ValueError(f"episode {episode.episode_id}: every episode of a buffer carries aux, or none does")
-        self._episodes.append(episode)
+        at = len(self._episodes)
+        if before is not None and before in self._ids:
+            at = next(i for i, e in enumerate(self._episodes) if e.episode_id == before)
+        # the buffer's episodes are the newest entries of the start-state lists, in the same order
+        init_at = len(self._initial_obs) - (len(self._episodes) - at)
+        self._episodes.insert(at, episode)
         self._ids.add(episode.episode_id)
         self._n += len(episode)
         self.total_added += len(episode)
-        self._initial_obs.append(episode.obs[0].copy())
+        self._initial_obs.insert(init_at, episode.obs[0].copy())
         if episode.aux is not None:
-            self._initial_aux.append(episode.aux[0].copy())
+            self._initial_aux.insert(init_at, episode.aux[0].copy())
         self._evict()
         return True
 

@@ -53,6 +53,7 @@ class EpisodeIntake:
     gaps: int = 0
     _seen: set[str] = field(default_factory=set)
     _last_seq: dict[str, int] = field(default_factory=dict)
+    _seq_of: dict[str, tuple[str, int]] = field(default_factory=dict)  # buffer episode id -> (stream, sequence)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __contains__(self, episode_id: str) -> bool:
@@ -92,8 +93,24 @@ class EpisodeIntake:
             if purpose(rec) == PURPOSE_TRAIN:
                 self.samples += rec.length
                 if self.buffer is not None:
-                    self.buffer.add_episode(core)
+                    # published before episodes already here (a gap filled late, e.g. from the
+                    # record): it goes in front of the next one of its stream, so the buffer
+                    # holds each collector's episodes in the order they were played
+                    before = (
+                        self._next_in_stream(key, rec.sequence) if last is not None and rec.sequence < last else None
+                    )
+                    self.buffer.add_episode(core, before=before)
+                    self._seq_of[rec.episode_id] = (key, rec.sequence)
         return IntakeResult(True, rec)
+
+    def _next_in_stream(self, key: str, sequence: int) -> Optional[str]:
+        """The buffer's first episode of stream ``key`` with a later sequence number (None: none)."""
+        assert self.buffer is not None
+        for episode_id in self.buffer.episode_ids():
+            k, seq = self._seq_of.get(episode_id, ("", -1))
+            if k == key and seq > sequence:
+                return episode_id
+        return None
 
     def _reject(self, reason: str, message: str) -> IntakeResult:
         with self._lock:
