@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench._report import command_line, publish
+from bench.bench_sample_efficiency import median_or_bound
 
 AT = (1800, 2600, 4200, 5800, 7400, 8400, 10600, 12200, 14600, 17000, 20200)  # real samples
 
@@ -71,32 +72,26 @@ def table(runs: list[tuple[str, dict, list[dict]]], at: tuple[int, ...], level: 
         "| run | algo | seed | " + " | ".join(f"{n:,}" for n in at) + f" | new-data loss <= {level} first at | 90% held at |",
         "|---|---|---|" + "---|" * len(at) + "---|---|",
     ]
-    per_algo: dict[str, list[tuple[Optional[int], Optional[int]]]] = {}
+    per_algo: dict[str, list[tuple[Optional[int], Optional[int], int]]] = {}
     for name, cfg, rows in runs:
         cells = " | ".join(cell(at_samples(rows, n)) for n in at)
         below, held = first_below(rows, level), success_milestones(rows)["held"]
-        per_algo.setdefault(str(cfg.get("algo")), []).append((below, held))
+        per_algo.setdefault(str(cfg.get("algo")), []).append((below, held, rows[-1]["samples"]))
         lines.append(
             f"| `{name}` | {cfg.get('algo')} | {cfg.get('seed')} | {cells} | "
             f"{'-' if below is None else f'{below:,}'} | {'-' if held is None else f'{held:,}'} |"
         )
     lines.append("")
-    for algo, pairs in per_algo.items():
+    for algo, runs_of in per_algo.items():
+        ends = [end for _, _, end in runs_of]  # a run that never got there: beyond where it ended
+        below_med = median_or_bound([b for b, _, _ in runs_of], ends)[2]
+        held_med = median_or_bound([h for _, h, _ in runs_of], ends)[2]
         lines.append(
-            f"- {algo} ({len(pairs)} runs): median new-data loss <= {level} first at "
-            f"{_median([b for b, _ in pairs])}, median 90% held at {_median([h for _, h in pairs])} "
-            "(a run that never got there counts as beyond every other)."
+            f"- {algo} ({len(runs_of)} runs): median new-data loss <= {level} first at {below_med}, "
+            f"median 90% held at {held_med} (bench_sample_efficiency's median: a run that never got "
+            "there counts as beyond its last samples)."
         )
     return "\n".join(lines)
-
-
-def _median(values: list[Optional[int]]) -> str:
-    """Median of sample counts where None (never) sorts last; '-' when the median is a never."""
-    ordered = sorted(values, key=lambda v: (v is None, v or 0))
-    mid = ordered[(len(ordered) - 1) // 2 : len(ordered) // 2 + 1]
-    if any(v is None for v in mid):
-        return "-"
-    return f"{round(sum(mid) / len(mid)):,}"  # type: ignore[arg-type]
 
 
 def main() -> int:
