@@ -38,10 +38,12 @@ def test_per_task_values_and_overrides() -> None:
                  "explore_mean_fraction", "model_goal_share")
     assert [getattr(mal, k) for k in task_keys] == [getattr(tuned, k) for k in task_keys]
     assert (mal.model_max_steps, mal.npg_steps_aggressive, mal.buffer_size) == (500, 25, 0)  # the game stays MAL's
+    assert mal.n_per_iter(40) == tuned.n_per_iter(40) == 200  # turn fixed: PAL's round size (paper: MAL 20 H)
     pal_r, mal_r = load_config("pal", "dclaw-turn-random"), load_config("mal", "dclaw-turn-random")
     random_keys = (*task_keys, "start_state_mix", "policy_mirror", "policy_max_log_std")  # turn random: the same
     assert [getattr(mal_r, k) for k in random_keys] == [getattr(pal_r, k) for k in random_keys]
     assert (mal_r.samples, mal_r.buffer_size, mal_r.npg_steps_aggressive) == (100000, 0, 25)
+    assert mal_r.n_per_iter(40) == 800  # turn random keeps the paper's 20 H
     assert load_config("pal", "dclaw-turn-fixed", ["npg_step_size=0.05"]).npg_step_size == 0.05  # --set wins
     cfg = load_config("pal", "dclaw-turn-fixed", ["samples_per_iter=400", "model_hidden=[64, 64]", "alpha=0.5"])
     assert cfg.n_per_iter(40) == 400 and cfg.model_hidden == [64, 64] and cfg.alpha == 0.5
