@@ -208,6 +208,30 @@ def test_instability_is_reported_not_ignored():
     assert np.all(np.isfinite(obs)) and math.isfinite(reward)
 
 
+def test_a_divergence_mujoco_does_not_flag_is_aborted_too():
+    """A speed no robot motion reaches (a D'Kitty run recorded 2.2e6 with no MuJoCo warning)
+    aborts the step, so run_episode leaves it out of the data; ordinary steps are untouched."""
+    from mbrl_ros.core.world import run_episode
+    from mbrl_ros.tasks.sim import MAX_PLAUSIBLE_SPEED
+
+    env = make_env("dkitty-stand-random")
+    sim, plain_advance, diverge_at = env.unwrapped.sim, env.unwrapped.sim.advance, [3]
+
+    def advance(n_substeps=None):  # a step that diverges silently: MuJoCo reports nothing
+        raised = plain_advance(n_substeps)
+        if n_substeps is None and env.unwrapped._steps + 1 == diverge_at[0]:
+            env.unwrapped.data.qvel[3] = 2 * MAX_PLAUSIBLE_SPEED
+        return raised
+
+    sim.advance = advance
+    with pytest.warns(SimulationWarning, match="implausible speed"):
+        ep = run_episode(env, lambda o: np.zeros(12), 0, "e0", 0)
+    assert ep.aborted and len(ep.actions) == 2 and np.abs(ep.obs).max() < MAX_PLAUSIBLE_SPEED
+    diverge_at[0] = -1  # never: the same episode runs to its end
+    ep = run_episode(env, lambda o: np.zeros(12), 0, "e1", 0)
+    assert not ep.aborted and len(ep.actions) > 2
+
+
 # -- domain randomisation, physics and goal changes -------------------------------------
 def test_randomize_dynamics_draws_robel_ranges():
     env = make_env("dclaw-turn-random", randomize_dynamics=True)

@@ -26,6 +26,12 @@ from mbrl_ros.tasks.scenes import load_model
 ROBOTS = ("dclaw", "dkitty")
 _DEFAULT_SCENE = {"dclaw": "dclaw-valve3", "dkitty": "dkitty-orient"}
 _WARNING_NAMES = {int(w): w.name for w in mujoco.mjtWarning.__members__.values()}
+# A generalised velocity (rad/s, or m/s for the torso's free joint) above this is a simulation
+# that diverged without MuJoCo flagging it (a D'Kitty stand run recorded 2.2e6): no motion of
+# these robots comes near it (30 random-action episodes per task peak at 2.7 on D'Claw, 4.2 on
+# D'Kitty orient and 47 on D'Kitty stand, whose falls tumble the torso). Such a step is aborted
+# like a BADQACC one, so it never reaches the data (an aggregating MAL buffer kept it forever).
+MAX_PLAUSIBLE_SPEED = 100.0
 
 # ROBEL's RandomDynamics variants (robel/dclaw/turn.py, robel/dkitty/{orient,stand}.py).
 _GEOM_FRICTION = ((0.8, 1.2), (0.003, 0.007), (0.00005, 0.00015))  # slide, spin, roll; all geoms, one draw
@@ -441,6 +447,8 @@ class RobelEnv(gymnasium.Env):
             sim_warnings = sim_warnings + ["non-finite observation"]
             obs = np.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0)
             self._obs = obs
+        elif not sim_warnings and float(np.abs(data.qvel).max()) > MAX_PLAUSIBLE_SPEED:
+            sim_warnings = [f"implausible speed {float(np.abs(data.qvel).max()):.3g} > {MAX_PLAUSIBLE_SPEED:g}"]
         if sim_warnings:
             info["sim_warning"] = self._report(sim_warnings, f"step {self._steps}")
             info["aborted"] = True
