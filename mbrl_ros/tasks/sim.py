@@ -447,8 +447,8 @@ class RobelEnv(gymnasium.Env):
             sim_warnings = sim_warnings + ["non-finite observation"]
             obs = np.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0)
             self._obs = obs
-        elif not sim_warnings and float(np.abs(data.qvel).max()) > MAX_PLAUSIBLE_SPEED:
-            sim_warnings = [f"implausible speed {float(np.abs(data.qvel).max()):.3g} > {MAX_PLAUSIBLE_SPEED:g}"]
+        elif not sim_warnings and (speed := float(np.abs(data.qvel).max())) > MAX_PLAUSIBLE_SPEED:
+            sim_warnings = [f"implausible speed {speed:.3g} > {MAX_PLAUSIBLE_SPEED:g}"]
         if sim_warnings:
             info["sim_warning"] = self._report(sim_warnings, f"step {self._steps}")
             info["aborted"] = True
